@@ -1,0 +1,261 @@
+//! One Engine.IO session's shared state: the protocol state machine, the
+//! bounded outgoing queue, and the wake-ups of whoever writes it.
+//!
+//! A [`Conn`] is shared (`Arc`) by the transport tasks (a pending poll, the
+//! websocket task), the session's supervisor task, and the layer above, which
+//! queues packets with [`Conn::send`] from any thread — a broadcast pushes the
+//! same [`Frame`] into many queues. The lock is a `std::sync::Mutex` held only
+//! for short, non-async sections.
+//!
+//! The queue is bounded ([`EngineConfig::max_queue`]). A client that does not
+//! read fills it, and then the session is closed (`forced close`, counted in
+//! [`EngineMetrics::slow_consumer_closes`]): a slow client never slows the others
+//! and never loses packets silently — it reconnects and catches up.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use eventfeed_protocol::engine::session::{CloseReason, Session, Timeout};
+use eventfeed_protocol::engine::{Frame, Transport, payload};
+use eventfeed_protocol::socket::Encoded;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::EngineConfig;
+
+/// Counters kept by an engine (read by the metrics endpoint).
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    /// Sessions opened.
+    pub sessions_opened: AtomicU64,
+    /// Sessions closed.
+    pub sessions_closed: AtomicU64,
+    /// Sessions closed because their outgoing queue overflowed.
+    pub slow_consumer_closes: AtomicU64,
+    /// Frames queued to sessions.
+    pub frames_queued: AtomicU64,
+}
+
+/// Why a packet could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The session is closed.
+    #[error("session closed")]
+    Closed,
+    /// The queue was full: the session has been closed as a slow consumer.
+    #[error("outgoing queue full; session closed")]
+    QueueFull,
+}
+
+pub(crate) struct Inner {
+    pub(crate) fsm: Session,
+    pub(crate) outbox: VecDeque<Frame>,
+    /// A pending GET must be answered with a noop (the upgrade probe arrived).
+    pub(crate) release_poll: bool,
+}
+
+/// A live Engine.IO session, as seen by the layers above.
+pub struct Conn {
+    sid: Arc<str>,
+    inner: Mutex<Inner>,
+    /// Wakes the current writer (a pending GET, or the websocket task).
+    pub(crate) wake: Notify,
+    /// Wakes the supervisor when a deadline moved earlier.
+    pub(crate) timer: Notify,
+    closed: CancellationToken,
+    config: Arc<EngineConfig>,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("sid", &self.sid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(
+        sid: Arc<str>,
+        transport: Transport,
+        now: Instant,
+        config: Arc<EngineConfig>,
+        metrics: Arc<EngineMetrics>,
+    ) -> Self {
+        Conn {
+            sid,
+            inner: Mutex::new(Inner {
+                fsm: Session::new(config.session, transport, now),
+                outbox: VecDeque::new(),
+                release_poll: false,
+            }),
+            wake: Notify::new(),
+            timer: Notify::new(),
+            closed: CancellationToken::new(),
+            config,
+            metrics,
+        }
+    }
+
+    /// The session id.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Locks the session state. A poisoned lock only means another thread
+    /// panicked mid-update of plain data; the state is still usable.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The transport packets currently go out on.
+    pub fn transport(&self) -> Transport {
+        if self.lock().fsm.writes_via_polling() {
+            Transport::Polling
+        } else {
+            Transport::Websocket
+        }
+    }
+
+    /// Whether the session is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Resolves when the session closes.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// Why the session closed, if it did.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().fsm.close_reason()
+    }
+
+    /// Queues one packet.
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.send_all(&frame, &[])
+    }
+
+    /// Queues an encoded Socket.IO packet: its text frame and binary parts.
+    pub fn send_packet(&self, packet: &Encoded) -> Result<(), SendError> {
+        self.send_all(&packet.text, &packet.binary)
+    }
+
+    /// Queues `first` and `rest` atomically (a binary packet's header and
+    /// parts): all of them or none.
+    pub fn send_all(&self, first: &Frame, rest: &[Frame]) -> Result<(), SendError> {
+        let count = 1 + rest.len();
+        let mut inner = self.lock();
+        if inner.fsm.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if inner.outbox.len() + count > self.config.max_queue {
+            // Bound hit: the client is not reading. Close it rather than drop
+            // packets or grow without limit; it will reconnect and catch up.
+            drop(inner);
+            self.metrics
+                .slow_consumer_closes
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(sid = %self.sid, queue = self.config.max_queue, "slow consumer: outgoing queue full, closing session");
+            self.close(CloseReason::ForcedClose);
+            return Err(SendError::QueueFull);
+        }
+        let was_empty = inner.outbox.is_empty();
+        inner.outbox.push_back(first.clone());
+        inner.outbox.extend(rest.iter().cloned());
+        drop(inner);
+        self.metrics
+            .frames_queued
+            .fetch_add(count as u64, Ordering::Relaxed);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Closes the session. The first reason sticks; later calls do nothing.
+    ///
+    /// For a deliberate server close (shutdown, forced close) a close packet is
+    /// queued first, so the client learns the session is over.
+    pub fn close(&self, reason: CloseReason) {
+        let mut inner = self.lock();
+        if !inner.fsm.is_closed() {
+            inner.fsm.close(reason);
+            if matches!(
+                reason,
+                CloseReason::ServerShutdown | CloseReason::ForcedClose
+            ) {
+                inner.outbox.push_back(Frame::CLOSE);
+            }
+        }
+        drop(inner);
+        self.mark_closed();
+    }
+
+    /// Wakes everyone waiting on the session once its state machine is closed.
+    fn mark_closed(&self) {
+        if !self.closed.is_cancelled() {
+            self.closed.cancel();
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks the session's supervisor to look at its deadlines again (one of
+    /// them moved earlier).
+    pub fn reschedule(&self) {
+        self.timer.notify_one();
+    }
+
+    /// Runs due timers at `now`; returns the next deadline.
+    pub(crate) fn on_timer(&self, now: Instant) -> Option<Instant> {
+        let mut inner = self.lock();
+        let mut close = None;
+        while let Some(t) = inner.fsm.handle_timeout(now) {
+            match t {
+                Timeout::SendPing => {
+                    let was_empty = inner.outbox.is_empty();
+                    inner.outbox.push_back(Frame::PING);
+                    if was_empty {
+                        self.wake.notify_one();
+                    }
+                }
+                // The upgrading websocket task watches the same deadline and
+                // closes itself; the state machine is back on polling already.
+                Timeout::UpgradeExpired => {}
+                Timeout::Close(reason) => close = Some(reason),
+            }
+        }
+        let next = inner.fsm.poll_timeout();
+        drop(inner);
+        if close.is_some() {
+            self.mark_closed();
+        }
+        next
+    }
+
+    /// Takes queued packets for one polling response, within `maxPayload`.
+    pub(crate) fn take_payload(inner: &mut Inner, max_payload: usize) -> Option<Bytes> {
+        if inner.outbox.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(256);
+        payload::encode(&mut inner.outbox, max_payload, &mut out);
+        Some(Bytes::from(out))
+    }
+
+    /// Marks the session closed (by a transport) and wakes everyone.
+    pub(crate) fn close_locked(&self, mut inner: MutexGuard<'_, Inner>, reason: CloseReason) {
+        inner.fsm.close(reason);
+        drop(inner);
+        self.mark_closed();
+    }
+}

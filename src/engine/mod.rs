@@ -1,0 +1,364 @@
+//! The Engine.IO v4 server runtime: handshake, long-polling, websocket, the
+//! upgrade between them, heartbeat, and the session table.
+//!
+//! An [`Engine`] serves one path (e.g. `/socket.io/`). It hands every message
+//! to a [`Handler`] — the Socket.IO layer, or a raw Engine.IO application — and
+//! leaves every other path to the caller. Protocol decisions come from
+//! `eventfeed_protocol::engine::session::Session`; this module only does the I/O.
+//!
+//! Per session there is one supervisor task (timers: pings, ping timeout;
+//! cleanup when the session closes) and, on websocket, one task that reads and
+//! writes the socket. Long-polling requests run in the HTTP connection's task.
+
+mod conn;
+mod polling;
+mod sessions;
+mod websocket;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eventfeed_protocol::engine::session::{self as proto_session, CloseReason};
+use eventfeed_protocol::engine::{EngineError, Query, Transport};
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
+
+pub use conn::{Conn, EngineMetrics, SendError};
+pub use sessions::Sessions;
+
+use crate::http::{self as h, Body, Cors};
+
+/// Settings of one Engine.IO endpoint.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Heartbeat and upgrade timing.
+    pub session: proto_session::Config,
+    /// `maxPayload`: the largest polling body and websocket message accepted,
+    /// and the budget of one polling response.
+    pub max_payload: usize,
+    /// Frames a session may have queued before it is closed as a slow consumer.
+    pub max_queue: usize,
+    /// Sessions this engine holds at most; a handshake beyond it gets 503.
+    pub max_sessions: usize,
+    /// Allowed browser origins (CORS and websocket origin check).
+    pub cors: Cors,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            session: proto_session::Config::default(),
+            max_payload: 1_000_000,
+            max_queue: 1024,
+            max_sessions: 100_000,
+            cors: Cors::default(),
+        }
+    }
+}
+
+/// An incoming Engine.IO message.
+#[derive(Debug, Clone, Copy)]
+pub enum Message<'a> {
+    /// A text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a Bytes),
+}
+
+/// What an engine's application does with sessions and their messages.
+///
+/// Calls for one session come in order, from one task at a time. They are
+/// synchronous and must not block: queue packets with [`Conn::send`], spawn
+/// work that has to wait.
+pub trait Handler: Send + Sync + 'static {
+    /// Per-session state of the application.
+    type State: Send + Sync + 'static;
+
+    /// A session opened.
+    fn on_open(&self, conn: &Arc<Conn>) -> Self::State;
+
+    /// A message arrived.
+    fn on_message(&self, conn: &Arc<Conn>, state: &Self::State, message: Message<'_>);
+
+    /// The session closed (called once).
+    fn on_close(&self, conn: &Arc<Conn>, state: &Self::State, reason: CloseReason);
+
+    /// The application's next deadline for this session, if any (the
+    /// session's supervisor wakes for it and calls [`Handler::on_timeout`]).
+    /// When it moves earlier, call [`Conn::reschedule`].
+    fn poll_timeout(&self, _state: &Self::State) -> Option<Instant> {
+        None
+    }
+
+    /// The deadline from [`Handler::poll_timeout`] passed.
+    fn on_timeout(&self, _conn: &Arc<Conn>, _state: &Self::State, _now: Instant) {}
+}
+
+pub(crate) struct Entry<S> {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) state: S,
+}
+
+/// One Engine.IO endpoint.
+pub struct Engine<H: Handler> {
+    pub(crate) config: Arc<EngineConfig>,
+    pub(crate) handler: H,
+    pub(crate) sessions: Sessions<Entry<H::State>>,
+    pub(crate) metrics: Arc<EngineMetrics>,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl<H: Handler> Engine<H> {
+    /// An engine serving `handler` with `config`.
+    pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        Arc::new(Engine {
+            config: Arc::new(config),
+            handler,
+            sessions: Sessions::new(),
+            metrics: Arc::new(EngineMetrics::default()),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// The application handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Sessions by the transport they currently write on: (polling, websocket).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let mut polling = 0;
+        let mut websocket = 0;
+        self.sessions.for_each(|e| match e.conn.transport() {
+            Transport::Polling => polling += 1,
+            Transport::Websocket => websocket += 1,
+        });
+        (polling, websocket)
+    }
+
+    /// Closes every session (server shutdown): each gets a close packet.
+    pub fn close_all(&self, reason: CloseReason) {
+        let mut conns = Vec::new();
+        self.sessions.for_each(|e| conns.push(e.conn.clone()));
+        for c in conns {
+            c.close(reason);
+        }
+    }
+
+    /// Waits until every session task has finished (after [`Engine::close_all`]).
+    pub async fn wait_idle(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
+    }
+
+    /// Serves one HTTP request addressed to this engine's path.
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let cors = self
+            .config
+            .cors
+            .headers_for(origin.as_ref(), req.headers().get(header::HOST));
+        let mut res = match self.route(req, cors.is_allowed()).await {
+            Ok(res) => res,
+            Err(Reject::Engine(e)) => engine_error(e),
+            Err(Reject::TooManySessions) => h::unavailable(),
+            Err(Reject::PayloadTooLarge) => {
+                h::text_plain(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new())
+            }
+        };
+        cors.apply(res.headers_mut());
+        res
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        origin_ok: bool,
+    ) -> Result<Response<Body>, Reject> {
+        if req.method() == Method::OPTIONS {
+            return Ok(h::preflight(&req, origin_ok));
+        }
+        let query = Query::parse(req.uri().query().unwrap_or(""))?;
+        let is_upgrade = websocket::is_upgrade_request(&req);
+        query.check_handshake_method(req.method() == Method::GET, is_upgrade)?;
+        if !origin_ok {
+            return Err(EngineError::Forbidden.into());
+        }
+        match (query.transport, query.sid) {
+            (Transport::Polling, None) => self.handshake_polling(),
+            (Transport::Polling, Some(sid)) => {
+                let entry = self.sessions.get(&sid).ok_or(EngineError::UnknownSid)?;
+                match *req.method() {
+                    Method::GET => Ok(polling::get(self, &entry).await?),
+                    Method::POST => Ok(polling::post(self, &entry, req).await?),
+                    _ => Err(EngineError::BadRequest.into()),
+                }
+            }
+            (Transport::Websocket, sid) => {
+                if !is_upgrade {
+                    return Err(EngineError::BadRequest.into());
+                }
+                websocket::upgrade(self, req, sid)
+            }
+        }
+    }
+
+    fn handshake_polling(self: &Arc<Self>) -> Result<Response<Body>, Reject> {
+        let entry = self.open_session(Transport::Polling)?;
+        let open = self.open_frame(&entry.conn, Transport::Polling);
+        Ok(h::text_plain(StatusCode::OK, open.bytes().clone()))
+    }
+
+    /// Creates a session, registers it, and starts its supervisor.
+    pub(crate) fn open_session(
+        self: &Arc<Self>,
+        transport: Transport,
+    ) -> Result<Arc<Entry<H::State>>, Reject> {
+        if self.sessions.len() >= self.config.max_sessions {
+            // Bound hit: refuse new sessions; existing ones are unaffected.
+            tracing::warn!(
+                max = self.config.max_sessions,
+                "session limit reached; refusing handshake"
+            );
+            return Err(Reject::TooManySessions);
+        }
+        let sid: Arc<str> = new_sid().into();
+        let conn = Arc::new(Conn::new(
+            sid.clone(),
+            transport,
+            tokio::time::Instant::now().into_std(),
+            self.config.clone(),
+            self.metrics.clone(),
+        ));
+        let state = self.handler.on_open(&conn);
+        let entry = Arc::new(Entry { conn, state });
+        self.sessions.insert(sid, entry.clone());
+        self.metrics
+            .sessions_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let engine = self.clone();
+        let sup = entry.clone();
+        self.tasks.spawn(async move { engine.supervise(sup).await });
+        Ok(entry)
+    }
+
+    pub(crate) fn open_frame(
+        &self,
+        conn: &Conn,
+        transport: Transport,
+    ) -> eventfeed_protocol::engine::Frame {
+        eventfeed_protocol::engine::Handshake {
+            sid: conn.sid().to_owned(),
+            upgrades: match transport {
+                Transport::Polling => vec!["websocket".to_owned()],
+                Transport::Websocket => vec![],
+            },
+            ping_interval: self.config.session.ping_interval.as_millis() as u64,
+            ping_timeout: self.config.session.ping_timeout.as_millis() as u64,
+            max_payload: self.config.max_payload as u64,
+        }
+        .to_frame()
+    }
+
+    /// The session's supervisor: runs its timers until it closes, then cleans up.
+    async fn supervise(self: Arc<Self>, entry: Arc<Entry<H::State>>) {
+        let conn = &entry.conn;
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        loop {
+            let now = now();
+            if self
+                .handler
+                .poll_timeout(&entry.state)
+                .is_some_and(|d| d <= now)
+            {
+                self.handler.on_timeout(conn, &entry.state, now);
+            }
+            let Some(mut next) = conn.on_timer(now) else {
+                break;
+            };
+            if let Some(app) = self.handler.poll_timeout(&entry.state) {
+                next = next.min(app);
+            }
+            sleep.as_mut().reset(tokio::time::Instant::from_std(next));
+            tokio::select! {
+                _ = &mut sleep => {}
+                _ = conn.timer.notified() => {}
+                _ = conn.closed() => break,
+            }
+        }
+        // Closed: give the transport a moment to deliver a final close packet,
+        // then forget the session.
+        self.sessions.remove(conn.sid());
+        let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
+        self.handler.on_close(conn, &entry.state, reason);
+        self.metrics
+            .sessions_closed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
+    }
+
+    pub(crate) fn dispatch(&self, entry: &Entry<H::State>, message: Message<'_>) {
+        self.handler.on_message(&entry.conn, &entry.state, message);
+    }
+}
+
+/// Why an Engine.IO request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    /// A protocol error, answered with the reference's code and message.
+    Engine(EngineError),
+    /// The session limit is reached: 503.
+    TooManySessions,
+    /// A polling body over `maxPayload`: 413.
+    PayloadTooLarge,
+}
+
+impl From<EngineError> for Reject {
+    fn from(e: EngineError) -> Self {
+        Reject::Engine(e)
+    }
+}
+
+/// A new session id: 20 URL-safe characters from 120 random bits.
+pub fn new_sid() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes: [u8; 15] = rand::random();
+    let mut out = String::with_capacity(20);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The reference's JSON error answer for an Engine.IO request error.
+pub(crate) fn engine_error(e: EngineError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    h::json(status, Bytes::from(e.body()))
+}
+
+/// The current time as the protocol crate takes it.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}

@@ -1,0 +1,145 @@
+//! HTTP long-polling: a GET is held until packets are queued (a ping comes
+//! at least every `pingInterval`), a POST delivers a payload and answers `ok`.
+//!
+//! One GET and one POST at a time per session: an overlapping request gets
+//! 400 and closes the session, as in the reference. A POST body over
+//! `maxPayload` gets 413 and closes the session.
+
+use bytes::Bytes;
+use eventfeed_protocol::engine::payload;
+use eventfeed_protocol::engine::session::{CloseReason, PollKind, Received};
+use eventfeed_protocol::engine::{EngineError, Frame};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{Conn, Engine, Entry, Handler, Message, Reject, now};
+use crate::http::{self as h, Body};
+
+/// Ends the poll in the state machine however the request ends (answered,
+/// or dropped because the client went away mid-poll).
+struct PollGuard<'a> {
+    conn: &'a Conn,
+    kind: PollKind,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.lock().fsm.end_poll(self.kind);
+    }
+}
+
+fn start<'a>(conn: &'a Conn, kind: PollKind) -> Result<PollGuard<'a>, Reject> {
+    let mut inner = conn.lock();
+    match inner.fsm.start_poll(kind) {
+        Ok(()) => Ok(PollGuard { conn, kind }),
+        Err(_) => {
+            if inner.fsm.is_closed() {
+                // An overlap closes the session (and a closed one is gone).
+                conn.close_locked(inner, CloseReason::TransportError);
+            }
+            Err(EngineError::BadRequest.into())
+        }
+    }
+}
+
+/// A GET: answer with queued packets, waiting for some if there are none.
+pub(super) async fn get<H: Handler>(
+    engine: &Engine<H>,
+    entry: &Entry<H::State>,
+) -> Result<Response<Body>, Reject> {
+    let conn = &entry.conn;
+    let _guard = start(conn, PollKind::Get)?;
+    loop {
+        let notified = conn.wake.notified();
+        {
+            let mut inner = conn.lock();
+            if let Some(body) = Conn::take_payload(&mut inner, engine.config.max_payload) {
+                inner.release_poll = false;
+                return Ok(h::text_plain(StatusCode::OK, body));
+            }
+            if inner.fsm.is_closed() {
+                return Ok(h::text_plain(StatusCode::OK, Frame::CLOSE.bytes().clone()));
+            }
+            if inner.release_poll || !inner.fsm.writes_via_polling() {
+                // An upgrade is under way (or done): release the poll with a noop,
+                // and pass on the wake-up in case it was meant for the websocket.
+                inner.release_poll = false;
+                drop(inner);
+                conn.wake.notify_one();
+                return Ok(h::text_plain(StatusCode::OK, Frame::NOOP.bytes().clone()));
+            }
+        }
+        notified.await;
+    }
+}
+
+/// A POST: decode the payload and hand its packets over, in order.
+pub(super) async fn post<H: Handler>(
+    engine: &Engine<H>,
+    entry: &Entry<H::State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Reject> {
+    let conn = &entry.conn;
+    let guard = start(conn, PollKind::Post)?;
+    let max = engine.config.max_payload;
+    let declared_too_big = h::content_length(req.headers()).is_some_and(|n| n > max as u64);
+    let body = if declared_too_big {
+        None
+    } else {
+        // `Limited` stops reading once `max` is passed; a read error (client
+        // gone mid-body) also lands here.
+        match Limited::new(req.into_body(), max).collect().await {
+            Ok(b) => Some(b.to_bytes()),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_none()
+                {
+                    drop(guard);
+                    conn.close(CloseReason::TransportError);
+                    return Err(EngineError::BadRequest.into());
+                }
+                None
+            }
+        }
+    };
+    let Some(body) = body else {
+        // Bound hit: answer 413 and close the session.
+        drop(guard);
+        conn.close(CloseReason::TransportError);
+        return Err(Reject::PayloadTooLarge);
+    };
+    deliver(engine, entry, &body);
+    drop(guard);
+    Ok(h::ok_html())
+}
+
+fn deliver<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, body: &Bytes) {
+    let conn = &entry.conn;
+    let packets = match payload::decode(body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(sid = %conn.sid(), error = %e, "invalid polling payload");
+            conn.close(CloseReason::ParseError);
+            return;
+        }
+    };
+    let now = now();
+    for packet in &packets {
+        let received = conn.lock().fsm.on_packet(now, packet);
+        match received {
+            Received::Message(text) => engine.dispatch(entry, Message::Text(text)),
+            Received::Binary(data) => {
+                engine.dispatch(entry, Message::Binary(&Bytes::copy_from_slice(data)))
+            }
+            Received::Nothing => {}
+            Received::Close(reason) => {
+                conn.close(reason);
+                return;
+            }
+        }
+        if conn.is_closed() {
+            return;
+        }
+    }
+}

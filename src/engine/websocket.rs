@@ -1,0 +1,270 @@
+//! The websocket transport: direct websocket sessions, and the upgrade of a
+//! polling session (`2probe` → `3probe`, a noop to the pending poll, `5`),
+//! bounded by the upgrade timeout.
+//!
+//! One task per websocket reads and writes it. Writes coalesce: everything
+//! queued since the last write goes out with a single flush. Buffers are
+//! small (a 4 KiB read chunk), and messages and frames are capped at
+//! `maxPayload` — over it the socket is closed with code 1009.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfeed_protocol::engine::session::{CloseReason, ProbeAction, Received};
+use eventfeed_protocol::engine::{EngineError, Frame, Packet, Transport, decode_text};
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
+
+use super::{Engine, Entry, Handler, Message, Reject, now};
+use crate::http::Body;
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// How long a closing websocket may take to flush its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether the request asks for a websocket upgrade.
+pub(super) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+enum Target<S> {
+    New(Arc<Entry<S>>),
+    Upgrade(Arc<Entry<S>>),
+}
+
+/// Validates a websocket request, answers 101, and spawns the websocket task.
+pub(super) fn upgrade<H: Handler>(
+    engine: &Arc<Engine<H>>,
+    mut req: Request<Incoming>,
+    sid: Option<String>,
+) -> Result<Response<Body>, Reject> {
+    let headers = req.headers();
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| !k.is_empty());
+    let (true, Some(key)) = (version_ok && req.method() == http::Method::GET, key) else {
+        return Err(EngineError::BadRequest.into());
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+
+    let target = match sid {
+        None => {
+            let entry = engine.open_session(Transport::Websocket)?;
+            // The open packet is the first frame on the socket.
+            let _ = entry
+                .conn
+                .send(engine.open_frame(&entry.conn, Transport::Websocket));
+            Target::New(entry)
+        }
+        Some(sid) => {
+            let entry = engine.sessions.get(&sid).ok_or(EngineError::UnknownSid)?;
+            entry.conn.lock().fsm.begin_upgrade(now())?;
+            entry.conn.timer.notify_one();
+            Target::Upgrade(entry)
+        }
+    };
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let engine2 = engine.clone();
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(engine.config.max_payload.saturating_mul(2).max(64 * 1024))
+        .max_message_size(Some(engine.config.max_payload))
+        .max_frame_size(Some(engine.config.max_payload));
+    engine.tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade did not complete");
+                match target {
+                    Target::New(entry) => entry.conn.close(CloseReason::TransportClose),
+                    Target::Upgrade(entry) => entry.conn.lock().fsm.abort_upgrade(),
+                }
+                return;
+            }
+        };
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        match target {
+            Target::New(entry) => serve(&engine2, &entry, ws).await,
+            Target::Upgrade(entry) => {
+                if let Some(ws) = probe(&entry, ws).await {
+                    serve(&engine2, &entry, ws).await
+                }
+            }
+        }
+    });
+
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::default())
+        .map_err(|_| EngineError::BadRequest.into())
+}
+
+/// The upgrade handshake on the new websocket. Returns it once `5` arrived,
+/// or `None` when the upgrade failed (the session stays on polling).
+async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
+    let conn = &entry.conn;
+    let deadline = tokio::time::Instant::now() + conn.config().session.upgrade_timeout;
+    let outcome = loop {
+        let msg = tokio::select! {
+            msg = ws.next() => msg,
+            _ = tokio::time::sleep_until(deadline) => break ProbeAction::Abort,
+            _ = conn.closed() => break ProbeAction::Abort,
+        };
+        let action = match msg {
+            Some(Ok(WsMessage::Text(text))) => match decode_text(text.as_str()) {
+                Ok(packet) => conn.lock().fsm.on_probe_packet(&packet),
+                Err(_) => ProbeAction::Abort,
+            },
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+            _ => ProbeAction::Abort,
+        };
+        match action {
+            ProbeAction::AnswerProbe => {
+                if ws.send(ws_text(&Frame::PONG_PROBE)).await.is_err() {
+                    break ProbeAction::Abort;
+                }
+                // Release a pending poll so the client can pause polling.
+                conn.lock().release_poll = true;
+                conn.wake.notify_one();
+            }
+            done => break done,
+        }
+    };
+    match outcome {
+        ProbeAction::Upgraded => {
+            // Release any poll still pending; the websocket writes from now on.
+            conn.wake.notify_one();
+            Some(ws)
+        }
+        _ => {
+            conn.lock().fsm.abort_upgrade();
+            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+            None
+        }
+    }
+}
+
+/// Reads and writes the websocket of an active session until it closes.
+async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: Ws) {
+    let conn = &entry.conn;
+    let mut batch: Vec<Frame> = Vec::new();
+    let mut close_code = CloseCode::Normal;
+    loop {
+        // Write everything queued, with one flush.
+        if !write_queued(conn, &mut ws, &mut batch).await {
+            conn.close(CloseReason::TransportError);
+            break;
+        }
+        if conn.is_closed() {
+            break;
+        }
+        let msg = tokio::select! {
+            msg = ws.next() => msg,
+            _ = conn.wake.notified() => continue,
+        };
+        match msg {
+            Some(Ok(WsMessage::Text(text))) => {
+                let packet = match decode_text(text.as_str()) {
+                    Ok(packet) => packet,
+                    Err(e) => {
+                        tracing::debug!(sid = %conn.sid(), error = %e, "invalid websocket packet");
+                        conn.close(CloseReason::ParseError);
+                        continue;
+                    }
+                };
+                match on_packet(conn, &packet) {
+                    Received::Message(text) => engine.dispatch(entry, Message::Text(text)),
+                    Received::Binary(_) | Received::Nothing => {}
+                    Received::Close(reason) => conn.close(reason),
+                }
+            }
+            Some(Ok(WsMessage::Binary(data))) => {
+                let packet = Packet::Binary(std::borrow::Cow::Borrowed(&data));
+                if let Received::Close(reason) = on_packet(conn, &packet) {
+                    conn.close(reason);
+                } else {
+                    engine.dispatch(entry, Message::Binary(&data));
+                }
+            }
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+            Some(Ok(WsMessage::Close(_))) | None => conn.close(CloseReason::TransportClose),
+            Some(Err(e)) => {
+                if matches!(e, tungstenite::Error::Capacity(_)) {
+                    // Bound hit: a message or frame over maxPayload.
+                    close_code = CloseCode::Size;
+                }
+                tracing::debug!(sid = %conn.sid(), error = %e, "websocket read error");
+                conn.close(CloseReason::TransportError);
+            }
+        }
+    }
+    // Deliver what is left (a close packet, say), then a close frame.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        write_queued(conn, &mut ws, &mut batch).await;
+        let frame = CloseFrame {
+            code: close_code,
+            reason: Utf8Bytes::from_static(""),
+        };
+        let _ = ws.close(Some(frame)).await;
+    })
+    .await;
+}
+
+fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
+    conn.lock().fsm.on_packet(now(), packet)
+}
+
+/// Writes every queued frame and flushes once. Returns false on a write error.
+async fn write_queued(conn: &super::Conn, ws: &mut Ws, batch: &mut Vec<Frame>) -> bool {
+    batch.clear();
+    batch.extend(conn.lock().outbox.drain(..));
+    if batch.is_empty() {
+        return true;
+    }
+    let write = async {
+        for frame in batch.drain(..) {
+            let msg = match frame {
+                Frame::Text(_) => ws_text(&frame),
+                Frame::Binary(b) => WsMessage::Binary(b),
+            };
+            ws.feed(msg).await?;
+        }
+        ws.flush().await
+    };
+    // A peer that stops reading blocks this write; the session closing
+    // (slow-consumer policy, shutdown) must still end it.
+    tokio::select! {
+        r = write => r.is_ok(),
+        _ = conn.closed(), if !conn.is_closed() => false,
+    }
+}
+
+fn ws_text(frame: &Frame) -> WsMessage {
+    // `Frame::Text` is valid UTF-8 by construction; the check is cheap.
+    WsMessage::Text(Utf8Bytes::try_from(frame.bytes().clone()).unwrap_or_default())
+}

@@ -1,0 +1,210 @@
+//! HTTP plumbing shared by the engines and the REST API: the body type,
+//! response builders, request-size helpers, and the origin policy (CORS and
+//! the websocket origin check).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+
+/// The response body used everywhere: one buffer.
+pub type Body = Full<Bytes>;
+
+/// A response with `body` and `content_type`.
+pub fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut res = Response::new(Full::new(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+/// `text/plain; charset=UTF-8` (Engine.IO polling payloads).
+pub fn text_plain(status: StatusCode, body: Bytes) -> Response<Body> {
+    response(status, "text/plain; charset=UTF-8", body)
+}
+
+/// `application/json`.
+pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    response(status, "application/json", body)
+}
+
+/// The `ok` answer to a polling POST, as the reference sends it.
+pub fn ok_html() -> Response<Body> {
+    response(StatusCode::OK, "text/html", Bytes::from_static(b"ok"))
+}
+
+/// 503 with `Retry-After`: a capacity bound was hit; try again shortly.
+pub fn unavailable() -> Response<Body> {
+    let mut res = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from_static(br#"{"error":{"code":"unavailable","message":"server at capacity"}}"#),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+/// The declared `Content-Length`, if any and well-formed.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Answers a CORS preflight (`OPTIONS`): 204 when the origin is allowed, 403 otherwise.
+pub fn preflight<B>(req: &Request<B>, origin_ok: bool) -> Response<Body> {
+    if !origin_ok {
+        return response(
+            StatusCode::FORBIDDEN,
+            "text/plain; charset=UTF-8",
+            Bytes::new(),
+        );
+    }
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    res
+}
+
+/// The origin policy: which browser origins may use the server.
+///
+/// Requests without `Origin` (curl, services, Node clients) are allowed. A
+/// browser's origin is allowed when it is the server's own (same host and
+/// port as the `Host` header) or listed; `Origin: null` never is.
+#[derive(Debug, Clone, Default)]
+pub struct Cors {
+    allowed: Vec<String>,
+}
+
+impl Cors {
+    /// A policy allowing the server's own origin plus `allowed`
+    /// (exact `scheme://host[:port]` strings).
+    pub fn new(allowed: impl IntoIterator<Item = String>) -> Self {
+        Cors {
+            allowed: allowed
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
+        }
+    }
+
+    /// Decides for a request with this `Origin` and `Host`.
+    pub fn headers_for(
+        &self,
+        origin: Option<&HeaderValue>,
+        host: Option<&HeaderValue>,
+    ) -> CorsDecision {
+        let Some(origin) = origin else {
+            return CorsDecision {
+                allowed: true,
+                allow_origin: None,
+            };
+        };
+        let Ok(o) = origin.to_str() else {
+            return CorsDecision {
+                allowed: false,
+                allow_origin: None,
+            };
+        };
+        let same_origin = host
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| {
+                o.split_once("://")
+                    .map(|(_, rest)| rest.eq_ignore_ascii_case(h))
+            })
+            .unwrap_or(false);
+        let allowed = o != "null" && (same_origin || self.allowed.iter().any(|a| a == o));
+        CorsDecision {
+            allowed,
+            allow_origin: allowed.then(|| origin.clone()),
+        }
+    }
+}
+
+/// The outcome of the origin policy for one request.
+#[derive(Debug, Clone)]
+pub struct CorsDecision {
+    allowed: bool,
+    allow_origin: Option<HeaderValue>,
+}
+
+impl CorsDecision {
+    /// Whether the request may proceed.
+    pub fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// Adds the CORS response headers for an allowed browser origin.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(origin) = &self.allow_origin {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn origin_policy() {
+        let cors = Cors::new(["https://app.example.com".to_owned()]);
+        let host = hv("127.0.0.1:3000");
+        assert!(cors.headers_for(None, Some(&host)).is_allowed());
+        assert!(
+            cors.headers_for(Some(&hv("http://127.0.0.1:3000")), Some(&host))
+                .is_allowed()
+        );
+        assert!(
+            cors.headers_for(Some(&hv("https://app.example.com")), Some(&host))
+                .is_allowed()
+        );
+        assert!(
+            !cors
+                .headers_for(Some(&hv("https://evil.example.com")), Some(&host))
+                .is_allowed()
+        );
+        assert!(
+            !cors
+                .headers_for(Some(&hv("null")), Some(&host))
+                .is_allowed()
+        );
+        assert!(
+            !cors
+                .headers_for(Some(&hv("http://127.0.0.1:3001")), Some(&host))
+                .is_allowed()
+        );
+        let mut h = HeaderMap::new();
+        cors.headers_for(Some(&hv("https://app.example.com")), Some(&host))
+            .apply(&mut h);
+        assert_eq!(
+            h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+            "https://app.example.com"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! eventfeed: a real-time, multi-tenant event feed server speaking Engine.IO v4
+//! and Socket.IO v5 on raw hyper and tokio-tungstenite.
+//!
+//! # Layout
+//!
+//! - [`server`]: the listener — accept loop, HTTP/1.1 per connection (header
+//!   timeout, size limits, connection limit), routing, graceful shutdown.
+//! - [`http`]: response builders, body-size helpers, the origin policy (CORS).
+//! - [`engine`]: the Engine.IO runtime — handshake, long-polling, websocket,
+//!   upgrade, heartbeat, the session table, bounded per-session queues.
+//!   Protocol rules come from the `eventfeed-protocol` crate; this does the I/O.
+//! - [`sio`]: the Socket.IO layer — namespaces with connect handlers, sockets,
+//!   acks both ways, rooms, broadcast of packets encoded once.
+
+pub mod engine;
+pub mod http;
+pub mod server;
+pub mod sio;

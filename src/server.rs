@@ -1,0 +1,234 @@
+//! The HTTP listener: accept loop, per-connection HTTP/1.1 with header
+//! timeouts and size limits, routing to Engine.IO endpoints and the
+//! application, and graceful shutdown.
+//!
+//! Shutdown, as `axum::serve` does it: stop accepting; tell every Engine.IO
+//! session to close (each gets a close packet, then a websocket close frame or
+//! the answer to its pending poll); ask every HTTP connection to finish its
+//! in-flight request and keep polling it; wait for all of that, bounded by the
+//! drain time.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfeed_protocol::engine::session::CloseReason;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::{Engine, Handler};
+use crate::http::Body;
+
+/// A boxed response future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Something that answers HTTP requests (the application's routes).
+pub trait Service: Send + Sync + 'static {
+    /// Answers one request; `peer` is the client's address.
+    fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture;
+}
+
+/// An Engine.IO endpoint as the router sees it.
+pub trait EngineEndpoint: Send + Sync + 'static {
+    /// Answers one request for the endpoint's path.
+    fn call(self: Arc<Self>, req: Request<Incoming>) -> ResponseFuture;
+    /// Closes every session (shutdown).
+    fn close_all(&self);
+    /// Resolves when every session task ended.
+    fn wait_idle(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+impl<H: Handler> EngineEndpoint for Engine<H> {
+    fn call(self: Arc<Self>, req: Request<Incoming>) -> ResponseFuture {
+        Box::pin(async move { self.handle(req).await })
+    }
+
+    fn close_all(&self) {
+        Engine::close_all(self, CloseReason::ServerShutdown)
+    }
+
+    fn wait_idle(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { Engine::wait_idle(&self).await })
+    }
+}
+
+/// Routes requests: Engine.IO paths first (by prefix), the application for the rest.
+#[derive(Clone)]
+pub struct Router {
+    engines: Vec<(String, Arc<dyn EngineEndpoint>)>,
+    fallback: Arc<dyn Service>,
+}
+
+struct NotFound;
+
+impl Service for NotFound {
+    fn call(self: Arc<Self>, _req: Request<Incoming>, _peer: SocketAddr) -> ResponseFuture {
+        Box::pin(async {
+            crate::http::json(
+                http::StatusCode::NOT_FOUND,
+                bytes::Bytes::from_static(
+                    br#"{"error":{"code":"not_found","message":"no such route"}}"#,
+                ),
+            )
+        })
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            engines: Vec::new(),
+            fallback: Arc::new(NotFound),
+        }
+    }
+}
+
+impl Router {
+    /// An empty router: every request gets 404.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `engine` at `path` (e.g. `/socket.io/`; with or without the
+    /// trailing slash the path matches).
+    pub fn engine(mut self, path: &str, engine: Arc<dyn EngineEndpoint>) -> Self {
+        let path = path.trim_end_matches('/').to_owned();
+        self.engines.push((path, engine));
+        self
+    }
+
+    /// Serves every other path with `service`.
+    pub fn fallback(mut self, service: Arc<dyn Service>) -> Self {
+        self.fallback = service;
+        self
+    }
+
+    fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
+        let path = req.uri().path();
+        for (prefix, engine) in &self.engines {
+            if let Some(rest) = path.strip_prefix(prefix.as_str())
+                && (rest.is_empty() || rest == "/")
+            {
+                return engine.clone().call(req);
+            }
+        }
+        self.fallback.clone().call(req, peer)
+    }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Time allowed to send the request headers (slowloris bound).
+    pub header_read_timeout: Duration,
+    /// Largest request head; beyond it hyper answers 431.
+    pub max_header_bytes: usize,
+    /// Time allowed for the whole shutdown.
+    pub drain_timeout: Duration,
+    /// Open HTTP connections at most; beyond it new ones are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            drain_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then drains.
+/// Returns whether the drain finished in time.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> bool {
+    let tracker = TaskTracker::new();
+    let router = Arc::new(router);
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            // Bound hit: too many connections; this one is closed unanswered.
+            tracing::warn!(
+                max = config.max_connections,
+                "connection limit reached; closing new connection"
+            );
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        let config = config.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let svc = service_fn(move |req| {
+                let fut = router.route(req, peer);
+                async move { Ok::<_, std::convert::Infallible>(fut.await) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.header_read_timeout)
+                .max_buf_size(config.max_header_bytes.max(8192));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::trace!(error = %e, %peer, "http connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    let engines: Vec<_> = router.engines.iter().map(|(_, e)| e.clone()).collect();
+    for e in &engines {
+        e.close_all();
+    }
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        for e in engines {
+            e.wait_idle().await;
+        }
+        tracker.wait().await;
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!("shutdown drain timed out");
+    }
+    drained
+}
