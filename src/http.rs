@@ -14,8 +14,7 @@ pub type Body = Full<Bytes>;
 pub fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
     let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
@@ -40,45 +39,28 @@ pub fn unavailable() -> Response<Body> {
         StatusCode::SERVICE_UNAVAILABLE,
         Bytes::from_static(br#"{"error":{"code":"unavailable","message":"server at capacity"}}"#),
     );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     res
 }
 
 /// The declared `Content-Length`, if any and well-formed.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Answers a CORS preflight (`OPTIONS`): 204 when the origin is allowed, 403 otherwise.
 pub fn preflight<B>(req: &Request<B>, origin_ok: bool) -> Response<Body> {
     if !origin_ok {
-        return response(
-            StatusCode::FORBIDDEN,
-            "text/plain; charset=UTF-8",
-            Bytes::new(),
-        );
+        return response(StatusCode::FORBIDDEN, "text/plain; charset=UTF-8", Bytes::new());
     }
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::NO_CONTENT;
     let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
     if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
     }
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     res
 }
 
@@ -96,44 +78,23 @@ impl Cors {
     /// A policy allowing the server's own origin plus `allowed`
     /// (exact `scheme://host[:port]` strings).
     pub fn new(allowed: impl IntoIterator<Item = String>) -> Self {
-        Cors {
-            allowed: allowed
-                .into_iter()
-                .map(|o| o.trim_end_matches('/').to_owned())
-                .collect(),
-        }
+        Cors { allowed: allowed.into_iter().map(|o| o.trim_end_matches('/').to_owned()).collect() }
     }
 
     /// Decides for a request with this `Origin` and `Host`.
-    pub fn headers_for(
-        &self,
-        origin: Option<&HeaderValue>,
-        host: Option<&HeaderValue>,
-    ) -> CorsDecision {
+    pub fn headers_for(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> CorsDecision {
         let Some(origin) = origin else {
-            return CorsDecision {
-                allowed: true,
-                allow_origin: None,
-            };
+            return CorsDecision { allowed: true, allow_origin: None };
         };
         let Ok(o) = origin.to_str() else {
-            return CorsDecision {
-                allowed: false,
-                allow_origin: None,
-            };
+            return CorsDecision { allowed: false, allow_origin: None };
         };
         let same_origin = host
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| {
-                o.split_once("://")
-                    .map(|(_, rest)| rest.eq_ignore_ascii_case(h))
-            })
+            .and_then(|h| o.split_once("://").map(|(_, rest)| rest.eq_ignore_ascii_case(h)))
             .unwrap_or(false);
         let allowed = o != "null" && (same_origin || self.allowed.iter().any(|a| a == o));
-        CorsDecision {
-            allowed,
-            allow_origin: allowed.then(|| origin.clone()),
-        }
+        CorsDecision { allowed, allow_origin: allowed.then(|| origin.clone()) }
     }
 }
 
@@ -154,10 +115,7 @@ impl CorsDecision {
     pub fn apply(&self, headers: &mut HeaderMap) {
         if let Some(origin) = &self.allow_origin {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
@@ -176,35 +134,13 @@ mod tests {
         let cors = Cors::new(["https://app.example.com".to_owned()]);
         let host = hv("127.0.0.1:3000");
         assert!(cors.headers_for(None, Some(&host)).is_allowed());
-        assert!(
-            cors.headers_for(Some(&hv("http://127.0.0.1:3000")), Some(&host))
-                .is_allowed()
-        );
-        assert!(
-            cors.headers_for(Some(&hv("https://app.example.com")), Some(&host))
-                .is_allowed()
-        );
-        assert!(
-            !cors
-                .headers_for(Some(&hv("https://evil.example.com")), Some(&host))
-                .is_allowed()
-        );
-        assert!(
-            !cors
-                .headers_for(Some(&hv("null")), Some(&host))
-                .is_allowed()
-        );
-        assert!(
-            !cors
-                .headers_for(Some(&hv("http://127.0.0.1:3001")), Some(&host))
-                .is_allowed()
-        );
+        assert!(cors.headers_for(Some(&hv("http://127.0.0.1:3000")), Some(&host)).is_allowed());
+        assert!(cors.headers_for(Some(&hv("https://app.example.com")), Some(&host)).is_allowed());
+        assert!(!cors.headers_for(Some(&hv("https://evil.example.com")), Some(&host)).is_allowed());
+        assert!(!cors.headers_for(Some(&hv("null")), Some(&host)).is_allowed());
+        assert!(!cors.headers_for(Some(&hv("http://127.0.0.1:3001")), Some(&host)).is_allowed());
         let mut h = HeaderMap::new();
-        cors.headers_for(Some(&hv("https://app.example.com")), Some(&host))
-            .apply(&mut h);
-        assert_eq!(
-            h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
-            "https://app.example.com"
-        );
+        cors.headers_for(Some(&hv("https://app.example.com")), Some(&host)).apply(&mut h);
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "https://app.example.com");
     }
 }

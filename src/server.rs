@@ -74,9 +74,7 @@ impl Service for NotFound {
         Box::pin(async {
             crate::http::json(
                 http::StatusCode::NOT_FOUND,
-                bytes::Bytes::from_static(
-                    br#"{"error":{"code":"not_found","message":"no such route"}}"#,
-                ),
+                bytes::Bytes::from_static(br#"{"error":{"code":"not_found","message":"no such route"}}"#),
             )
         })
     }
@@ -84,10 +82,7 @@ impl Service for NotFound {
 
 impl Default for Router {
     fn default() -> Self {
-        Router {
-            engines: Vec::new(),
-            fallback: Arc::new(NotFound),
-        }
+        Router { engines: Vec::new(), fallback: Arc::new(NotFound) }
     }
 }
 
@@ -150,12 +145,7 @@ impl Default for ServerConfig {
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains.
 /// Returns whether the drain finished in time.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) -> bool {
+pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, shutdown: CancellationToken) -> bool {
     let tracker = TaskTracker::new();
     let router = Arc::new(router);
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
@@ -174,10 +164,7 @@ pub async fn serve(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             // Bound hit: too many connections; this one is closed unanswered.
-            tracing::warn!(
-                max = config.max_connections,
-                "connection limit reached; closing new connection"
-            );
+            tracing::warn!(max = config.max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         };
@@ -196,9 +183,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(config.header_read_timeout)
                 .max_buf_size(config.max_header_bytes.max(8192));
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
+            let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => {

@@ -72,9 +72,7 @@ pub struct Conn {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("sid", &self.sid)
-            .finish_non_exhaustive()
+        f.debug_struct("Conn").field("sid", &self.sid).finish_non_exhaustive()
     }
 }
 
@@ -118,11 +116,7 @@ impl Conn {
 
     /// The transport packets currently go out on.
     pub fn transport(&self) -> Transport {
-        if self.lock().fsm.writes_via_polling() {
-            Transport::Polling
-        } else {
-            Transport::Websocket
-        }
+        if self.lock().fsm.writes_via_polling() { Transport::Polling } else { Transport::Websocket }
     }
 
     /// Whether the session is closed.
@@ -162,9 +156,7 @@ impl Conn {
             // Bound hit: the client is not reading. Close it rather than drop
             // packets or grow without limit; it will reconnect and catch up.
             drop(inner);
-            self.metrics
-                .slow_consumer_closes
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(sid = %self.sid, queue = self.config.max_queue, "slow consumer: outgoing queue full, closing session");
             self.close(CloseReason::ForcedClose);
             return Err(SendError::QueueFull);
@@ -173,9 +165,7 @@ impl Conn {
         inner.outbox.push_back(first.clone());
         inner.outbox.extend(rest.iter().cloned());
         drop(inner);
-        self.metrics
-            .frames_queued
-            .fetch_add(count as u64, Ordering::Relaxed);
+        self.metrics.frames_queued.fetch_add(count as u64, Ordering::Relaxed);
         if was_empty {
             self.wake.notify_one();
         }
@@ -190,10 +180,7 @@ impl Conn {
         let mut inner = self.lock();
         if !inner.fsm.is_closed() {
             inner.fsm.close(reason);
-            if matches!(
-                reason,
-                CloseReason::ServerShutdown | CloseReason::ForcedClose
-            ) {
+            if matches!(reason, CloseReason::ServerShutdown | CloseReason::ForcedClose) {
                 inner.outbox.push_back(Frame::CLOSE);
             }
         }

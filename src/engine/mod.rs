@@ -172,27 +172,18 @@ impl<H: Handler> Engine<H> {
     /// Serves one HTTP request addressed to this engine's path.
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let origin = req.headers().get(header::ORIGIN).cloned();
-        let cors = self
-            .config
-            .cors
-            .headers_for(origin.as_ref(), req.headers().get(header::HOST));
+        let cors = self.config.cors.headers_for(origin.as_ref(), req.headers().get(header::HOST));
         let mut res = match self.route(req, cors.is_allowed()).await {
             Ok(res) => res,
             Err(Reject::Engine(e)) => engine_error(e),
             Err(Reject::TooManySessions) => h::unavailable(),
-            Err(Reject::PayloadTooLarge) => {
-                h::text_plain(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new())
-            }
+            Err(Reject::PayloadTooLarge) => h::text_plain(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new()),
         };
         cors.apply(res.headers_mut());
         res
     }
 
-    async fn route(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        origin_ok: bool,
-    ) -> Result<Response<Body>, Reject> {
+    async fn route(self: &Arc<Self>, req: Request<Incoming>, origin_ok: bool) -> Result<Response<Body>, Reject> {
         if req.method() == Method::OPTIONS {
             return Ok(h::preflight(&req, origin_ok));
         }
@@ -228,16 +219,10 @@ impl<H: Handler> Engine<H> {
     }
 
     /// Creates a session, registers it, and starts its supervisor.
-    pub(crate) fn open_session(
-        self: &Arc<Self>,
-        transport: Transport,
-    ) -> Result<Arc<Entry<H::State>>, Reject> {
+    pub(crate) fn open_session(self: &Arc<Self>, transport: Transport) -> Result<Arc<Entry<H::State>>, Reject> {
         if self.sessions.len() >= self.config.max_sessions {
             // Bound hit: refuse new sessions; existing ones are unaffected.
-            tracing::warn!(
-                max = self.config.max_sessions,
-                "session limit reached; refusing handshake"
-            );
+            tracing::warn!(max = self.config.max_sessions, "session limit reached; refusing handshake");
             return Err(Reject::TooManySessions);
         }
         let sid: Arc<str> = new_sid().into();
@@ -251,20 +236,14 @@ impl<H: Handler> Engine<H> {
         let state = self.handler.on_open(&conn);
         let entry = Arc::new(Entry { conn, state });
         self.sessions.insert(sid, entry.clone());
-        self.metrics
-            .sessions_opened
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.sessions_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let engine = self.clone();
         let sup = entry.clone();
         self.tasks.spawn(async move { engine.supervise(sup).await });
         Ok(entry)
     }
 
-    pub(crate) fn open_frame(
-        &self,
-        conn: &Conn,
-        transport: Transport,
-    ) -> eventfeed_protocol::engine::Frame {
+    pub(crate) fn open_frame(&self, conn: &Conn, transport: Transport) -> eventfeed_protocol::engine::Frame {
         eventfeed_protocol::engine::Handshake {
             sid: conn.sid().to_owned(),
             upgrades: match transport {
@@ -285,11 +264,7 @@ impl<H: Handler> Engine<H> {
         tokio::pin!(sleep);
         loop {
             let now = now();
-            if self
-                .handler
-                .poll_timeout(&entry.state)
-                .is_some_and(|d| d <= now)
-            {
+            if self.handler.poll_timeout(&entry.state).is_some_and(|d| d <= now) {
                 self.handler.on_timeout(conn, &entry.state, now);
             }
             let Some(mut next) = conn.on_timer(now) else {
@@ -310,9 +285,7 @@ impl<H: Handler> Engine<H> {
         self.sessions.remove(conn.sid());
         let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
         self.handler.on_close(conn, &entry.state, reason);
-        self.metrics
-            .sessions_closed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.sessions_closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
     }
 

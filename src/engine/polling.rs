@@ -44,10 +44,7 @@ fn start<'a>(conn: &'a Conn, kind: PollKind) -> Result<PollGuard<'a>, Reject> {
 }
 
 /// A GET: answer with queued packets, waiting for some if there are none.
-pub(super) async fn get<H: Handler>(
-    engine: &Engine<H>,
-    entry: &Entry<H::State>,
-) -> Result<Response<Body>, Reject> {
+pub(super) async fn get<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>) -> Result<Response<Body>, Reject> {
     let conn = &entry.conn;
     let _guard = start(conn, PollKind::Get)?;
     loop {
@@ -92,9 +89,7 @@ pub(super) async fn post<H: Handler>(
         match Limited::new(req.into_body(), max).collect().await {
             Ok(b) => Some(b.to_bytes()),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_none()
-                {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_none() {
                     drop(guard);
                     conn.close(CloseReason::TransportError);
                     return Err(EngineError::BadRequest.into());
@@ -129,9 +124,7 @@ fn deliver<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, body: &Bytes
         let received = conn.lock().fsm.on_packet(now, packet);
         match received {
             Received::Message(text) => engine.dispatch(entry, Message::Text(text)),
-            Received::Binary(data) => {
-                engine.dispatch(entry, Message::Binary(&Bytes::copy_from_slice(data)))
-            }
+            Received::Binary(data) => engine.dispatch(entry, Message::Binary(&Bytes::copy_from_slice(data))),
             Received::Nothing => {}
             Received::Close(reason) => {
                 conn.close(reason);

@@ -22,10 +22,7 @@ impl<T> Default for Sessions<T> {
 impl<T> Sessions<T> {
     /// An empty table.
     pub fn new() -> Self {
-        Sessions {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
+        Sessions { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
     }
 
     fn shard(&self, sid: &str) -> MutexGuard<'_, HashMap<Arc<str>, Arc<T>>> {
@@ -50,10 +47,7 @@ impl<T> Sessions<T> {
 
     /// How many sessions there are.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 
     /// Whether there are none.

@@ -54,12 +54,8 @@ pub(super) fn upgrade<H: Handler>(
     sid: Option<String>,
 ) -> Result<Response<Body>, Reject> {
     let headers = req.headers();
-    let version_ok = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|k| !k.is_empty());
+    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).filter(|k| !k.is_empty());
     let (true, Some(key)) = (version_ok && req.method() == http::Method::GET, key) else {
         return Err(EngineError::BadRequest.into());
     };
@@ -69,9 +65,7 @@ pub(super) fn upgrade<H: Handler>(
         None => {
             let entry = engine.open_session(Transport::Websocket)?;
             // The open packet is the first frame on the socket.
-            let _ = entry
-                .conn
-                .send(engine.open_frame(&entry.conn, Transport::Websocket));
+            let _ = entry.conn.send(engine.open_frame(&entry.conn, Transport::Websocket));
             Target::New(entry)
         }
         Some(sid) => {
@@ -102,9 +96,7 @@ pub(super) fn upgrade<H: Handler>(
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         match target {
             Target::New(entry) => serve(&engine2, &entry, ws).await,
             Target::Upgrade(entry) => {
@@ -226,10 +218,7 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
     // Deliver what is left (a close packet, say), then a close frame.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         write_queued(conn, &mut ws, &mut batch).await;
-        let frame = CloseFrame {
-            code: close_code,
-            reason: Utf8Bytes::from_static(""),
-        };
+        let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
     })
     .await;

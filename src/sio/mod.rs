@@ -10,8 +10,10 @@
 //! timeout is closed; a packet that cannot be decoded (bad type, bad JSON,
 //! reserved event name, forged attachment index, too many attachments)
 //! closes the session; a second CONNECT to a namespace already connected on
-//! the same session is a protocol violation and closes it too; packets for a
-//! namespace the session is not connected to are ignored, as in the reference.
+//! the same session replaces the first socket (the reference does the same,
+//! and the official client sends one when `connect()` is called twice);
+//! packets for a namespace the session is not connected to are ignored, as in
+//! the reference.
 
 pub mod namespace;
 pub mod socket;
@@ -25,9 +27,7 @@ use eventfeed_protocol::socket::session::{ConnectRefusal, Namespaces};
 use eventfeed_protocol::socket::{Decoder, Packet, PacketType};
 use serde_json::{Map, Value};
 
-pub use namespace::{
-    BroadcastOp, BroadcastStats, ConnectRejection, DisconnectReason, Namespace, NamespaceHandler,
-};
+pub use namespace::{BroadcastOp, BroadcastStats, ConnectRejection, DisconnectReason, Namespace, NamespaceHandler};
 pub use socket::{AckError, AckReply, AckSender, Event, Socket};
 
 use crate::engine::{self, Conn, Message};
@@ -65,13 +65,7 @@ pub struct SocketIo {
 impl SocketIo {
     /// A server with `namespaces`.
     pub fn new(config: SioConfig, namespaces: impl IntoIterator<Item = Arc<Namespace>>) -> Self {
-        SocketIo {
-            config,
-            namespaces: namespaces
-                .into_iter()
-                .map(|n| (n.name().to_owned(), n))
-                .collect(),
-        }
+        SocketIo { config, namespaces: namespaces.into_iter().map(|n| (n.name().to_owned(), n)).collect() }
     }
 
     /// A namespace by name.
@@ -126,11 +120,7 @@ impl engine::Handler for SocketIo {
         Arc::new(Client {
             inner: Mutex::new(ClientInner {
                 decoder: Decoder::new(self.config.max_attachments),
-                namespaces: Namespaces::new(
-                    engine::now(),
-                    self.config.connect_timeout,
-                    self.config.max_namespaces,
-                ),
+                namespaces: Namespaces::new(engine::now(), self.config.connect_timeout, self.config.max_namespaces),
                 sockets: HashMap::new(),
             }),
         })
@@ -198,12 +188,7 @@ impl SocketIo {
                     _ => return, // the decoder guarantees a string name
                 };
                 data.remove(0);
-                let event = Event {
-                    name,
-                    args: data,
-                    attachments: packet.attachments,
-                    ack,
-                };
+                let event = Event { name, args: data, attachments: packet.attachments, ack };
                 socket.namespace().handler().on_event(&socket, event);
             }
             PacketType::Ack | PacketType::BinaryAck => {
@@ -214,13 +199,7 @@ impl SocketIo {
                     Some(Value::Array(a)) => a,
                     _ => Vec::new(),
                 };
-                socket.resolve_ack(
-                    id,
-                    AckReply {
-                        args,
-                        attachments: packet.attachments,
-                    },
-                );
+                socket.resolve_ack(id, AckReply { args, attachments: packet.attachments });
             }
             // Only servers send CONNECT_ERROR; the reference ignores it from clients.
             PacketType::ConnectError => {}
@@ -230,21 +209,23 @@ impl SocketIo {
     fn connect(&self, conn: &Arc<Conn>, client: &Arc<Client>, packet: Packet) {
         let nsp = packet.nsp.as_str();
         let Some(namespace) = self.namespaces.get(nsp) else {
-            let _ =
-                conn.send_packet(&Packet::connect_error(nsp, "Invalid namespace", None).encode());
+            let _ = conn.send_packet(&Packet::connect_error(nsp, "Invalid namespace", None).encode());
             return;
         };
-        match client.lock().namespaces.check_connect(nsp) {
+        let check = client.lock().namespaces.check_connect(nsp);
+        match check {
             Ok(()) => {}
             Err(ConnectRefusal::AlreadyConnected) => {
-                tracing::debug!(sid = %conn.sid(), nsp, "second CONNECT to a connected namespace; closing session");
-                conn.close(CloseReason::ParseError);
-                return;
+                // The official client sends this when `connect()` is called while
+                // connecting. As in the reference, the newest socket wins; the old
+                // one is cleaned up instead of leaking.
+                if let Some(old) = client.socket(nsp) {
+                    client.remove_socket(&old, DisconnectReason::ClientNamespaceDisconnect);
+                }
             }
             Err(ConnectRefusal::TooManyNamespaces { .. }) => {
                 // Bound hit: refuse this namespace; the others stay connected.
-                let _ = conn
-                    .send_packet(&Packet::connect_error(nsp, "Too many namespaces", None).encode());
+                let _ = conn.send_packet(&Packet::connect_error(nsp, "Too many namespaces", None).encode());
                 return;
             }
         }
@@ -255,9 +236,7 @@ impl SocketIo {
             self.config.max_pending_acks,
         ));
         if let Err(rejection) = namespace.handler().authorize(&socket, packet.data.as_ref()) {
-            let _ = conn.send_packet(
-                &Packet::connect_error(nsp, &rejection.message, rejection.data).encode(),
-            );
+            let _ = conn.send_packet(&Packet::connect_error(nsp, &rejection.message, rejection.data).encode());
             return;
         }
         {
@@ -275,10 +254,7 @@ impl SocketIo {
         namespace.handler().on_connect(&socket);
         if conn.is_closed() {
             // The session died meanwhile; on_close may have run before the insert.
-            client.remove_socket(
-                &socket,
-                DisconnectReason::Transport(CloseReason::TransportClose),
-            );
+            client.remove_socket(&socket, DisconnectReason::Transport(CloseReason::TransportClose));
         }
     }
 }

@@ -27,10 +27,7 @@ pub struct ConnectRejection {
 impl ConnectRejection {
     /// A rejection with `message` and no data.
     pub fn new(message: impl Into<String>) -> Self {
-        ConnectRejection {
-            message: message.into(),
-            data: None,
-        }
+        ConnectRejection { message: message.into(), data: None }
     }
 }
 
@@ -61,11 +58,7 @@ impl DisconnectReason {
 pub trait NamespaceHandler: Send + Sync + 'static {
     /// Decides on a CONNECT, before the client is told. `auth` is the CONNECT
     /// payload. The socket may be given data here ([`Socket::set_data`]).
-    fn authorize(
-        &self,
-        _socket: &Arc<Socket>,
-        _auth: Option<&Value>,
-    ) -> Result<(), ConnectRejection> {
+    fn authorize(&self, _socket: &Arc<Socket>, _auth: Option<&Value>) -> Result<(), ConnectRejection> {
         Ok(())
     }
 
@@ -115,9 +108,7 @@ pub struct Namespace {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Namespace").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -132,9 +123,7 @@ impl Namespace {
             name: name.into(),
             handler: Box::new(handler),
             sockets: Mutex::new(HashMap::new()),
-            rooms: (0..ROOM_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
+            rooms: (0..ROOM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
         })
     }
@@ -184,10 +173,7 @@ impl Namespace {
     }
 
     pub(crate) fn join(&self, room: Arc<str>, socket: &Arc<Socket>) {
-        self.room_shard(&room)
-            .entry(room)
-            .or_default()
-            .insert(socket.id_arc().clone(), socket.clone());
+        self.room_shard(&room).entry(room).or_default().insert(socket.id_arc().clone(), socket.clone());
     }
 
     pub(crate) fn leave(&self, room: &str, socket_id: &str) {

@@ -52,9 +52,7 @@ impl AckSender {
 
     /// Sends the acknowledgement with arguments that are already JSON.
     pub fn send_raw(self, args: &[&RawValue]) -> Result<(), SendError> {
-        self.socket
-            .conn
-            .send(encode_raw_ack(self.socket.nsp.name(), self.id, args))
+        self.socket.conn.send(encode_raw_ack(self.socket.nsp.name(), self.id, args))
     }
 }
 
@@ -98,10 +96,7 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket")
-            .field("id", &self.id)
-            .field("nsp", &self.nsp.name())
-            .finish_non_exhaustive()
+        f.debug_struct("Socket").field("id", &self.id).field("nsp", &self.nsp.name()).finish_non_exhaustive()
     }
 }
 
@@ -110,12 +105,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Socket {
-    pub(crate) fn new(
-        nsp: Arc<Namespace>,
-        conn: Arc<Conn>,
-        client: Weak<Client>,
-        max_acks: usize,
-    ) -> Self {
+    pub(crate) fn new(nsp: Arc<Namespace>, conn: Arc<Conn>, client: Weak<Client>, max_acks: usize) -> Self {
         Socket {
             id: crate::engine::new_sid().into(),
             nsp,
@@ -159,8 +149,7 @@ impl Socket {
     /// Attaches application data (once; a second call returns it back).
     pub fn set_data<T: Any + Send + Sync>(&self, data: T) -> Result<(), T> {
         let mut slot = Some(data);
-        self.data
-            .get_or_init(|| Box::new(slot.take().expect("taken once")));
+        self.data.get_or_init(|| Box::new(slot.take().expect("taken once")));
         match slot {
             None => Ok(()),
             Some(d) => Err(d),
@@ -173,12 +162,7 @@ impl Socket {
     }
 
     /// Emits `event` with `args` (binary if `attachments` is not empty).
-    pub fn emit(
-        &self,
-        event: &str,
-        args: Vec<Value>,
-        attachments: Vec<Bytes>,
-    ) -> Result<(), SendError> {
+    pub fn emit(&self, event: &str, args: Vec<Value>, attachments: Vec<Bytes>) -> Result<(), SendError> {
         self.send_encoded(&Packet::event(self.nsp.name(), event, args, None, attachments).encode())
     }
 
@@ -196,10 +180,8 @@ impl Socket {
         timeout: Duration,
     ) -> impl Future<Output = Result<AckReply, AckError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let queued = lock(&self.acks)
-            .insert(crate::engine::now(), timeout, tx)
-            .map_err(AckError::from)
-            .and_then(|id| {
+        let queued =
+            lock(&self.acks).insert(crate::engine::now(), timeout, tx).map_err(AckError::from).and_then(|id| {
                 let packet = Packet::event(self.nsp.name(), event, args, Some(id), attachments);
                 match self.conn.send_packet(&packet.encode()) {
                     Ok(()) => Ok(id),
@@ -230,10 +212,7 @@ impl Socket {
     }
 
     pub(crate) fn ack_sender(self: &Arc<Self>, id: u64) -> AckSender {
-        AckSender {
-            socket: self.clone(),
-            id,
-        }
+        AckSender { socket: self.clone(), id }
     }
 
     /// Joins `room`.
@@ -275,9 +254,7 @@ impl Socket {
         if !self.is_connected() {
             return;
         }
-        let _ = self
-            .conn
-            .send_packet(&Packet::disconnect(self.nsp.name()).encode());
+        let _ = self.conn.send_packet(&Packet::disconnect(self.nsp.name()).encode());
         if let Some(client) = self.client.upgrade() {
             client.remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
         }

@@ -1,0 +1,99 @@
+//! Shared helpers of the integration tests: start a server on 127.0.0.1:0,
+//! and run the official Node clients (installing them with `npm ci` on first use).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Mutex;
+
+use eventfeed::server::{self, Router, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+/// A server running in this process; shut down on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl TestServer {
+    /// Serves `router` on a free loopback port.
+    pub async fn start(router: Router) -> Self {
+        Self::start_with(router, ServerConfig::default()).await
+    }
+
+    /// Serves `router` with `config` on a free loopback port.
+    pub async fn start_with(router: Router, config: ServerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(server::serve(listener, router, config, shutdown.clone()));
+        TestServer { addr, shutdown, handle: Some(handle) }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down and returns whether the drain finished in time.
+    pub async fn stop(mut self) -> bool {
+        self.shutdown.cancel();
+        self.handle.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The folder with the Node test scripts and their package.json.
+pub fn node_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("node")
+}
+
+static NPM: Mutex<bool> = Mutex::new(false);
+
+/// Installs the pinned Node packages (`npm ci`) unless they are there.
+pub fn ensure_node_modules() {
+    let mut done = NPM.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let dir = node_dir();
+    if !dir.join("node_modules").join(".package-lock.json").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is needed for the conformance tests (Node.js 20 with npm)");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    *done = true;
+}
+
+/// Runs `node <script> <args>` from tests/node and returns its output.
+pub async fn node(script: &str, args: &[&str]) -> Output {
+    ensure_node_modules();
+    tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(node_dir())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node is needed for the conformance tests")
+}
+
+/// Asserts that a node run succeeded, printing its output either way.
+pub fn assert_node_ok(out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "node run failed:\n{stdout}\n{stderr}");
+}
