@@ -11,8 +11,13 @@
 //!   Protocol rules come from the `eventfeed-protocol` crate; this does the I/O.
 //! - [`sio`]: the Socket.IO layer — namespaces with connect handlers, sockets,
 //!   acks both ways, rooms, broadcast of packets encoded once.
+//! - [`feed`]: the event feed of the contract — the sharded per-tenant store,
+//!   auth, the REST API, the `/events` namespace, and the delivery seam.
+//! - [`config`]: configuration from the environment, with `--help`.
 
+pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod http;
 pub mod server;
 pub mod sio;

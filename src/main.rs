@@ -1,6 +1,134 @@
-//! The `eventfeed` binary.
+//! The `eventfeed` binary: reads the configuration from the environment,
+//! starts the feed on `NB_BACKEND_HOST:NB_BACKEND_PORT`, and shuts down
+//! gracefully on SIGINT or SIGTERM.
 
-fn main() {
-    eprintln!("eventfeed: the event feed is not wired up yet");
-    std::process::exit(1);
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use eventfeed::config::{self, Config};
+use eventfeed::engine::EngineConfig;
+use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::http::Cors;
+use eventfeed::server::{self, ServerConfig};
+use eventfeed::sio::SioConfig;
+use eventfeed_protocol::engine::session;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        print!("{}", config::help());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(other) = std::env::args().nth(1) {
+        eprintln!("eventfeed: unknown argument {other:?}; see eventfeed --help");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("eventfeed: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let tokens = match &config.tokens_file {
+        Some(path) => match Tokens::load(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("eventfeed: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Tokens::demo(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eventfeed: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config, tokens))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log_json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(config: Config, tokens: Tokens) -> ExitCode {
+    if tokens.is_demo() {
+        tracing::warn!(
+            "NO TOKENS FILE CONFIGURED: running with the public DEMO tokens (token_admin_a, token_admin_b, \
+             token_reader_a). Anyone can read and write. Set NB_BACKEND_TOKENS_FILE for real use."
+        );
+    }
+    let cors = Cors::new(config.allowed_origins.clone());
+    let engine_config = EngineConfig {
+        session: session::Config {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            ..session::Config::default()
+        },
+        max_payload: config.max_payload,
+        max_queue: config.max_queue,
+        cors: cors.clone(),
+        ..EngineConfig::default()
+    };
+    let feed_config = FeedConfig {
+        buffer_size: config.buffer_size,
+        namespace: config.namespace.clone(),
+        max_body: config.max_body,
+        cors,
+    };
+    let app = App::new(feed_config, tokens, engine_config, SioConfig::default());
+
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %local, namespace = %config.namespace, "eventfeed listening");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    let server_config = ServerConfig { max_connections: config.max_connections, ..ServerConfig::default() };
+    let drained = server::serve(listener, app.router(), server_config, shutdown).await;
+    tracing::info!(drained, "eventfeed stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received; draining");
+    shutdown.cancel();
 }

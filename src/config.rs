@@ -1,0 +1,326 @@
+//! Configuration from the environment, with the contract's defaults.
+//!
+//! Every variable is listed once in [`VARS`] (name, default, meaning); `eventfeed
+//! --help` prints that table. A bad value stops start-up with a message that
+//! names the variable and the accepted range.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A rate: `count` per `per`, with a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per period.
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+    /// Requests allowed at once (the bucket size).
+    pub burst: u32,
+}
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// Port to listen on.
+    pub port: u16,
+    /// The Socket.IO namespace of the feed.
+    pub namespace: String,
+    /// Events kept per tenant.
+    pub buffer_size: usize,
+    /// Engine.IO ping interval.
+    pub ping_interval: Duration,
+    /// Engine.IO ping timeout.
+    pub ping_timeout: Duration,
+    /// Engine.IO `maxPayload` (bytes).
+    pub max_payload: usize,
+    /// The tokens file; `None` means the demo tokens.
+    pub tokens_file: Option<PathBuf>,
+    /// Writes per user; `None` when off.
+    pub rate_limit: Option<Rate>,
+    /// Writes per tenant; `None` when off.
+    pub tenant_rate_limit: Option<Rate>,
+    /// Browser origins allowed besides the server's own.
+    pub allowed_origins: Vec<String>,
+    /// Largest REST body (bytes).
+    pub max_body: usize,
+    /// Connection state recovery window.
+    pub recovery_window: Duration,
+    /// The log filter (`tracing` env-filter syntax).
+    pub log: String,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
+    /// Frames queued per session before it is dropped as a slow consumer.
+    pub max_queue: usize,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
+
+/// One configuration variable: name, default, meaning.
+pub struct Var {
+    /// The environment variable.
+    pub name: &'static str,
+    /// Its default, as text.
+    pub default: &'static str,
+    /// What it sets, and the accepted values.
+    pub help: &'static str,
+}
+
+/// Every variable the server reads.
+pub const VARS: &[Var] = &[
+    Var { name: "NB_BACKEND_HOST", default: "127.0.0.1", help: "address to listen on (an IP address)" },
+    Var { name: "NB_BACKEND_PORT", default: "3000", help: "port to listen on (0..=65535; 0 picks a free port)" },
+    Var {
+        name: "NB_BACKEND_SIO_NAMESPACE",
+        default: "/events",
+        help: "Socket.IO namespace of the feed (starts with /)",
+    },
+    Var { name: "NB_BACKEND_EVENTS_BUFFER_SIZE", default: "500", help: "events kept per tenant (1..=1000000)" },
+    Var {
+        name: "NB_BACKEND_SIO_PING_INTERVAL",
+        default: "25000",
+        help: "Engine.IO ping interval in ms (100..=3600000)",
+    },
+    Var { name: "NB_BACKEND_SIO_PING_TIMEOUT", default: "20000", help: "Engine.IO ping timeout in ms (100..=3600000)" },
+    Var {
+        name: "NB_BACKEND_MAX_PAYLOAD",
+        default: "1000000",
+        help: "Engine.IO maxPayload in bytes: polling bodies and websocket messages (1024..=100000000)",
+    },
+    Var { name: "NB_BACKEND_TOKENS_FILE", default: "", help: "JSON tokens file; empty: demo tokens (with a warning)" },
+    Var {
+        name: "NB_BACKEND_RATE_LIMIT",
+        default: "100/s",
+        help: "writes per user: N/s or N/m, optional burst N/s:B (default burst 2N), or off",
+    },
+    Var { name: "NB_BACKEND_TENANT_RATE_LIMIT", default: "1000/s", help: "writes per tenant: same syntax, or off" },
+    Var {
+        name: "NB_BACKEND_ALLOWED_ORIGINS",
+        default: "",
+        help: "comma-separated browser origins (scheme://host[:port]) allowed besides the server's own",
+    },
+    Var { name: "NB_BACKEND_MAX_BODY", default: "65536", help: "largest REST request body in bytes (64..=16777216)" },
+    Var {
+        name: "NB_BACKEND_RECOVERY_WINDOW",
+        default: "120000",
+        help: "connection state recovery window in ms (0 disables; ..=3600000)",
+    },
+    Var {
+        name: "NB_BACKEND_LOG",
+        default: "info",
+        help: "log filter: error, warn, info, debug, trace, or a tracing filter",
+    },
+    Var { name: "NB_BACKEND_LOG_FORMAT", default: "text", help: "log format: text or json" },
+    Var {
+        name: "NB_BACKEND_MAX_QUEUE",
+        default: "1024",
+        help: "packets queued per connection before it is dropped as a slow consumer (16..=1000000)",
+    },
+    Var { name: "NB_BACKEND_MAX_CONNECTIONS", default: "100000", help: "open TCP connections at most (1..=10000000)" },
+];
+
+/// The `--help` text.
+pub fn help() -> String {
+    let mut out = String::from(
+        "eventfeed: a real-time, multi-tenant event feed server (Engine.IO v4 / Socket.IO v5)\n\n\
+         Usage: eventfeed [--help]\n\nConfiguration (environment variables):\n",
+    );
+    for v in VARS {
+        let default = if v.default.is_empty() { "(none)" } else { v.default };
+        out.push_str(&format!("  {:<30} default {:<10} {}\n", v.name, default, v.help));
+    }
+    out
+}
+
+/// A configuration error: the variable and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}={value:?} is invalid: expected {expected}")]
+pub struct ConfigError {
+    /// The variable.
+    pub name: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is accepted.
+    pub expected: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `get` (the environment, or a test's map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let value = |name: &'static str| -> (String, &'static str) {
+            let default = VARS.iter().find(|v| v.name == name).map_or("", |v| v.default);
+            (
+                get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned()),
+                name,
+            )
+        };
+        let err = |(v, name): (String, &'static str), expected: &str| ConfigError {
+            name,
+            value: v,
+            expected: expected.to_owned(),
+        };
+        let int = |name: &'static str, lo: u64, hi: u64| -> Result<u64, ConfigError> {
+            let (v, n) = value(name);
+            v.parse::<u64>()
+                .ok()
+                .filter(|x| (lo..=hi).contains(x))
+                .ok_or_else(|| err((v, n), &format!("an integer from {lo} to {hi}")))
+        };
+        let ms = |name: &'static str, lo: u64, hi: u64| int(name, lo, hi).map(Duration::from_millis);
+
+        let host = {
+            let v = value("NB_BACKEND_HOST");
+            v.0.parse().map_err(|_| err(v, "an IP address such as 127.0.0.1 or 0.0.0.0"))?
+        };
+        let namespace = {
+            let v = value("NB_BACKEND_SIO_NAMESPACE");
+            if !v.0.starts_with('/') || v.0.contains(',') || v.0.len() > 128 {
+                return Err(err(v, "a namespace starting with / (no commas, at most 128 characters)"));
+            }
+            v.0
+        };
+        let tokens_file = get("NB_BACKEND_TOKENS_FILE").filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+        let rate = |name: &'static str| {
+            let v = value(name);
+            parse_rate(&v.0).map_err(|_| err(v, "N/s or N/m (N from 1 to 1000000), optionally :BURST, or off"))
+        };
+        let allowed_origins = {
+            let v = value("NB_BACKEND_ALLOWED_ORIGINS");
+            let mut out = Vec::new();
+            for o in v.0.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                    && o.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('/'));
+                if !ok {
+                    return Err(err(v.clone(), "comma-separated origins like https://app.example.com:8443"));
+                }
+                out.push(o.to_owned());
+            }
+            out
+        };
+        let log_json = {
+            let v = value("NB_BACKEND_LOG_FORMAT");
+            match v.0.as_str() {
+                "text" => false,
+                "json" => true,
+                _ => return Err(err(v, "text or json")),
+            }
+        };
+        Ok(Config {
+            host,
+            port: int("NB_BACKEND_PORT", 0, 65535)? as u16,
+            namespace,
+            buffer_size: int("NB_BACKEND_EVENTS_BUFFER_SIZE", 1, 1_000_000)? as usize,
+            ping_interval: ms("NB_BACKEND_SIO_PING_INTERVAL", 100, 3_600_000)?,
+            ping_timeout: ms("NB_BACKEND_SIO_PING_TIMEOUT", 100, 3_600_000)?,
+            max_payload: int("NB_BACKEND_MAX_PAYLOAD", 1024, 100_000_000)? as usize,
+            tokens_file,
+            rate_limit: rate("NB_BACKEND_RATE_LIMIT")?,
+            tenant_rate_limit: rate("NB_BACKEND_TENANT_RATE_LIMIT")?,
+            allowed_origins,
+            max_body: int("NB_BACKEND_MAX_BODY", 64, 16 * 1024 * 1024)? as usize,
+            recovery_window: ms("NB_BACKEND_RECOVERY_WINDOW", 0, 3_600_000)?,
+            log: value("NB_BACKEND_LOG").0,
+            log_json,
+            max_queue: int("NB_BACKEND_MAX_QUEUE", 16, 1_000_000)? as usize,
+            max_connections: int("NB_BACKEND_MAX_CONNECTIONS", 1, 10_000_000)? as usize,
+        })
+    }
+}
+
+/// Parses `N/s`, `N/m`, `N/s:B` or `off`.
+fn parse_rate(s: &str) -> Result<Option<Rate>, ()> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let (rate, burst) = match s.split_once(':') {
+        Some((r, b)) => (r, Some(b.parse::<u32>().map_err(|_| ())?)),
+        None => (s, None),
+    };
+    let (count, unit) = rate.split_once('/').ok_or(())?;
+    let count: u32 = count.trim().parse().map_err(|_| ())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        _ => return Err(()),
+    };
+    if !(1..=1_000_000).contains(&count) || burst == Some(0) {
+        return Err(());
+    }
+    Ok(Some(Rate { count, per, burst: burst.unwrap_or(count.saturating_mul(2)) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.namespace, "/events");
+        assert_eq!(c.buffer_size, 500);
+        assert_eq!(c.ping_interval, Duration::from_millis(25000));
+        assert_eq!(c.ping_timeout, Duration::from_millis(20000));
+        assert_eq!(c.max_payload, 1_000_000);
+        assert_eq!(c.tokens_file, None);
+        assert_eq!(c.rate_limit, Some(Rate { count: 100, per: Duration::from_secs(1), burst: 200 }));
+        assert_eq!(c.tenant_rate_limit, Some(Rate { count: 1000, per: Duration::from_secs(1), burst: 2000 }));
+        assert!(c.allowed_origins.is_empty());
+        assert_eq!(c.max_body, 65536);
+        assert_eq!(c.recovery_window, Duration::from_millis(120000));
+        assert_eq!(c.log, "info");
+        assert!(!c.log_json);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_range() {
+        let e = with(&[("NB_BACKEND_PORT", "70000")]).unwrap_err();
+        assert_eq!(e.name, "NB_BACKEND_PORT");
+        assert!(e.to_string().contains("from 0 to 65535"), "{e}");
+        assert_eq!(with(&[("NB_BACKEND_EVENTS_BUFFER_SIZE", "0")]).unwrap_err().name, "NB_BACKEND_EVENTS_BUFFER_SIZE");
+        assert_eq!(with(&[("NB_BACKEND_HOST", "localhost:1")]).unwrap_err().name, "NB_BACKEND_HOST");
+        assert_eq!(with(&[("NB_BACKEND_SIO_NAMESPACE", "events")]).unwrap_err().name, "NB_BACKEND_SIO_NAMESPACE");
+        assert_eq!(with(&[("NB_BACKEND_RATE_LIMIT", "fast")]).unwrap_err().name, "NB_BACKEND_RATE_LIMIT");
+        assert_eq!(
+            with(&[("NB_BACKEND_ALLOWED_ORIGINS", "example.com")]).unwrap_err().name,
+            "NB_BACKEND_ALLOWED_ORIGINS"
+        );
+        assert_eq!(with(&[("NB_BACKEND_LOG_FORMAT", "xml")]).unwrap_err().name, "NB_BACKEND_LOG_FORMAT");
+        assert_eq!(with(&[("NB_BACKEND_SIO_PING_INTERVAL", "-5")]).unwrap_err().name, "NB_BACKEND_SIO_PING_INTERVAL");
+    }
+
+    #[test]
+    fn rates_and_origins() {
+        let c = with(&[
+            ("NB_BACKEND_RATE_LIMIT", "off"),
+            ("NB_BACKEND_TENANT_RATE_LIMIT", "50/m:10"),
+            ("NB_BACKEND_ALLOWED_ORIGINS", "https://a.example.com, http://b.example.com:8080"),
+        ])
+        .unwrap();
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.tenant_rate_limit, Some(Rate { count: 50, per: Duration::from_secs(60), burst: 10 }));
+        assert_eq!(c.allowed_origins, vec!["https://a.example.com", "http://b.example.com:8080"]);
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let h = help();
+        for v in VARS {
+            assert!(h.contains(v.name), "{}", v.name);
+        }
+    }
+}

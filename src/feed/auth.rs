@@ -1,0 +1,287 @@
+//! Authentication and authorization: the tokens file, the demo tokens, and
+//! the one check that REST and socket CONNECT both use.
+//!
+//! Every token is kept as its SHA-256 digest (a file may give either the token
+//! or its digest). A presented token is hashed once and compared against every
+//! entry in constant time, without stopping at a match, so neither the match
+//! nor its position shows in the timing. Tokens are never logged.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::FeedError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read and write.
+    Admin,
+    /// Read only.
+    Reader,
+}
+
+/// An authenticated caller, for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user name (the events' `author`).
+    pub user: String,
+    /// The tenant the request is for.
+    pub tenant: String,
+    /// The role.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Checks that this caller may write.
+    pub fn require_writer(&self) -> Result<(), FeedError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Reader => Err(FeedError::Forbidden),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    digest: [u8; 32],
+    user: String,
+    tenants: Vec<String>,
+    role: Role,
+}
+
+impl Entry {
+    fn allows(&self, tenant: &str) -> bool {
+        self.tenants.iter().any(|t| t == "*" || t == tenant)
+    }
+}
+
+/// The set of known tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    entries: Vec<Entry>,
+    demo: bool,
+}
+
+/// Why a tokens file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    /// The file could not be read.
+    #[error("cannot read tokens file {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not the expected JSON.
+    #[error("tokens file {path} is not valid: {message}")]
+    Format {
+        /// The path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// One entry is wrong.
+    #[error("tokens file {path}: entry {index}{user}: {message}")]
+    Entry {
+        /// The path.
+        path: String,
+        /// The entry's position (0-based).
+        index: usize,
+        /// ` (user "…")` when the entry names one.
+        user: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    tokens: Vec<RawEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    token: Option<String>,
+    token_sha256: Option<String>,
+    user: Option<String>,
+    tenants: Option<Vec<String>>,
+    role: Option<String>,
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+impl Tokens {
+    /// The demo tokens of the contract: `token_admin_a`, `token_admin_b`, `token_reader_a`.
+    pub fn demo() -> Self {
+        let e = |token: &str, user: &str, tenant: &str, role| Entry {
+            digest: sha256(token.as_bytes()),
+            user: user.to_owned(),
+            tenants: vec![tenant.to_owned()],
+            role,
+        };
+        Tokens {
+            entries: vec![
+                e("token_admin_a", "admin_a", "company_a", Role::Admin),
+                e("token_admin_b", "admin_b", "company_b", Role::Admin),
+                e("token_reader_a", "reader_a", "company_a", Role::Reader),
+            ],
+            demo: true,
+        }
+    }
+
+    /// Whether these are the demo tokens.
+    pub fn is_demo(&self) -> bool {
+        self.demo
+    }
+
+    /// Loads a tokens file; any malformed entry is an error naming it.
+    pub fn load(path: &Path) -> Result<Self, TokensError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: p.clone(), source })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parses the JSON of a tokens file (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, TokensError> {
+        let file: File = serde_json::from_str(text)
+            .map_err(|e| TokensError::Format { path: origin.to_owned(), message: e.to_string() })?;
+        let mut entries = Vec::with_capacity(file.tokens.len());
+        for (index, raw) in file.tokens.into_iter().enumerate() {
+            let err = |message: &str, user: &Option<String>| TokensError::Entry {
+                path: origin.to_owned(),
+                index,
+                user: user.as_ref().map(|u| format!(" (user {u:?})")).unwrap_or_default(),
+                message: message.to_owned(),
+            };
+            let user = match &raw.user {
+                Some(u) if !u.trim().is_empty() => u.clone(),
+                _ => return Err(err("\"user\" is missing or empty", &raw.user)),
+            };
+            let digest = match (&raw.token, &raw.token_sha256) {
+                (Some(t), None) if !t.is_empty() => sha256(t.as_bytes()),
+                (None, Some(h)) => {
+                    parse_hex32(h).ok_or_else(|| err("\"token_sha256\" must be 64 hex characters", &raw.user))?
+                }
+                (Some(_), Some(_)) => {
+                    return Err(err("give either \"token\" or \"token_sha256\", not both", &raw.user));
+                }
+                _ => return Err(err("\"token\" or \"token_sha256\" is required", &raw.user)),
+            };
+            let tenants = match raw.tenants {
+                Some(t) if !t.is_empty() && t.iter().all(|x| !x.is_empty()) => t,
+                _ => return Err(err("\"tenants\" must be a non-empty list of tenant ids (or [\"*\"])", &raw.user)),
+            };
+            let role = match raw.role.as_deref() {
+                Some("admin") => Role::Admin,
+                Some("reader") => Role::Reader,
+                _ => return Err(err("\"role\" must be \"admin\" or \"reader\"", &raw.user)),
+            };
+            entries.push(Entry { digest, user, tenants, role });
+        }
+        Ok(Tokens { entries, demo: false })
+    }
+
+    /// Authenticates `token` for `tenant`. Missing values, an unknown token, or
+    /// a tenant the token may not use are all `Unauthorized`.
+    pub fn authenticate(&self, tenant: Option<&str>, token: Option<&str>) -> Result<Principal, FeedError> {
+        let (Some(tenant), Some(token)) = (tenant, token) else {
+            return Err(FeedError::Unauthorized);
+        };
+        if tenant.is_empty() || token.is_empty() {
+            return Err(FeedError::Unauthorized);
+        }
+        let digest = sha256(token.as_bytes());
+        let mut found: Option<&Entry> = None;
+        for entry in &self.entries {
+            // Every entry is compared; no early exit.
+            if bool::from(entry.digest.ct_eq(&digest)) && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        match found {
+            Some(e) if e.allows(tenant) => {
+                Ok(Principal { user: e.user.clone(), tenant: tenant.to_owned(), role: e.role })
+            }
+            _ => Err(FeedError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_tokens() {
+        let t = Tokens::demo();
+        let p = t.authenticate(Some("company_a"), Some("token_admin_a")).unwrap();
+        assert_eq!((p.user.as_str(), p.role), ("admin_a", Role::Admin));
+        assert_eq!(t.authenticate(Some("company_b"), Some("token_admin_a")), Err(FeedError::Unauthorized));
+        assert_eq!(t.authenticate(Some("company_a"), Some("nope")), Err(FeedError::Unauthorized));
+        assert_eq!(t.authenticate(None, Some("token_admin_a")), Err(FeedError::Unauthorized));
+        assert_eq!(t.authenticate(Some("company_a"), None), Err(FeedError::Unauthorized));
+        let r = t.authenticate(Some("company_a"), Some("token_reader_a")).unwrap();
+        assert_eq!(r.require_writer(), Err(FeedError::Forbidden));
+        assert!(t.is_demo());
+    }
+
+    #[test]
+    fn file_with_plain_and_hashed_tokens() {
+        let digest: String = sha256(b"svc-secret").iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            r#"{{"tokens":[
+                {{"token":"token_admin_a","user":"admin_a","tenants":["company_a"],"role":"admin"}},
+                {{"token_sha256":"{digest}","user":"svc","tenants":["*"],"role":"reader"}}
+            ]}}"#
+        );
+        let t = Tokens::parse(&text, "tokens.json").unwrap();
+        assert!(!t.is_demo());
+        assert_eq!(t.authenticate(Some("anything"), Some("svc-secret")).unwrap().user, "svc");
+        assert_eq!(t.authenticate(Some("company_a"), Some("token_admin_a")).unwrap().role, Role::Admin);
+        assert_eq!(parse_hex32(&digest.to_uppercase()), parse_hex32(&digest), "hex is case-insensitive");
+    }
+
+    #[test]
+    fn malformed_entries_are_named() {
+        let cases = [
+            (r#"{"tokens":[{"user":"a","tenants":["x"],"role":"admin"}]}"#, "entry 0 (user \"a\")"),
+            (r#"{"tokens":[{"token":"t","tenants":["x"],"role":"admin"}]}"#, "entry 0"),
+            (
+                r#"{"tokens":[{"token":"t","user":"a","tenants":["x"],"role":"admin"},{"token":"u","user":"b","tenants":[],"role":"admin"}]}"#,
+                "entry 1 (user \"b\")",
+            ),
+            (r#"{"tokens":[{"token":"t","user":"a","tenants":["x"],"role":"root"}]}"#, "\"role\""),
+            (r#"{"tokens":[{"token_sha256":"abc","user":"a","tenants":["x"],"role":"admin"}]}"#, "64 hex"),
+            (r#"{"tokens":[{"token":"t","token_sha256":"ab","user":"a","tenants":["x"],"role":"admin"}]}"#, "not both"),
+        ];
+        for (text, want) in cases {
+            let err = Tokens::parse(text, "f.json").unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+        assert!(matches!(Tokens::parse("{", "f.json"), Err(TokensError::Format { .. })));
+        assert!(matches!(Tokens::parse(r#"{"tokens":[],"x":1}"#, "f.json"), Err(TokensError::Format { .. })));
+    }
+}

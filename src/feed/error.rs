@@ -1,0 +1,137 @@
+//! The feed's errors, and their one mapping to HTTP statuses, REST bodies
+//! (`{"error":{"code","message"}}`) and socket answers (`{code, message}`).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::http::{self as h, Body};
+
+/// An error of the feed's API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    /// 400 `bad_request`: malformed JSON, wrong types, bad `limit`/`sinceId`.
+    #[error("{0}")]
+    BadRequest(Cow<'static, str>),
+    /// 401 `unauthorized`: missing or unknown credentials, or a tenant the token may not use.
+    #[error("invalid or missing credentials")]
+    Unauthorized,
+    /// 403 `forbidden`: a reader that writes.
+    #[error("this token may not write events")]
+    Forbidden,
+    /// 404 `not_found`.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 405 `method_not_allowed`, with the allowed methods.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// The `Allow` header value.
+        allow: &'static str,
+    },
+    /// 413 `payload_too_large`.
+    #[error("{0}")]
+    PayloadTooLarge(&'static str),
+    /// 415 `unsupported_media_type`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// 422 `validation_failed`.
+    #[error("{0}")]
+    Validation(&'static str),
+    /// 429 `rate_limited`, with the seconds to wait.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// 503 `unavailable`, with the seconds to wait.
+    #[error("service unavailable")]
+    Unavailable {
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// 500 `internal` (never a panic's text).
+    #[error("internal error")]
+    Internal,
+}
+
+impl FeedError {
+    /// A 400 with this message.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        FeedError::BadRequest(message.into())
+    }
+
+    /// The error code string.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FeedError::BadRequest(_) => "bad_request",
+            FeedError::Unauthorized => "unauthorized",
+            FeedError::Forbidden => "forbidden",
+            FeedError::NotFound(_) => "not_found",
+            FeedError::MethodNotAllowed { .. } => "method_not_allowed",
+            FeedError::PayloadTooLarge(_) => "payload_too_large",
+            FeedError::UnsupportedMediaType => "unsupported_media_type",
+            FeedError::Validation(_) => "validation_failed",
+            FeedError::RateLimited { .. } => "rate_limited",
+            FeedError::Unavailable { .. } => "unavailable",
+            FeedError::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FeedError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            FeedError::Unauthorized => StatusCode::UNAUTHORIZED,
+            FeedError::Forbidden => StatusCode::FORBIDDEN,
+            FeedError::NotFound(_) => StatusCode::NOT_FOUND,
+            FeedError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            FeedError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            FeedError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            FeedError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            FeedError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            FeedError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            FeedError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `{"code": …, "message": …}` (the socket `error` event and ack errors).
+    pub fn to_value(&self) -> Value {
+        json!({"code": self.code(), "message": self.to_string()})
+    }
+
+    /// The REST answer: status, `{"error":{…}}`, and `Allow` / `Retry-After` where due.
+    pub fn to_response(&self) -> Response<Body> {
+        let body = json!({"error": self.to_value()}).to_string();
+        let mut res = h::json(self.status(), Bytes::from(body));
+        let headers = res.headers_mut();
+        match self {
+            FeedError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            FeedError::RateLimited { retry_after } | FeedError::Unavailable { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_bodies_and_headers() {
+        let res = FeedError::MethodNotAllowed { allow: "GET, POST" }.to_response();
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers()[header::ALLOW], "GET, POST");
+        let res = FeedError::RateLimited { retry_after: 0 }.to_response();
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(FeedError::Validation("x").to_value(), json!({"code": "validation_failed", "message": "x"}));
+        assert_eq!(FeedError::Internal.status(), 500);
+    }
+}

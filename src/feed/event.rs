@@ -1,0 +1,184 @@
+//! The event: its data model, message validation, and its JSON, encoded once
+//! when it is stored so reads and broadcasts never serialize it again.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::error::FeedError;
+
+/// The longest message, in Unicode scalar values.
+pub const MAX_MESSAGE_CHARS: usize = 2048;
+
+/// What a writer supplies; the store adds id, seq, tenant and timestamp.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    message: String,
+    author: String,
+    timestamp: SystemTime,
+}
+
+impl NewEvent {
+    /// A new event by `author` (the message must already be validated).
+    pub fn new(message: String, author: String) -> Self {
+        NewEvent { message, author, timestamp: SystemTime::now() }
+    }
+}
+
+/// A stored event.
+#[derive(Debug)]
+pub struct StoredEvent {
+    /// UUID v4, made by the server.
+    pub id: Uuid,
+    /// Per-tenant sequence number: 1, 2, 3, … with no holes.
+    pub seq: u64,
+    /// The tenant.
+    pub tenant: Arc<str>,
+    json: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    id: &'a Uuid,
+    seq: u64,
+    tenant_id: &'a str,
+    message: &'a str,
+    timestamp: &'a str,
+    author: &'a str,
+}
+
+impl StoredEvent {
+    pub(crate) fn new(new: NewEvent, seq: u64, tenant: Arc<str>) -> Self {
+        let id = Uuid::new_v4();
+        let timestamp = rfc3339_millis(new.timestamp);
+        let wire = Wire {
+            id: &id,
+            seq,
+            tenant_id: &tenant,
+            message: &new.message,
+            timestamp: &timestamp,
+            author: &new.author,
+        };
+        // Serializing strings and integers cannot fail.
+        let json = serde_json::to_string(&wire).unwrap_or_default();
+        let json = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        StoredEvent { id, seq, tenant, json }
+    }
+
+    /// The tenant id.
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The event as JSON (`{"id":…,"seq":…,"tenant_id":…,"message":…,"timestamp":…,"author":…}`).
+    pub fn json(&self) -> &RawValue {
+        &self.json
+    }
+}
+
+/// `2026-11-27T08:14:38.123Z`
+fn rfc3339_millis(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.format(&fmt).unwrap_or_default()
+}
+
+/// Checks a message against the contract: 1..=2048 characters, not blank, no
+/// control characters other than tab and newline.
+pub fn validate_message(message: &str) -> Result<(), FeedError> {
+    if message.trim().is_empty() {
+        return Err(FeedError::Validation("message must not be empty or blank"));
+    }
+    if message.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(FeedError::PayloadTooLarge("message is longer than 2048 characters"));
+    }
+    if message.chars().any(|c| c.is_control() && c != '\t' && c != '\n') {
+        return Err(FeedError::Validation("message contains control characters (only tab and newline are allowed)"));
+    }
+    Ok(())
+}
+
+/// Writes `{"events":[…],"hasMore":…,"gap":…}` from stored JSON, without
+/// re-serializing any event.
+pub fn page_json(events: &[Arc<StoredEvent>], has_more: bool, gap: bool) -> String {
+    let mut out = String::with_capacity(40 + events.iter().map(|e| e.json.get().len() + 1).sum::<usize>());
+    out.push_str(r#"{"events":"#);
+    push_array(&mut out, events);
+    out.push_str(r#","hasMore":"#);
+    out.push_str(if has_more { "true" } else { "false" });
+    out.push_str(r#","gap":"#);
+    out.push_str(if gap { "true" } else { "false" });
+    out.push('}');
+    out
+}
+
+/// Writes `[event,…]` from stored JSON.
+pub fn array_json(events: &[Arc<StoredEvent>]) -> String {
+    let mut out = String::with_capacity(2 + events.iter().map(|e| e.json.get().len() + 1).sum::<usize>());
+    push_array(&mut out, events);
+    out
+}
+
+fn push_array(out: &mut String, events: &[Arc<StoredEvent>]) {
+    out.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e.json.get());
+    }
+    out.push(']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_contract_fields_in_order() {
+        let e = StoredEvent::new(NewEvent::new("User logged in".into(), "admin_a".into()), 42, "company_a".into());
+        let v: serde_json::Value = serde_json::from_str(e.json().get()).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["id", "seq", "tenant_id", "message", "timestamp", "author"]);
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["tenant_id"], "company_a");
+        assert_eq!(v["author"], "admin_a");
+        assert_eq!(Uuid::parse_str(v["id"].as_str().unwrap()).unwrap().get_version_num(), 4);
+        let ts = v["timestamp"].as_str().unwrap();
+        assert_eq!(ts.len(), "2026-11-27T08:14:38.123Z".len(), "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.');
+    }
+
+    #[test]
+    fn timestamps_are_utc_milliseconds() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_767_278_123);
+        assert_eq!(rfc3339_millis(t), "2026-11-27T08:14:38.123Z");
+    }
+
+    #[test]
+    fn message_rules() {
+        assert!(validate_message("hello").is_ok());
+        assert!(validate_message("tab\tand\nnewline").is_ok());
+        assert!(validate_message(&"é".repeat(2048)).is_ok(), "characters, not bytes");
+        assert!(matches!(validate_message(&"a".repeat(2049)), Err(FeedError::PayloadTooLarge(_))));
+        assert!(matches!(validate_message(""), Err(FeedError::Validation(_))));
+        assert!(matches!(validate_message(" \n\t "), Err(FeedError::Validation(_))));
+        assert!(matches!(validate_message("a\u{0}b"), Err(FeedError::Validation(_))));
+        assert!(matches!(validate_message("a\rb"), Err(FeedError::Validation(_))));
+        assert!(matches!(validate_message("a\u{85}b"), Err(FeedError::Validation(_))));
+    }
+
+    #[test]
+    fn page_json_is_valid_json() {
+        let e = Arc::new(StoredEvent::new(NewEvent::new("a \"quoted\" ✓".into(), "u".into()), 1, "t".into()));
+        let v: serde_json::Value = serde_json::from_str(&page_json(&[e.clone(), e], true, false)).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 2);
+        assert_eq!(v["events"][0]["message"], "a \"quoted\" ✓");
+        assert_eq!(v["hasMore"], true);
+        assert_eq!(v["gap"], false);
+        assert_eq!(array_json(&[]), "[]");
+    }
+}

@@ -1,0 +1,204 @@
+//! The REST API, dispatched by hand on hyper: `POST /api/events`,
+//! `GET /api/events?sinceId=&limit=`, `GET /api/events/{id}`, plus
+//! `GET /healthz` and `GET /readyz`.
+//!
+//! Unknown paths get 404 JSON; a known path with the wrong method gets 405
+//! with `Allow`. Bodies are read with a size limit (`NB_BACKEND_MAX_BODY`);
+//! the order of checks on a write is: credentials (401), role (403), media
+//! type (415), size (413), JSON shape (400), message rules (422/413).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::FeedError;
+use super::event::page_json;
+use super::{DEFAULT_LIMIT, Feed, MAX_LIMIT, Principal};
+use crate::http::{self as h, Body};
+use crate::server::{ResponseFuture, Service};
+
+/// The REST service.
+pub struct Rest {
+    feed: Arc<Feed>,
+}
+
+impl Rest {
+    /// Serves `feed`.
+    pub fn new(feed: Arc<Feed>) -> Self {
+        Rest { feed }
+    }
+}
+
+impl Service for Rest {
+    fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
+        Box::pin(async move {
+            let cors =
+                self.feed.config.cors.headers_for(req.headers().get(header::ORIGIN), req.headers().get(header::HOST));
+            let mut res = if !cors.is_allowed() {
+                FeedError::Forbidden.to_response()
+            } else {
+                match route(&self.feed, req, peer).await {
+                    Ok(res) => res,
+                    Err(e) => e.to_response(),
+                }
+            };
+            cors.apply(res.headers_mut());
+            res
+        })
+    }
+}
+
+async fn route(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+    let path = req.uri().path();
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        return Ok(preflight(&req));
+    }
+    match path {
+        "/api/events" | "/api/events/" => match method {
+            Method::GET => list(feed, &req),
+            Method::POST => create(feed, req, peer).await,
+            _ => Err(FeedError::MethodNotAllowed { allow: "GET, POST" }),
+        },
+        "/healthz" => match method {
+            Method::GET | Method::HEAD => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
+            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
+        },
+        "/readyz" => match method {
+            Method::GET | Method::HEAD => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))),
+            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
+        },
+        _ => match path.strip_prefix("/api/events/") {
+            Some(id) if !id.contains('/') => match method {
+                Method::GET => get_one(feed, &req, id),
+                _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
+            },
+            _ => Err(FeedError::NotFound("no such route")),
+        },
+    }
+}
+
+fn preflight(req: &Request<Incoming>) -> Response<Body> {
+    let mut res = h::preflight(req, true);
+    res.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, X-TENANT-ID, X-User-Token"),
+    );
+    res
+}
+
+fn principal(feed: &Feed, headers: &HeaderMap) -> Result<Principal, FeedError> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    feed.authenticate(get("x-tenant-id"), get("x-user-token"))
+}
+
+fn json_ok(status: StatusCode, body: String) -> Response<Body> {
+    h::json(status, Bytes::from(body))
+}
+
+/// Parses `sinceId` and `limit` from a query string.
+fn list_query(query: &str) -> Result<(Option<Uuid>, usize), FeedError> {
+    let mut since = None;
+    let mut limit = DEFAULT_LIMIT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sinceId" if !v.is_empty() => {
+                since =
+                    Some(Uuid::try_parse(v).map_err(|_| FeedError::bad_request("sinceId must be an event id (UUID)"))?);
+            }
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| FeedError::bad_request("limit must be an integer from 1 to 1000"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok((since, limit))
+}
+
+fn list(feed: &Feed, req: &Request<Incoming>) -> Result<Response<Body>, FeedError> {
+    let who = principal(feed, req.headers())?;
+    let (since, limit) = list_query(req.uri().query().unwrap_or(""))?;
+    let page = feed.read(&who, since.as_ref(), limit);
+    Ok(json_ok(StatusCode::OK, page_json(&page.events, page.has_more, page.gap)))
+}
+
+fn get_one(feed: &Feed, req: &Request<Incoming>, id: &str) -> Result<Response<Body>, FeedError> {
+    let who = principal(feed, req.headers())?;
+    let id = Uuid::try_parse(id).map_err(|_| FeedError::bad_request("the event id must be a UUID"))?;
+    let event = feed.get(&who, &id)?;
+    Ok(json_ok(StatusCode::OK, event.json().get().to_owned()))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn create(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+    let who = principal(feed, req.headers()).inspect_err(|_| {
+        tracing::info!(target: "audit", action = "create_event", outcome = "unauthorized", peer = %peer, "rest auth failed");
+    })?;
+    who.require_writer().inspect_err(|_| {
+        tracing::info!(target: "audit", action = "create_event", outcome = "forbidden", tenant = %who.tenant, user = %who.user, peer = %peer, "write refused");
+    })?;
+    if !is_json(req.headers()) {
+        return Err(FeedError::UnsupportedMediaType);
+    }
+    let max = feed.config.max_body;
+    const TOO_BIG: FeedError = FeedError::PayloadTooLarge("request body is larger than the limit");
+    if h::content_length(req.headers()).is_some_and(|n| n > max as u64) {
+        return Err(TOO_BIG);
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(TOO_BIG),
+        Err(_) => return Err(FeedError::bad_request("could not read the request body")),
+    };
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|_| FeedError::bad_request("the body is not valid JSON"))?;
+    let message = match value.get("message") {
+        Some(Value::String(m)) => m,
+        Some(_) => return Err(FeedError::bad_request("message must be a string")),
+        None => return Err(FeedError::bad_request("message is required")),
+    };
+    let event = feed.post(&who, message).inspect_err(|e| {
+        tracing::info!(target: "audit", action = "create_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = %peer, "event refused");
+    })?;
+    tracing::info!(target: "audit", action = "create_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %event.id, peer = %peer, "event created");
+    let mut res = json_ok(StatusCode::CREATED, event.json().get().to_owned());
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/events/{}", event.id)) {
+        res.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(list_query("").unwrap(), (None, 100));
+        assert_eq!(list_query("limit=5").unwrap(), (None, 5));
+        assert_eq!(list_query("sinceId=").unwrap(), (None, 100));
+        let id = Uuid::new_v4();
+        assert_eq!(list_query(&format!("sinceId={id}&limit=1000")).unwrap(), (Some(id), 1000));
+        for bad in ["limit=0", "limit=1001", "limit=abc", "limit=1.5", "limit=", "limit=-1", "sinceId=123"] {
+            assert_eq!(list_query(bad).unwrap_err().code(), "bad_request", "{bad}");
+        }
+    }
+}
