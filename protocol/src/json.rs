@@ -27,19 +27,11 @@ impl Formatter for JsFormatter {
 
     // Everything else is what `CompactFormatter` does; spelled out through it so a
     // future serde_json default cannot drift from compact output.
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
         CompactFormatter.begin_array_value(writer, first)
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
         CompactFormatter.begin_object_key(writer, first)
     }
 
@@ -49,10 +41,7 @@ impl Formatter for JsFormatter {
 }
 
 /// Appends `value` as `JSON.stringify(value)` would write it.
-pub fn write_to<T: ?Sized + Serialize>(
-    out: &mut Vec<u8>,
-    value: &T,
-) -> Result<(), serde_json::Error> {
+pub fn write_to<T: ?Sized + Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), serde_json::Error> {
     let mut ser = serde_json::Serializer::with_formatter(out, JsFormatter);
     value.serialize(&mut ser)
 }
@@ -161,10 +150,7 @@ mod tests {
     fn values_match_json_stringify() {
         let v = json!({"b": 1, "a": [1.0, "x\u{1f}\n\"\\/", null, true], "c": {"d": 2.5}});
         // preserve_order keeps insertion order, as JavaScript objects do.
-        assert_eq!(
-            to_string(&v).unwrap(),
-            r#"{"b":1,"a":[1,"x\u001f\n\"\\/",null,true],"c":{"d":2.5}}"#
-        );
+        assert_eq!(to_string(&v).unwrap(), r#"{"b":1,"a":[1,"x\u001f\n\"\\/",null,true],"c":{"d":2.5}}"#);
     }
 
     #[test]

@@ -142,20 +142,8 @@ impl Query {
                         _ => Err(()),
                     })
                 }
-                "sid" => {
-                    sid = Some(if sid.is_none() {
-                        value.ok_or(())
-                    } else {
-                        Err(())
-                    })
-                }
-                "EIO" => {
-                    eio = Some(if eio.is_none() {
-                        value.ok_or(())
-                    } else {
-                        Err(())
-                    })
-                }
+                "sid" => sid = Some(if sid.is_none() { value.ok_or(()) } else { Err(()) }),
+                "EIO" => eio = Some(if eio.is_none() { value.ok_or(()) } else { Err(()) }),
                 _ => {}
             }
         }
@@ -177,20 +165,12 @@ impl Query {
         if sid.is_none() && eio.as_deref() != Some("4") {
             return Err(EngineError::UnsupportedProtocolVersion);
         }
-        Ok(Query {
-            transport,
-            sid,
-            eio,
-        })
+        Ok(Query { transport, sid, eio })
     }
 
     /// The reference's rules for a request without `sid` (a handshake): it must
     /// be a GET, and a websocket handshake must be an upgrade request.
-    pub fn check_handshake_method(
-        &self,
-        method_is_get: bool,
-        is_upgrade: bool,
-    ) -> Result<(), EngineError> {
+    pub fn check_handshake_method(&self, method_is_get: bool, is_upgrade: bool) -> Result<(), EngineError> {
         if self.sid.is_some() {
             return Ok(());
         }
@@ -251,31 +231,19 @@ mod tests {
         let want = r#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":5000,"maxPayload":1000000}"#;
         assert_eq!(h.to_frame().bytes().as_ref(), want.as_bytes());
         assert_eq!(Handshake::parse(&want[1..]).unwrap(), h);
-        assert!(Handshake::parse(r#"{"sid":"x","upgrades":[],"pingInterval":1,"pingTimeout":1,"maxPayload":1,"extra":1}"#).is_err());
+        assert!(
+            Handshake::parse(r#"{"sid":"x","upgrades":[],"pingInterval":1,"pingTimeout":1,"maxPayload":1,"extra":1}"#)
+                .is_err()
+        );
     }
 
     #[test]
     fn error_bodies_match_the_reference() {
-        assert_eq!(
-            EngineError::UnknownTransport.body(),
-            r#"{"code":0,"message":"Transport unknown"}"#
-        );
-        assert_eq!(
-            EngineError::UnknownSid.body(),
-            r#"{"code":1,"message":"Session ID unknown"}"#
-        );
-        assert_eq!(
-            EngineError::BadHandshakeMethod.body(),
-            r#"{"code":2,"message":"Bad handshake method"}"#
-        );
-        assert_eq!(
-            EngineError::BadRequest.body(),
-            r#"{"code":3,"message":"Bad request"}"#
-        );
-        assert_eq!(
-            EngineError::Forbidden.body(),
-            r#"{"code":4,"message":"Forbidden"}"#
-        );
+        assert_eq!(EngineError::UnknownTransport.body(), r#"{"code":0,"message":"Transport unknown"}"#);
+        assert_eq!(EngineError::UnknownSid.body(), r#"{"code":1,"message":"Session ID unknown"}"#);
+        assert_eq!(EngineError::BadHandshakeMethod.body(), r#"{"code":2,"message":"Bad handshake method"}"#);
+        assert_eq!(EngineError::BadRequest.body(), r#"{"code":3,"message":"Bad request"}"#);
+        assert_eq!(EngineError::Forbidden.body(), r#"{"code":4,"message":"Forbidden"}"#);
         assert_eq!(
             EngineError::UnsupportedProtocolVersion.body(),
             r#"{"code":5,"message":"Unsupported protocol version"}"#
@@ -295,53 +263,23 @@ mod tests {
         // The version only matters for a handshake, as in the reference.
         assert!(Query::parse("transport=polling&sid=abc").is_ok());
         assert_eq!(Query::parse("EIO=4"), Err(EngineError::UnknownTransport));
-        assert_eq!(
-            Query::parse("EIO=4&transport=tobi"),
-            Err(EngineError::UnknownTransport)
-        );
-        assert_eq!(
-            Query::parse("EIO=4&transport=polling&transport=polling"),
-            Err(EngineError::UnknownTransport)
-        );
-        assert_eq!(
-            Query::parse("EIO=3&transport=polling"),
-            Err(EngineError::UnsupportedProtocolVersion)
-        );
-        assert_eq!(
-            Query::parse("transport=polling"),
-            Err(EngineError::UnsupportedProtocolVersion)
-        );
-        assert_eq!(
-            Query::parse("EIO=4&transport=polling&sid=a&sid=b"),
-            Err(EngineError::UnknownSid)
-        );
-        assert_eq!(
-            Query::parse("EIO=4&transport=polling&sid=%zz"),
-            Err(EngineError::UnknownSid)
-        );
-        assert_eq!(
-            Query::parse("EIO=4&transport=polling&sid=a%2Db")
-                .unwrap()
-                .sid
-                .as_deref(),
-            Some("a-b")
-        );
+        assert_eq!(Query::parse("EIO=4&transport=tobi"), Err(EngineError::UnknownTransport));
+        assert_eq!(Query::parse("EIO=4&transport=polling&transport=polling"), Err(EngineError::UnknownTransport));
+        assert_eq!(Query::parse("EIO=3&transport=polling"), Err(EngineError::UnsupportedProtocolVersion));
+        assert_eq!(Query::parse("transport=polling"), Err(EngineError::UnsupportedProtocolVersion));
+        assert_eq!(Query::parse("EIO=4&transport=polling&sid=a&sid=b"), Err(EngineError::UnknownSid));
+        assert_eq!(Query::parse("EIO=4&transport=polling&sid=%zz"), Err(EngineError::UnknownSid));
+        assert_eq!(Query::parse("EIO=4&transport=polling&sid=a%2Db").unwrap().sid.as_deref(), Some("a-b"));
         assert_eq!(Query::parse("").unwrap_err(), EngineError::UnknownTransport);
     }
 
     #[test]
     fn handshake_method_rules() {
         let hs = Query::parse("EIO=4&transport=polling").unwrap();
-        assert_eq!(
-            hs.check_handshake_method(false, false),
-            Err(EngineError::BadHandshakeMethod)
-        );
+        assert_eq!(hs.check_handshake_method(false, false), Err(EngineError::BadHandshakeMethod));
         assert_eq!(hs.check_handshake_method(true, false), Ok(()));
         let ws = Query::parse("EIO=4&transport=websocket").unwrap();
-        assert_eq!(
-            ws.check_handshake_method(true, false),
-            Err(EngineError::BadRequest)
-        );
+        assert_eq!(ws.check_handshake_method(true, false), Err(EngineError::BadRequest));
         assert_eq!(ws.check_handshake_method(true, true), Ok(()));
         let with_sid = Query::parse("EIO=4&transport=polling&sid=x").unwrap();
         assert_eq!(with_sid.check_handshake_method(false, false), Ok(()));

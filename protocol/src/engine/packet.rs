@@ -96,13 +96,10 @@ impl Packet<'_> {
     pub fn to_frame(&self) -> Frame {
         match self {
             Packet::Binary(data) => Frame::Binary(Bytes::copy_from_slice(data)),
-            Packet::Open(data)
-            | Packet::Ping(data)
-            | Packet::Pong(data)
-            | Packet::Message(data) => Frame::text_packet(self.packet_type(), data),
-            Packet::Close | Packet::Upgrade | Packet::Noop => {
-                Frame::text_packet(self.packet_type(), "")
+            Packet::Open(data) | Packet::Ping(data) | Packet::Pong(data) | Packet::Message(data) => {
+                Frame::text_packet(self.packet_type(), data)
             }
+            Packet::Close | Packet::Upgrade | Packet::Noop => Frame::text_packet(self.packet_type(), ""),
         }
     }
 }
@@ -219,13 +216,9 @@ impl Frame {
     /// Decodes the frame back into a packet (mostly for clients and tests).
     pub fn decode(&self) -> Result<Packet<'_>, DecodeError> {
         match self {
-            Frame::Text(b) => {
-                decode_text(
-                    std::str::from_utf8(b).map_err(|e| DecodeError::InvalidUtf8 {
-                        valid_up_to: e.valid_up_to(),
-                    })?,
-                )
-            }
+            Frame::Text(b) => decode_text(
+                std::str::from_utf8(b).map_err(|e| DecodeError::InvalidUtf8 { valid_up_to: e.valid_up_to() })?,
+            ),
             Frame::Binary(b) => Ok(decode_binary(b)),
         }
     }
@@ -242,10 +235,7 @@ impl Frame {
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Frame::Text(b) => f
-                .debug_tuple("Text")
-                .field(&String::from_utf8_lossy(b))
-                .finish(),
+            Frame::Text(b) => f.debug_tuple("Text").field(&String::from_utf8_lossy(b)).finish(),
             Frame::Binary(b) => f.debug_tuple("Binary").field(&b.len()).finish(),
         }
     }
@@ -270,10 +260,7 @@ mod tests {
             decode_text(r#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":5000,"maxPayload":1000000}"#).unwrap(),
             Packet::Open(r#"{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":5000,"maxPayload":1000000}"#)
         );
-        assert_eq!(
-            Packet::Message("hello").to_frame(),
-            Frame::Text(Bytes::from_static(b"4hello"))
-        );
+        assert_eq!(Packet::Message("hello").to_frame(), Frame::Text(Bytes::from_static(b"4hello")));
         assert_eq!(Packet::Ping("probe").to_frame(), Frame::PING_PROBE);
         assert_eq!(Packet::Pong("probe").to_frame(), Frame::PONG_PROBE);
         assert_eq!(Packet::Upgrade.to_frame(), Frame::UPGRADE);
@@ -283,35 +270,20 @@ mod tests {
     #[test]
     fn binary_frames_are_messages() {
         let data = [1u8, 2, 3, 4];
-        assert_eq!(
-            decode_binary(&data),
-            Packet::Binary(Cow::Borrowed(&data[..]))
-        );
+        assert_eq!(decode_binary(&data), Packet::Binary(Cow::Borrowed(&data[..])));
         assert_eq!(
             Packet::Binary(Cow::Borrowed(&data[..])).to_frame(),
             Frame::Binary(Bytes::from_static(&[1, 2, 3, 4]))
         );
-        assert_eq!(
-            Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])).payload_len(),
-            "bAQIDBA==".len()
-        );
+        assert_eq!(Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])).payload_len(), "bAQIDBA==".len());
     }
 
     #[test]
     fn bad_text_packets_are_errors() {
         assert_eq!(decode_text(""), Err(DecodeError::Empty));
-        assert_eq!(
-            decode_text("7"),
-            Err(DecodeError::UnknownType { byte: b'7' })
-        );
-        assert_eq!(
-            decode_text("é"),
-            Err(DecodeError::UnknownType { byte: 0xc3 })
-        );
-        assert_eq!(
-            decode_text("b"),
-            Err(DecodeError::UnknownType { byte: b'b' })
-        );
+        assert_eq!(decode_text("7"), Err(DecodeError::UnknownType { byte: b'7' }));
+        assert_eq!(decode_text("é"), Err(DecodeError::UnknownType { byte: 0xc3 }));
+        assert_eq!(decode_text("b"), Err(DecodeError::UnknownType { byte: b'b' }));
     }
 
     #[test]

@@ -24,18 +24,15 @@ pub const SEPARATOR: u8 = 0x1e;
 /// The whole body must decode; one bad packet fails it (the reference server
 /// closes the session on a parse error, so there is nothing to keep).
 pub fn decode(body: &[u8]) -> Result<Vec<Packet<'_>>, DecodeError> {
-    let text = std::str::from_utf8(body).map_err(|e| DecodeError::InvalidUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
     text.split(SEPARATOR as char).map(decode_part).collect()
 }
 
 fn decode_part(part: &str) -> Result<Packet<'_>, DecodeError> {
     match part.strip_prefix('b') {
-        Some(b64) => BASE64
-            .decode(b64)
-            .map(|data| Packet::Binary(Cow::Owned(data)))
-            .map_err(|_| DecodeError::InvalidBase64),
+        Some(b64) => {
+            BASE64.decode(b64).map(|data| Packet::Binary(Cow::Owned(data))).map_err(|_| DecodeError::InvalidBase64)
+        }
         None => decode_text(part),
     }
 }
@@ -103,32 +100,16 @@ mod tests {
         let payload = b"4hello\x1e2\x1e4world";
         assert_eq!(
             decode(payload).unwrap(),
-            vec![
-                Packet::Message("hello"),
-                Packet::Ping(""),
-                Packet::Message("world")
-            ]
+            vec![Packet::Message("hello"), Packet::Ping(""), Packet::Message("world")]
         );
-        assert_eq!(
-            encode_all(&[text("4hello"), text("2"), text("4world")]),
-            payload.to_vec()
-        );
+        assert_eq!(encode_all(&[text("4hello"), text("2"), text("4world")]), payload.to_vec());
 
         let payload = b"4hello\x1ebAQIDBA==";
         assert_eq!(
             decode(payload).unwrap(),
-            vec![
-                Packet::Message("hello"),
-                Packet::Binary(Cow::Owned(vec![1, 2, 3, 4]))
-            ]
+            vec![Packet::Message("hello"), Packet::Binary(Cow::Owned(vec![1, 2, 3, 4]))]
         );
-        assert_eq!(
-            encode_all(&[
-                text("4hello"),
-                Frame::Binary(Bytes::from_static(&[1, 2, 3, 4]))
-            ]),
-            payload.to_vec()
-        );
+        assert_eq!(encode_all(&[text("4hello"), Frame::Binary(Bytes::from_static(&[1, 2, 3, 4]))]), payload.to_vec());
     }
 
     #[test]
@@ -137,27 +118,16 @@ mod tests {
         assert_eq!(decode(b""), Err(DecodeError::Empty));
         assert_eq!(decode(b"4a\x1e"), Err(DecodeError::Empty));
         assert_eq!(decode(b"\x1e4a"), Err(DecodeError::Empty));
-        assert_eq!(
-            decode(b"4a\x1e9"),
-            Err(DecodeError::UnknownType { byte: b'9' })
-        );
+        assert_eq!(decode(b"4a\x1e9"), Err(DecodeError::UnknownType { byte: b'9' }));
         assert_eq!(decode(b"b!!!"), Err(DecodeError::InvalidBase64));
-        assert_eq!(
-            decode(b"4\xff"),
-            Err(DecodeError::InvalidUtf8 { valid_up_to: 1 })
-        );
+        assert_eq!(decode(b"4\xff"), Err(DecodeError::InvalidUtf8 { valid_up_to: 1 }));
         // An empty binary message is legal.
-        assert_eq!(
-            decode(b"b").unwrap(),
-            vec![Packet::Binary(Cow::Owned(vec![]))]
-        );
+        assert_eq!(decode(b"b").unwrap(), vec![Packet::Binary(Cow::Owned(vec![]))]);
     }
 
     #[test]
     fn encode_respects_the_budget_and_keeps_the_rest_queued() {
-        let mut q: VecDeque<Frame> = [text("4aaaa"), text("4bbbb"), text("4cccc")]
-            .into_iter()
-            .collect();
+        let mut q: VecDeque<Frame> = [text("4aaaa"), text("4bbbb"), text("4cccc")].into_iter().collect();
         let mut out = Vec::new();
         // "4aaaa" + sep + "4bbbb" = 11 bytes; the third would make 17.
         assert_eq!(encode(&mut q, 16, &mut out), 2);

@@ -172,9 +172,7 @@ impl Session {
                 Transport::Polling => TransportState::Polling,
                 Transport::Websocket => TransportState::Websocket,
             },
-            heartbeat: Heartbeat::Idle {
-                next_ping: now + config.ping_interval,
-            },
+            heartbeat: Heartbeat::Idle { next_ping: now + config.ping_interval },
             get_pending: false,
             post_pending: false,
         }
@@ -197,10 +195,7 @@ impl Session {
 
     /// Whether packets currently go out through long-polling.
     pub fn writes_via_polling(&self) -> bool {
-        matches!(
-            self.transport,
-            TransportState::Polling | TransportState::Upgrading { .. }
-        )
+        matches!(self.transport, TransportState::Polling | TransportState::Upgrading { .. })
     }
 
     /// The next instant at which [`Session::handle_timeout`] has work, if any.
@@ -232,9 +227,7 @@ impl Session {
         }
         match self.heartbeat {
             Heartbeat::Idle { next_ping } if now >= next_ping => {
-                self.heartbeat = Heartbeat::AwaitingPong {
-                    deadline: now + self.config.ping_timeout,
-                };
+                self.heartbeat = Heartbeat::AwaitingPong { deadline: now + self.config.ping_timeout };
                 Some(Timeout::SendPing)
             }
             Heartbeat::AwaitingPong { deadline } if now >= deadline => {
@@ -255,18 +248,14 @@ impl Session {
             Packet::Binary(data) => Received::Binary(data),
             Packet::Pong(_) => {
                 if let Heartbeat::AwaitingPong { .. } = self.heartbeat {
-                    self.heartbeat = Heartbeat::Idle {
-                        next_ping: now + self.config.ping_interval,
-                    };
+                    self.heartbeat = Heartbeat::Idle { next_ping: now + self.config.ping_interval };
                 }
                 Received::Nothing
             }
             Packet::Noop | Packet::Upgrade => Received::Nothing,
             Packet::Close => Received::Close(self.close(CloseReason::TransportClose)),
             // In v4 only the server pings; the handshake only goes to clients.
-            Packet::Ping(_) | Packet::Open(_) => {
-                Received::Close(self.close(CloseReason::ParseError))
-            }
+            Packet::Ping(_) | Packet::Open(_) => Received::Close(self.close(CloseReason::ParseError)),
         }
     }
 
@@ -274,10 +263,8 @@ impl Session {
     pub fn begin_upgrade(&mut self, now: Instant) -> Result<(), EngineError> {
         match self.transport {
             TransportState::Polling => {
-                self.transport = TransportState::Upgrading {
-                    deadline: now + self.config.upgrade_timeout,
-                    probed: false,
-                };
+                self.transport =
+                    TransportState::Upgrading { deadline: now + self.config.upgrade_timeout, probed: false };
                 Ok(())
             }
             // Already upgrading, upgraded, or closed: the new websocket is refused.
@@ -292,10 +279,7 @@ impl Session {
         };
         match packet {
             Packet::Ping("probe") if !probed => {
-                self.transport = TransportState::Upgrading {
-                    deadline,
-                    probed: true,
-                };
+                self.transport = TransportState::Upgrading { deadline, probed: true };
                 ProbeAction::AnswerProbe
             }
             Packet::Upgrade => {
@@ -322,9 +306,7 @@ impl Session {
     pub fn check_transport(&self, transport: Transport) -> Result<(), EngineError> {
         match (self.transport, transport) {
             (TransportState::Closed(_), _) => Err(EngineError::UnknownSid),
-            (TransportState::Polling | TransportState::Upgrading { .. }, Transport::Polling) => {
-                Ok(())
-            }
+            (TransportState::Polling | TransportState::Upgrading { .. }, Transport::Polling) => Ok(()),
             (_, Transport::Polling) => Err(EngineError::BadRequest),
             (TransportState::Polling, Transport::Websocket) => Ok(()),
             (_, Transport::Websocket) => Err(EngineError::BadRequest),
@@ -417,10 +399,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Session::new(cfg(), Transport::Websocket, t0);
         assert_eq!(s.handle_timeout(ms(t0, 300)), Some(Timeout::SendPing));
-        assert_eq!(
-            s.on_packet(ms(t0, 350), &Packet::Pong("")),
-            Received::Nothing
-        );
+        assert_eq!(s.on_packet(ms(t0, 350), &Packet::Pong("")), Received::Nothing);
         assert_eq!(s.poll_timeout(), Some(ms(t0, 650)));
         assert_eq!(s.handle_timeout(ms(t0, 600)), None);
         assert_eq!(s.handle_timeout(ms(t0, 650)), Some(Timeout::SendPing));
@@ -432,10 +411,7 @@ mod tests {
         let mut s = Session::new(cfg(), Transport::Polling, t0);
         assert_eq!(s.handle_timeout(ms(t0, 300)), Some(Timeout::SendPing));
         assert_eq!(s.handle_timeout(ms(t0, 499)), None);
-        assert_eq!(
-            s.handle_timeout(ms(t0, 500)),
-            Some(Timeout::Close(CloseReason::PingTimeout))
-        );
+        assert_eq!(s.handle_timeout(ms(t0, 500)), Some(Timeout::Close(CloseReason::PingTimeout)));
         assert!(s.is_closed());
         assert_eq!(s.poll_timeout(), None);
         assert_eq!(s.handle_timeout(ms(t0, 10_000)), None);
@@ -453,23 +429,14 @@ mod tests {
     fn packets_on_the_active_transport() {
         let t0 = Instant::now();
         let mut s = Session::new(cfg(), Transport::Websocket, t0);
-        assert_eq!(
-            s.on_packet(t0, &Packet::Message("hi")),
-            Received::Message("hi")
-        );
+        assert_eq!(s.on_packet(t0, &Packet::Message("hi")), Received::Message("hi"));
         assert_eq!(s.on_packet(t0, &Packet::Noop), Received::Nothing);
-        assert_eq!(
-            s.on_packet(t0, &Packet::Close),
-            Received::Close(CloseReason::TransportClose)
-        );
+        assert_eq!(s.on_packet(t0, &Packet::Close), Received::Close(CloseReason::TransportClose));
         assert!(s.is_closed());
         assert_eq!(s.on_packet(t0, &Packet::Message("late")), Received::Nothing);
 
         let mut s = Session::new(cfg(), Transport::Websocket, t0);
-        assert_eq!(
-            s.on_packet(t0, &Packet::Ping("")),
-            Received::Close(CloseReason::ParseError)
-        );
+        assert_eq!(s.on_packet(t0, &Packet::Ping("")), Received::Close(CloseReason::ParseError));
         assert_eq!(s.close_reason(), Some(CloseReason::ParseError));
         // The first reason sticks.
         assert_eq!(s.close(CloseReason::ForcedClose), CloseReason::ParseError);
@@ -484,30 +451,15 @@ mod tests {
         assert!(s.writes_via_polling());
         assert_eq!(s.check_transport(Transport::Polling), Ok(()));
         assert_eq!(s.begin_upgrade(ms(t0, 20)), Err(EngineError::BadRequest));
-        assert_eq!(
-            s.on_probe_packet(&Packet::Ping("probe")),
-            ProbeAction::AnswerProbe
-        );
+        assert_eq!(s.on_probe_packet(&Packet::Ping("probe")), ProbeAction::AnswerProbe);
         assert_eq!(s.on_probe_packet(&Packet::Upgrade), ProbeAction::Upgraded);
         assert_eq!(s.transport(), TransportState::Websocket);
         assert!(!s.writes_via_polling());
-        assert_eq!(
-            s.check_transport(Transport::Polling),
-            Err(EngineError::BadRequest)
-        );
-        assert_eq!(
-            s.check_transport(Transport::Websocket),
-            Err(EngineError::BadRequest)
-        );
+        assert_eq!(s.check_transport(Transport::Polling), Err(EngineError::BadRequest));
+        assert_eq!(s.check_transport(Transport::Websocket), Err(EngineError::BadRequest));
         assert_eq!(s.begin_upgrade(ms(t0, 30)), Err(EngineError::BadRequest));
-        assert_eq!(
-            s.start_poll(PollKind::Get),
-            Err(CloseReason::TransportError)
-        );
-        assert!(
-            !s.is_closed(),
-            "a refused poll after upgrade does not close the session"
-        );
+        assert_eq!(s.start_poll(PollKind::Get), Err(CloseReason::TransportError));
+        assert!(!s.is_closed(), "a refused poll after upgrade does not close the session");
     }
 
     #[test]
@@ -518,14 +470,8 @@ mod tests {
         assert_eq!(s.on_probe_packet(&Packet::Message("x")), ProbeAction::Abort);
         assert_eq!(s.transport(), TransportState::Polling);
         s.begin_upgrade(t0).unwrap();
-        assert_eq!(
-            s.on_probe_packet(&Packet::Ping("probe")),
-            ProbeAction::AnswerProbe
-        );
-        assert_eq!(
-            s.on_probe_packet(&Packet::Ping("probe")),
-            ProbeAction::Abort
-        );
+        assert_eq!(s.on_probe_packet(&Packet::Ping("probe")), ProbeAction::AnswerProbe);
+        assert_eq!(s.on_probe_packet(&Packet::Ping("probe")), ProbeAction::Abort);
         s.begin_upgrade(t0).unwrap();
         s.abort_upgrade();
         assert_eq!(s.transport(), TransportState::Polling);
@@ -534,14 +480,8 @@ mod tests {
     #[test]
     fn upgrade_expires() {
         let t0 = Instant::now();
-        let mut s = Session::new(
-            Config {
-                upgrade_timeout: Duration::from_millis(100),
-                ..cfg()
-            },
-            Transport::Polling,
-            t0,
-        );
+        let mut s =
+            Session::new(Config { upgrade_timeout: Duration::from_millis(100), ..cfg() }, Transport::Polling, t0);
         s.begin_upgrade(ms(t0, 50)).unwrap();
         assert_eq!(s.poll_timeout(), Some(ms(t0, 150)));
         assert_eq!(s.handle_timeout(ms(t0, 149)), None);
@@ -559,15 +499,9 @@ mod tests {
         assert!(s.has_pending_get());
         s.end_poll(PollKind::Post);
         s.start_poll(PollKind::Post).unwrap();
-        assert_eq!(
-            s.start_poll(PollKind::Get),
-            Err(CloseReason::TransportError)
-        );
+        assert_eq!(s.start_poll(PollKind::Get), Err(CloseReason::TransportError));
         assert!(s.is_closed());
-        assert_eq!(
-            s.check_transport(Transport::Polling),
-            Err(EngineError::UnknownSid)
-        );
+        assert_eq!(s.check_transport(Transport::Polling), Err(EngineError::UnknownSid));
     }
 
     #[test]

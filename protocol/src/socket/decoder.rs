@@ -30,10 +30,7 @@ impl Default for Decoder {
 impl Decoder {
     /// A decoder that accepts at most `max_attachments` binary parts per packet.
     pub fn new(max_attachments: usize) -> Self {
-        Decoder {
-            max_attachments,
-            pending: None,
-        }
+        Decoder { max_attachments, pending: None }
     }
 
     /// Feeds an Engine.IO text message. Returns the packet when it is complete,

@@ -70,14 +70,8 @@ impl PacketType {
 }
 
 /// Event names a client may not emit (they are the reference's reserved names).
-pub const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
+pub const RESERVED_EVENTS: [&str; 6] =
+    ["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
 
 /// A Socket.IO packet.
 ///
@@ -167,14 +161,9 @@ pub(crate) fn decode_str(s: &str, max_attachments: usize) -> Result<Header, Deco
         if i == start || b.get(i) != Some(&b'-') {
             return Err(DecodeError::IllegalAttachments);
         }
-        let count: u64 = s[start..i]
-            .parse()
-            .map_err(|_| DecodeError::IllegalAttachments)?;
+        let count: u64 = s[start..i].parse().map_err(|_| DecodeError::IllegalAttachments)?;
         if count > max_attachments as u64 {
-            return Err(DecodeError::TooManyAttachments {
-                count,
-                max: max_attachments,
-            });
+            return Err(DecodeError::TooManyAttachments { count, max: max_attachments });
         }
         expected_attachments = count as usize;
         i += 1;
@@ -198,15 +187,7 @@ pub(crate) fn decode_str(s: &str, max_attachments: usize) -> Result<Header, Deco
     while i < b.len() && b[i].is_ascii_digit() {
         i += 1;
     }
-    let id = if i > start {
-        Some(
-            s[start..i]
-                .parse::<u64>()
-                .map_err(|_| DecodeError::InvalidAckId)?,
-        )
-    } else {
-        None
-    };
+    let id = if i > start { Some(s[start..i].parse::<u64>().map_err(|_| DecodeError::InvalidAckId)?) } else { None };
 
     let rest = &s[i..];
     let data = if rest.is_empty() {
@@ -222,16 +203,7 @@ pub(crate) fn decode_str(s: &str, max_attachments: usize) -> Result<Header, Deco
     {
         check_placeholders(data, expected_attachments, 0)?;
     }
-    Ok(Header {
-        packet: Packet {
-            kind,
-            nsp,
-            id,
-            data,
-            attachments: Vec::new(),
-        },
-        expected_attachments,
-    })
+    Ok(Header { packet: Packet { kind, nsp, id, data, attachments: Vec::new() }, expected_attachments })
 }
 
 fn payload_is_valid(kind: PacketType, data: Option<&Value>) -> bool {
@@ -258,9 +230,7 @@ fn check_placeholders(v: &Value, count: usize, depth: usize) -> Result<(), Decod
         return Err(DecodeError::IllegalPlaceholder);
     }
     match v {
-        Value::Array(items) => items
-            .iter()
-            .try_for_each(|x| check_placeholders(x, count, depth + 1)),
+        Value::Array(items) => items.iter().try_for_each(|x| check_placeholders(x, count, depth + 1)),
         Value::Object(map) => {
             if map.get("_placeholder") == Some(&Value::Bool(true)) {
                 return match map.get("num").and_then(Value::as_u64) {
@@ -268,8 +238,7 @@ fn check_placeholders(v: &Value, count: usize, depth: usize) -> Result<(), Decod
                     _ => Err(DecodeError::IllegalPlaceholder),
                 };
             }
-            map.values()
-                .try_for_each(|x| check_placeholders(x, count, depth + 1))
+            map.values().try_for_each(|x| check_placeholders(x, count, depth + 1))
         }
         _ => Ok(()),
     }
@@ -289,9 +258,7 @@ pub fn placeholder_index(v: &Value) -> Option<usize> {
     if map.get("_placeholder") != Some(&Value::Bool(true)) {
         return None;
     }
-    map.get("num")?
-        .as_u64()
-        .and_then(|n| usize::try_from(n).ok())
+    map.get("num")?.as_u64().and_then(|n| usize::try_from(n).ok())
 }
 
 /// A packet encoded for the wire: the text frame (Engine.IO message, `4` +
@@ -322,63 +289,32 @@ impl Packet {
         if let Some(data) = data {
             map.insert("data".to_owned(), data);
         }
-        Self::new(
-            PacketType::ConnectError,
-            nsp,
-            None,
-            Some(Value::Object(map)),
-        )
+        Self::new(PacketType::ConnectError, nsp, None, Some(Value::Object(map)))
     }
 
     /// An EVENT packet `[name, ...args]`; binary if `attachments` is not empty.
-    pub fn event(
-        nsp: &str,
-        name: &str,
-        args: Vec<Value>,
-        id: Option<u64>,
-        attachments: Vec<Bytes>,
-    ) -> Self {
+    pub fn event(nsp: &str, name: &str, args: Vec<Value>, id: Option<u64>, attachments: Vec<Bytes>) -> Self {
         let mut data = Vec::with_capacity(args.len() + 1);
         data.push(Value::String(name.to_owned()));
         data.extend(args);
         let kind = PacketType::Event.with_binary(!attachments.is_empty());
-        Packet {
-            kind,
-            nsp: nsp.to_owned(),
-            id,
-            data: Some(Value::Array(data)),
-            attachments,
-        }
+        Packet { kind, nsp: nsp.to_owned(), id, data: Some(Value::Array(data)), attachments }
     }
 
     /// An ACK packet for `id` with `args`; binary if `attachments` is not empty.
     pub fn ack(nsp: &str, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) -> Self {
         let kind = PacketType::Ack.with_binary(!attachments.is_empty());
-        Packet {
-            kind,
-            nsp: nsp.to_owned(),
-            id: Some(id),
-            data: Some(Value::Array(args)),
-            attachments,
-        }
+        Packet { kind, nsp: nsp.to_owned(), id: Some(id), data: Some(Value::Array(args)), attachments }
     }
 
     fn new(kind: PacketType, nsp: &str, id: Option<u64>, data: Option<Value>) -> Self {
-        Packet {
-            kind,
-            nsp: nsp.to_owned(),
-            id,
-            data,
-            attachments: Vec::new(),
-        }
+        Packet { kind, nsp: nsp.to_owned(), id, data, attachments: Vec::new() }
     }
 
     /// For EVENT packets: the event name.
     pub fn event_name(&self) -> Option<&str> {
         match (&self.kind, &self.data) {
-            (PacketType::Event | PacketType::BinaryEvent, Some(Value::Array(a))) => {
-                a.first()?.as_str()
-            }
+            (PacketType::Event | PacketType::BinaryEvent, Some(Value::Array(a))) => a.first()?.as_str(),
             _ => None,
         }
     }
@@ -386,9 +322,7 @@ impl Packet {
     /// For EVENT packets the arguments after the name; for ACK packets all of them.
     pub fn args(&self) -> &[Value] {
         match (&self.kind, &self.data) {
-            (PacketType::Event | PacketType::BinaryEvent, Some(Value::Array(a))) => {
-                a.get(1..).unwrap_or(&[])
-            }
+            (PacketType::Event | PacketType::BinaryEvent, Some(Value::Array(a))) => a.get(1..).unwrap_or(&[]),
             (PacketType::Ack | PacketType::BinaryAck, Some(Value::Array(a))) => a,
             _ => &[],
         }
@@ -409,12 +343,7 @@ impl Packet {
         self.write_sio(&mut out);
         Encoded {
             text: Frame::Text(Bytes::from(out)),
-            binary: self
-                .attachments
-                .iter()
-                .cloned()
-                .map(Frame::Binary)
-                .collect(),
+            binary: self.attachments.iter().cloned().map(Frame::Binary).collect(),
         }
     }
 
@@ -468,8 +397,7 @@ pub fn encode_raw_event(nsp: &str, name: &str, args: &[&RawValue], id: Option<u6
 
 /// Encodes an ACK whose arguments are already JSON: `4` `3` `[<nsp>,]<id>[<arg>,...]`.
 pub fn encode_raw_ack(nsp: &str, id: u64, args: &[&RawValue]) -> Frame {
-    let mut out =
-        Vec::with_capacity(8 + nsp.len() + args.iter().map(|a| a.get().len() + 1).sum::<usize>());
+    let mut out = Vec::with_capacity(8 + nsp.len() + args.iter().map(|a| a.get().len() + 1).sum::<usize>());
     out.extend_from_slice(b"43");
     write_nsp_and_id(&mut out, nsp, Some(id));
     out.push(b'[');

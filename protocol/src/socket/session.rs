@@ -34,11 +34,7 @@ pub struct Namespaces {
 impl Namespaces {
     /// A session opened at `now`, allowed at most `max` namespaces at once.
     pub fn new(now: Instant, connect_timeout: Duration, max: usize) -> Self {
-        Namespaces {
-            connect_deadline: Some(now + connect_timeout),
-            connected: Vec::new(),
-            max,
-        }
+        Namespaces { connect_deadline: Some(now + connect_timeout), connected: Vec::new(), max }
     }
 
     /// Checks a CONNECT to `nsp` before the application decides on it.
@@ -111,21 +107,11 @@ pub struct Acks<T> {
 impl<T> Acks<T> {
     /// An empty tracker allowing `max` pending acks.
     pub fn new(max: usize) -> Self {
-        Acks {
-            next_id: 0,
-            max,
-            pending: HashMap::new(),
-            deadlines: BTreeSet::new(),
-        }
+        Acks { next_id: 0, max, pending: HashMap::new(), deadlines: BTreeSet::new() }
     }
 
     /// Registers an ack expected by `now + timeout`; returns its id.
-    pub fn insert(
-        &mut self,
-        now: Instant,
-        timeout: Duration,
-        value: T,
-    ) -> Result<u64, TooManyAcks> {
+    pub fn insert(&mut self, now: Instant, timeout: Duration, value: T) -> Result<u64, TooManyAcks> {
         if self.pending.len() >= self.max {
             return Err(TooManyAcks { max: self.max });
         }
@@ -197,10 +183,7 @@ mod tests {
         assert!(!n.connect_expired(t0 + Duration::from_secs(100)));
         assert_eq!(n.check_connect("/"), Err(ConnectRefusal::AlreadyConnected));
         n.connected("/custom").unwrap();
-        assert_eq!(
-            n.check_connect("/third"),
-            Err(ConnectRefusal::TooManyNamespaces { max: 2 })
-        );
+        assert_eq!(n.check_connect("/third"), Err(ConnectRefusal::TooManyNamespaces { max: 2 }));
         assert!(n.disconnected("/"));
         assert!(!n.disconnected("/"));
         assert_eq!(n.iter().collect::<Vec<_>>(), vec!["/custom"]);
@@ -217,19 +200,13 @@ mod tests {
         let id1 = a.insert(t0, Duration::from_millis(50), "b").unwrap();
         let id2 = a.insert(t0, Duration::from_millis(200), "c").unwrap();
         assert_eq!((id0, id1, id2), (0, 1, 2));
-        assert_eq!(
-            a.insert(t0, Duration::from_millis(1), "d"),
-            Err(TooManyAcks { max: 3 })
-        );
+        assert_eq!(a.insert(t0, Duration::from_millis(1), "d"), Err(TooManyAcks { max: 3 }));
         assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_millis(50)));
         assert_eq!(a.resolve(id0), Some("a"));
         assert_eq!(a.resolve(id0), None);
         assert_eq!(a.resolve(99), None);
         assert_eq!(a.expire(t0 + Duration::from_millis(49)), vec![]);
-        assert_eq!(
-            a.expire(t0 + Duration::from_millis(200)),
-            vec![(1, "b"), (2, "c")]
-        );
+        assert_eq!(a.expire(t0 + Duration::from_millis(200)), vec![(1, "b"), (2, "c")]);
         assert!(a.is_empty());
         assert_eq!(a.poll_timeout(), None);
         assert_eq!(a.insert(t0, Duration::from_millis(1), "e"), Ok(3));
