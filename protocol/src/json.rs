@@ -158,4 +158,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str("[1.0, 2.50, 1E3, -0.0]").unwrap();
         assert_eq!(to_string(&v).unwrap(), "[1,2.5,1000,0]");
     }
+
+    #[test]
+    fn parsed_floats_reencode_to_the_same_digits() {
+        // Shortest round-trip digits that serde_json's default (not correctly
+        // rounded) parser reads 1 ULP off; found by the round-trip proptests.
+        let json = "[3.7230486550230314e-60,4.7307900944302846e+198]";
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v[0].as_f64(), Some(3.7230486550230314e-60));
+        assert_eq!(v[1].as_f64(), Some(4.7307900944302846e198));
+        assert_eq!(to_string(&v).unwrap(), json);
+    }
 }

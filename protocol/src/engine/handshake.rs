@@ -197,6 +197,11 @@ fn percent_decode(s: &str) -> Option<String> {
         match bytes[i] {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
+                // Two hex digits exactly: `from_str_radix` alone would also
+                // take a sign (`%+1` as byte 1).
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -271,6 +276,16 @@ mod tests {
         assert_eq!(Query::parse("EIO=4&transport=polling&sid=%zz"), Err(EngineError::UnknownSid));
         assert_eq!(Query::parse("EIO=4&transport=polling&sid=a%2Db").unwrap().sid.as_deref(), Some("a-b"));
         assert_eq!(Query::parse("").unwrap_err(), EngineError::UnknownTransport);
+    }
+
+    #[test]
+    fn percent_escapes_are_two_hex_digits() {
+        assert_eq!(percent_decode("a%2Db+c").as_deref(), Some("a-b c"));
+        assert_eq!(percent_decode("%e9%9B%BB").as_deref(), Some("\u{96fb}"));
+        for bad in ["%+1", "%+f", "%-1", "% 1", "%1", "%", "%g0", "%ff"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+        assert_eq!(Query::parse("transport=polling&sid=%+1"), Err(EngineError::UnknownSid));
     }
 
     #[test]
