@@ -31,6 +31,10 @@ impl Drop for PollGuard<'_> {
 
 fn start<'a>(conn: &'a Conn, kind: PollKind) -> Result<PollGuard<'a>, Reject> {
     let mut inner = conn.lock();
+    if inner.fsm.is_closed() {
+        // Closed, and about to leave the session table.
+        return Err(EngineError::UnknownSid.into());
+    }
     match inner.fsm.start_poll(kind) {
         Ok(()) => Ok(PollGuard { conn, kind }),
         Err(_) => {
@@ -43,20 +47,40 @@ fn start<'a>(conn: &'a Conn, kind: PollKind) -> Result<PollGuard<'a>, Reject> {
     }
 }
 
+/// Closes the session when a pending GET is dropped unanswered: hyper drops
+/// the request when the client goes away mid-poll, and the reference closes
+/// the session then ("poll connection closed prematurely").
+struct AbandonGuard<'a> {
+    conn: &'a Conn,
+    answered: bool,
+}
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.conn.close(CloseReason::TransportError);
+        }
+    }
+}
+
 /// A GET: answer with queued packets, waiting for some if there are none.
 pub(super) async fn get<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>) -> Result<Response<Body>, Reject> {
     let conn = &entry.conn;
     let _guard = start(conn, PollKind::Get)?;
-    loop {
+    let mut abandon = AbandonGuard { conn, answered: false };
+    let res = loop {
         let notified = conn.wake.notified();
         {
             let mut inner = conn.lock();
             if let Some(body) = Conn::take_payload(&mut inner, engine.config.max_payload) {
                 inner.release_poll = false;
-                return Ok(h::text_plain(StatusCode::OK, body));
+                break h::text_plain(StatusCode::OK, body);
             }
-            if inner.fsm.is_closed() {
-                return Ok(h::text_plain(StatusCode::OK, Frame::CLOSE.bytes().clone()));
+            if let Some(reason) = inner.fsm.close_reason() {
+                // As the reference: the client's own close packet ends the
+                // pending poll with a noop; any other close with a close packet.
+                let frame = if reason == CloseReason::TransportClose { Frame::NOOP } else { Frame::CLOSE };
+                break h::text_plain(StatusCode::OK, frame.bytes().clone());
             }
             if inner.release_poll || !inner.fsm.writes_via_polling() {
                 // An upgrade is under way (or done): release the poll with a noop,
@@ -64,11 +88,13 @@ pub(super) async fn get<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>)
                 inner.release_poll = false;
                 drop(inner);
                 conn.wake.notify_one();
-                return Ok(h::text_plain(StatusCode::OK, Frame::NOOP.bytes().clone()));
+                break h::text_plain(StatusCode::OK, Frame::NOOP.bytes().clone());
             }
         }
         notified.await;
-    }
+    };
+    abandon.answered = true;
+    Ok(res)
 }
 
 /// A POST: decode the payload and hand its packets over, in order.

@@ -45,6 +45,10 @@ pub(super) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
 enum Target<S> {
     New(Arc<Entry<S>>),
     Upgrade(Arc<Entry<S>>),
+    /// A second websocket for a session that is upgrading or on websocket
+    /// already: as the reference, it is accepted and closed at once (the
+    /// official test client has no error listener for an HTTP refusal).
+    Refuse,
 }
 
 /// Validates a websocket request, answers 101, and spawns the websocket task.
@@ -69,10 +73,15 @@ pub(super) fn upgrade<H: Handler>(
             Target::New(entry)
         }
         Some(sid) => {
-            let entry = engine.sessions.get(&sid).ok_or(EngineError::UnknownSid)?;
-            entry.conn.lock().fsm.begin_upgrade(now())?;
-            entry.conn.timer.notify_one();
-            Target::Upgrade(entry)
+            let entry = engine.sessions.get(&sid).filter(|e| !e.conn.is_closed()).ok_or(EngineError::UnknownSid)?;
+            let began = entry.conn.lock().fsm.begin_upgrade(now());
+            match began {
+                Ok(()) => {
+                    entry.conn.timer.notify_one();
+                    Target::Upgrade(entry)
+                }
+                Err(_) => Target::Refuse,
+            }
         }
     };
 
@@ -92,12 +101,20 @@ pub(super) fn upgrade<H: Handler>(
                 match target {
                     Target::New(entry) => entry.conn.close(CloseReason::TransportClose),
                     Target::Upgrade(entry) => entry.conn.lock().fsm.abort_upgrade(),
+                    Target::Refuse => {}
                 }
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         match target {
+            Target::Refuse => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    let _ = ws.close(None).await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+            }
             Target::New(entry) => serve(&engine2, &entry, ws).await,
             Target::Upgrade(entry) => {
                 if let Some(ws) = probe(&entry, ws).await {
