@@ -1,0 +1,399 @@
+//! Engine.IO websocket rules, with raw websocket frames: direct sessions, the
+//! upgrade from polling (`2probe` → `3probe`, the pending poll released with
+//! `6`, then `5`), what is refused after an upgrade, upgrades that never
+//! finish or whose client vanishes, maxPayload on messages and frames (close
+//! code 1009), invalid packets and client close.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/apps.rs"]
+mod apps;
+mod common;
+#[path = "common/raw.rs"]
+mod raw;
+
+use std::time::Duration;
+
+use common::TestServer;
+use futures_util::SinkExt;
+use raw::{
+    Eio, HttpConn, WAIT, assert_engine_error, eventually, recv_binary, recv_text, send_binary, send_text, until_closed,
+    ws_connect,
+};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+async fn fixture() -> (TestServer, Eio) {
+    let (_, router) = apps::echo(apps::fixture_config());
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    (server, eio)
+}
+
+async fn finish(mut conn: HttpConn) -> raw::Response {
+    tokio::time::timeout(WAIT, conn.read_response()).await.expect("GET answered in time").expect("GET response")
+}
+
+#[tokio::test]
+async fn websocket_session_echoes_text_and_binary_frames() {
+    let (_server, eio) = fixture().await;
+    let (mut ws, _sid) = eio.ws_open().await;
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello");
+    // A binary frame is a message with raw bytes: no type byte, no base64.
+    send_binary(&mut ws, &[1, 2, 3, 4]).await;
+    assert_eq!(recv_binary(&mut ws).await, vec![1, 2, 3, 4]);
+    send_text(&mut ws, "4héllo ✓").await;
+    assert_eq!(recv_text(&mut ws).await, "4héllo ✓");
+    // A websocket-level ping is answered by the websocket layer and is no packet.
+    ws.send(Message::Ping(vec![9].into())).await.unwrap();
+    send_text(&mut ws, "4after-ping").await;
+    assert_eq!(recv_text(&mut ws).await, "4after-ping");
+}
+
+#[tokio::test]
+async fn polling_requests_for_a_websocket_session_are_refused() {
+    let (_server, eio) = fixture().await;
+    let (mut ws, sid) = eio.ws_open().await;
+    assert_engine_error(&eio.get(&sid).await, 3, "Bad request");
+    assert_engine_error(&eio.post(&sid, b"4x").await, 3, "Bad request");
+    send_text(&mut ws, "4still-here").await;
+    assert_eq!(recv_text(&mut ws).await, "4still-here");
+}
+
+#[tokio::test(start_paused = true)]
+async fn upgrade_answers_the_probe_releases_the_pending_get_with_a_noop_then_switches_on_5() {
+    let (_server, eio) = fixture().await;
+    let sid = eio.open().await;
+    let get = tokio::spawn(finish(eio.start_get(&sid).await));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(!get.is_finished());
+
+    let mut ws = eio.ws(Some(&sid)).await;
+    send_text(&mut ws, "2probe").await;
+    // No open packet on an upgrading websocket: the first frame is the probe answer.
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    let res = get.await.unwrap();
+    assert_eq!((res.status, res.text()), (200, "6"), "the pending GET is released with a noop");
+
+    send_text(&mut ws, "5").await;
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello", "after 5 everything goes over the websocket");
+}
+
+#[tokio::test]
+async fn a_get_during_the_probe_is_answered_with_a_noop() {
+    let (_server, eio) = fixture().await;
+    let sid = eio.open().await;
+    let mut ws = eio.ws(Some(&sid)).await;
+    send_text(&mut ws, "2probe").await;
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    assert_eq!(eio.get_ok(&sid).await, "6");
+    send_text(&mut ws, "5").await;
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello");
+}
+
+#[tokio::test]
+async fn packets_queued_during_the_upgrade_go_out_on_the_websocket_in_order() {
+    let (_server, eio) = fixture().await;
+    let sid = eio.open().await;
+    let mut ws = eio.ws(Some(&sid)).await;
+    send_text(&mut ws, "2probe").await;
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    // Still polling until `5`: POSTs are accepted; their echoes wait in the queue.
+    eio.post_ok(&sid, "4q1\x1e4q2\x1ebAQIDBA==".as_bytes()).await;
+    send_text(&mut ws, "5").await;
+    assert_eq!(recv_text(&mut ws).await, "4q1");
+    assert_eq!(recv_text(&mut ws).await, "4q2");
+    assert_eq!(recv_binary(&mut ws).await, vec![1, 2, 3, 4]);
+    send_text(&mut ws, "4after").await;
+    assert_eq!(recv_text(&mut ws).await, "4after");
+}
+
+#[tokio::test]
+async fn polling_requests_after_the_upgrade_get_400() {
+    let (_server, eio) = fixture().await;
+    let sid = eio.open().await;
+    let mut ws = eio.upgrade(&sid).await;
+    // Make sure `5` was processed: an echo round trip on the websocket.
+    send_text(&mut ws, "4sync").await;
+    assert_eq!(recv_text(&mut ws).await, "4sync");
+    assert_engine_error(&eio.get(&sid).await, 3, "Bad request");
+    assert_engine_error(&eio.post(&sid, b"4x").await, 3, "Bad request");
+    // Refusing them does not close the session.
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello");
+}
+
+/// A second websocket for a sid that is upgrading or upgraded is refused.
+/// As the reference (and the official suite, whose client has no error
+/// listener there) it is accepted with 101 and closed at once, with no
+/// Engine.IO packet on it; the session itself is not affected.
+async fn assert_second_websocket_refused(eio: &Eio, sid: &str) {
+    let mut second = ws_connect(eio.addr, &eio.websocket(Some(sid))).await.expect("101, then closed");
+    let closed = until_closed(&mut second).await;
+    assert!(closed.messages.is_empty(), "nothing is sent on a refused websocket: {closed:?}");
+}
+
+#[tokio::test]
+async fn second_websocket_for_an_upgraded_sid_is_refused_and_the_session_survives() {
+    let (_server, eio) = fixture().await;
+    let sid = eio.open().await;
+    let mut ws = eio.upgrade(&sid).await;
+    send_text(&mut ws, "4sync").await;
+    assert_eq!(recv_text(&mut ws).await, "4sync");
+    assert_second_websocket_refused(&eio, &sid).await;
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello");
+}
+
+#[tokio::test]
+async fn second_websocket_while_upgrading_is_refused_and_the_upgrade_completes() {
+    let (_server, eio) = fixture().await;
+    let sid = eio.open().await;
+    let mut ws = eio.ws(Some(&sid)).await;
+    send_text(&mut ws, "2probe").await;
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    assert_second_websocket_refused(&eio, &sid).await;
+    send_text(&mut ws, "5").await;
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello");
+}
+
+#[tokio::test]
+async fn second_websocket_for_a_direct_websocket_session_is_refused() {
+    let (_server, eio) = fixture().await;
+    let (mut ws, sid) = eio.ws_open().await;
+    assert_second_websocket_refused(&eio, &sid).await;
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello");
+}
+
+#[tokio::test(start_paused = true)]
+async fn upgrade_that_never_sends_5_times_out_and_the_session_stays_usable_on_polling() {
+    let (engine, router) = apps::echo(apps::config(10_000, 5_000, 1_000, 1_000_000));
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    let sid = eio.open().await;
+    let t0 = Instant::now();
+    let mut ws = eio.ws(Some(&sid)).await;
+    send_text(&mut ws, "2probe").await;
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    let closed = until_closed(&mut ws).await;
+    assert!(closed.messages.is_empty(), "{closed:?}");
+    let elapsed = t0.elapsed();
+    assert!(elapsed >= Duration::from_millis(1_000), "not before the upgrade timeout: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(5_000), "bounded by the upgrade timeout: {elapsed:?}");
+
+    // Back on polling, fully usable.
+    assert_eq!(engine.sessions_by_transport(), (1, 0));
+    eio.post_ok(&sid, b"4still-polling").await;
+    assert_eq!(eio.get_ok(&sid).await, "4still-polling");
+    // And a new upgrade may be tried and succeed.
+    let mut ws = eio.upgrade(&sid).await;
+    send_text(&mut ws, "4upgraded").await;
+    assert_eq!(recv_text(&mut ws).await, "4upgraded");
+    assert_eq!(engine.sessions_by_transport(), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn upgrade_websocket_that_never_probes_times_out() {
+    let (engine, router) = apps::echo(apps::config(10_000, 5_000, 1_000, 1_000_000));
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    let sid = eio.open().await;
+    let mut ws = eio.ws(Some(&sid)).await;
+    let closed = until_closed(&mut ws).await;
+    assert!(closed.messages.is_empty(), "{closed:?}");
+    eio.post_ok(&sid, b"4still-polling").await;
+    assert_eq!(eio.get_ok(&sid).await, "4still-polling");
+    assert_eq!(engine.session_count(), 1);
+}
+
+#[tokio::test]
+async fn anything_but_a_probe_aborts_the_upgrade_and_the_session_stays_on_polling() {
+    let (_server, eio) = fixture().await;
+    for first in ["4hello", "2", "3probe", "abc", ""] {
+        let sid = eio.open().await;
+        let mut ws = eio.ws(Some(&sid)).await;
+        send_text(&mut ws, first).await;
+        let closed = until_closed(&mut ws).await;
+        assert!(closed.messages.is_empty(), "after {first:?}: {closed:?}");
+        eio.post_ok(&sid, b"4polling").await;
+        assert_eq!(eio.get_ok(&sid).await, "4polling", "after {first:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_vanishing_mid_upgrade_leaves_no_session_once_the_heartbeat_expires() {
+    let (engine, router) = apps::echo(apps::fixture_config());
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+
+    // After the probe, and before it.
+    let sid = eio.open().await;
+    let mut ws = eio.ws(Some(&sid)).await;
+    send_text(&mut ws, "2probe").await;
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    drop(ws);
+    let sid2 = eio.open().await;
+    let ws2 = eio.ws(Some(&sid2)).await;
+    drop(ws2);
+    // A half-finished upgrade request: the upgrade headers, then nothing.
+    let sid3 = eio.open().await;
+    let mut half = HttpConn::connect(eio.addr).await;
+    half.send_raw(
+        format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n", eio.websocket(Some(&sid3))).as_bytes(),
+    )
+    .await
+    .unwrap();
+    drop(half);
+
+    eventually("every session is reaped", || engine.session_count() == 0).await;
+    for sid in [sid, sid2, sid3] {
+        assert!(eio.is_unknown(&sid).await);
+    }
+}
+
+#[tokio::test]
+async fn websocket_for_an_unknown_sid_is_refused() {
+    let (_server, eio) = fixture().await;
+    assert!(ws_connect(eio.addr, &eio.websocket(Some("unknown-sid"))).await.is_err());
+}
+
+async fn small_payload_server() -> (std::sync::Arc<eventfeed::engine::Engine<apps::Echo>>, TestServer, Eio) {
+    let (engine, router) = apps::echo(apps::config(60_000, 60_000, 10_000, 1000));
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    (engine, server, eio)
+}
+
+#[tokio::test]
+async fn messages_up_to_max_payload_are_accepted() {
+    let (_engine, _server, eio) = small_payload_server().await;
+    let (mut ws, _) = eio.ws_open().await;
+    let text = format!("4{}", "a".repeat(999));
+    send_text(&mut ws, &text).await;
+    assert_eq!(recv_text(&mut ws).await, text);
+    send_binary(&mut ws, &[7; 1000]).await;
+    assert_eq!(recv_binary(&mut ws).await, vec![7; 1000]);
+    // Fragmented, within the limit once reassembled.
+    ws.send(Message::Frame(Frame::message(format!("4{}", "b".repeat(499)), OpCode::Data(Data::Text), false)))
+        .await
+        .unwrap();
+    ws.send(Message::Frame(Frame::message("c".repeat(500), OpCode::Data(Data::Continue), true))).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, format!("4{}{}", "b".repeat(499), "c".repeat(500)));
+}
+
+async fn assert_closed_1009(engine: &eventfeed::engine::Engine<apps::Echo>, ws: &mut raw::Ws) {
+    let closed = until_closed(ws).await;
+    assert_eq!(closed.code, Some(CloseCode::Size), "close code 1009: {closed:?}");
+    assert!(closed.messages.is_empty(), "{closed:?}");
+    eventually("the session is gone", || engine.session_count() == 0).await;
+}
+
+#[tokio::test]
+async fn text_message_over_max_payload_closes_with_1009() {
+    let (engine, _server, eio) = small_payload_server().await;
+    let (mut ws, _) = eio.ws_open().await;
+    send_text(&mut ws, &format!("4{}", "a".repeat(1000))).await;
+    assert_closed_1009(&engine, &mut ws).await;
+}
+
+#[tokio::test]
+async fn binary_frame_over_max_payload_closes_with_1009() {
+    let (engine, _server, eio) = small_payload_server().await;
+    let (mut ws, _) = eio.ws_open().await;
+    send_binary(&mut ws, &[1; 1001]).await;
+    assert_closed_1009(&engine, &mut ws).await;
+}
+
+#[tokio::test]
+async fn fragmented_message_over_max_payload_closes_with_1009() {
+    let (engine, _server, eio) = small_payload_server().await;
+    let (mut ws, _) = eio.ws_open().await;
+    // Every frame is under the limit; the reassembled message is not.
+    ws.send(Message::Frame(Frame::message(format!("4{}", "x".repeat(599)), OpCode::Data(Data::Text), false)))
+        .await
+        .unwrap();
+    ws.send(Message::Frame(Frame::message("y".repeat(600), OpCode::Data(Data::Continue), true))).await.unwrap();
+    assert_closed_1009(&engine, &mut ws).await;
+}
+
+#[tokio::test]
+async fn unfinished_frame_announcing_more_than_max_payload_closes_with_1009() {
+    let (engine, _server, eio) = small_payload_server().await;
+    let (ws, _) = eio.ws_open().await;
+    // A masked binary frame header announcing 1 MiB, then only a few bytes:
+    // refused from the header alone, without waiting for (or buffering) the rest.
+    let mut tcp = ws.into_inner();
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]); // mask key
+    frame.extend_from_slice(&[0; 16]);
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &frame).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tcp,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    assert_closed_1009(&engine, &mut ws).await;
+}
+
+#[tokio::test]
+async fn message_over_the_fixture_max_payload_closes_with_1009() {
+    let (engine, router) = apps::echo(apps::fixture_config());
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    let (mut ws, _) = eio.ws_open().await;
+    send_text(&mut ws, &format!("4{}", "m".repeat(1_000_000))).await;
+    assert_closed_1009(&engine, &mut ws).await;
+}
+
+#[tokio::test]
+async fn invalid_engine_packets_on_a_websocket_close_the_session() {
+    let (engine, router) = apps::echo(apps::fixture_config());
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    // Unknown type, empty frame, garbage, a ping from the client (v4: only the
+    // server pings), an open packet from the client.
+    for bad in ["9", "", "abc", "2", "0{}", "\u{0}"] {
+        let (mut ws, sid) = eio.ws_open().await;
+        send_text(&mut ws, bad).await;
+        let closed = until_closed(&mut ws).await;
+        assert!(closed.messages.is_empty(), "after {bad:?}: {closed:?}");
+        eventually("the session is gone", || engine.session_count() == 0).await;
+        assert!(eio.is_unknown(&sid).await);
+    }
+}
+
+#[tokio::test]
+async fn client_close_packet_on_a_websocket_closes_the_session() {
+    let (engine, router) = apps::echo(apps::fixture_config());
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    let (mut ws, sid) = eio.ws_open().await;
+    send_text(&mut ws, "1").await;
+    let closed = until_closed(&mut ws).await;
+    assert!(closed.messages.is_empty(), "{closed:?}");
+    eventually("the session is gone", || engine.session_count() == 0).await;
+    assert!(eio.is_unknown(&sid).await);
+}
+
+#[tokio::test]
+async fn websocket_close_frame_or_dropped_connection_closes_the_session_at_once() {
+    let (engine, router) = apps::echo(apps::config(60_000, 60_000, 10_000, 1_000_000));
+    let server = TestServer::start(router).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    let (mut ws, _) = eio.ws_open().await;
+    ws.close(None).await.unwrap();
+    eventually("closed by a close frame", || engine.session_count() == 0).await;
+    let (ws, _) = eio.ws_open().await;
+    drop(ws);
+    // The heartbeat would take a minute here: the EOF alone ends the session.
+    eventually("closed by the dropped connection", || engine.session_count() == 0).await;
+}
