@@ -410,7 +410,8 @@ pub async fn recv_text_ponging(ws: &mut Ws) -> String {
 pub struct Closed {
     /// Data messages received before the end (text as-is, binary as `<n bytes>`).
     pub messages: Vec<String>,
-    /// The close frame's code, if the server sent one.
+    /// The close frame's code (`Status`, 1005, for a close frame without
+    /// one); `None` when the connection ended without a close frame.
     pub code: Option<CloseCode>,
 }
 
