@@ -273,6 +273,9 @@ async fn client_close_packet_without_a_pending_get_closes_the_session() {
     let (_server, eio) = fixture().await;
     let sid = eio.open().await;
     eio.post_ok(&sid, b"4before\x1e1").await;
+    // One GET racing the close still gets the reference's noop; then the sid is gone.
+    let farewell = eio.get(&sid).await;
+    assert_eq!((farewell.status, farewell.text()), (200, "6"));
     assert_engine_error(&eio.get(&sid).await, 1, "Session ID unknown");
 }
 

@@ -97,6 +97,40 @@ async fn a_get_during_the_probe_is_answered_with_a_noop() {
 }
 
 #[tokio::test]
+async fn a_get_sent_after_the_upgrade_packet_is_refused_even_if_it_arrives_first() {
+    // The official suite's "ignores HTTP requests with same sid after upgrade":
+    // `2probe` and `5` go out back to back, then a GET on another connection,
+    // which may reach the server before the websocket's `5` is processed.
+    let (_server, eio) = fixture().await;
+    for _ in 0..20 {
+        let sid = eio.open().await;
+        let mut ws = eio.ws(Some(&sid)).await;
+        send_text(&mut ws, "2probe").await;
+        send_text(&mut ws, "5").await;
+        assert_engine_error(&eio.get(&sid).await, 3, "Bad request");
+        assert_eq!(recv_text(&mut ws).await, "3probe");
+        send_text(&mut ws, "4hello").await;
+        assert_eq!(recv_text(&mut ws).await, "4hello");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_during_the_probe_waits_briefly_for_a_racing_upgrade_packet() {
+    let (_server, eio) = fixture().await;
+    let sid = eio.open().await;
+    let mut ws = eio.ws(Some(&sid)).await;
+    send_text(&mut ws, "2probe").await;
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    let get = tokio::spawn(finish(eio.start_get(&sid).await));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!get.is_finished(), "held a moment, in case `5` is on its way");
+    send_text(&mut ws, "5").await;
+    assert_engine_error(&get.await.unwrap(), 3, "Bad request");
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(recv_text(&mut ws).await, "4hello");
+}
+
+#[tokio::test]
 async fn packets_queued_during_the_upgrade_go_out_on_the_websocket_in_order() {
     let (_server, eio) = fixture().await;
     let sid = eio.open().await;

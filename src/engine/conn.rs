@@ -55,6 +55,9 @@ pub(crate) struct Inner {
     pub(crate) outbox: VecDeque<Frame>,
     /// A pending GET must be answered with a noop (the upgrade probe arrived).
     pub(crate) release_poll: bool,
+    /// The client closed a polling session with no GET pending: the next GET
+    /// (racing the close on another connection) still gets its noop.
+    pub(crate) farewell_noop: bool,
 }
 
 /// A live Engine.IO session, as seen by the layers above.
@@ -65,6 +68,8 @@ pub struct Conn {
     pub(crate) wake: Notify,
     /// Wakes the supervisor when a deadline moved earlier.
     pub(crate) timer: Notify,
+    /// Wakes polls waiting for an upgrade under way to finish (or fail).
+    pub(crate) upgrade_settled: Notify,
     closed: CancellationToken,
     config: Arc<EngineConfig>,
     metrics: Arc<EngineMetrics>,
@@ -90,9 +95,11 @@ impl Conn {
                 fsm: Session::new(config.session, transport, now),
                 outbox: VecDeque::new(),
                 release_poll: false,
+                farewell_noop: false,
             }),
             wake: Notify::new(),
             timer: Notify::new(),
+            upgrade_settled: Notify::new(),
             closed: CancellationToken::new(),
             config,
             metrics,

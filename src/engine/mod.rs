@@ -180,6 +180,7 @@ impl<H: Handler> Engine<H> {
             Err(Reject::PayloadTooLarge) => h::text_plain(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new()),
         };
         cors.apply(res.headers_mut());
+        res.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
         res
     }
 
@@ -197,6 +198,9 @@ impl<H: Handler> Engine<H> {
             (Transport::Polling, None) => self.handshake_polling(),
             (Transport::Polling, Some(sid)) => {
                 let entry = self.sessions.get(&sid).ok_or(EngineError::UnknownSid)?;
+                // Apply any deadline already passed (a missed pong) before
+                // serving, so the answer never depends on the timer task's delay.
+                entry.conn.on_timer(now());
                 match *req.method() {
                     Method::GET => Ok(polling::get(self, &entry).await?),
                     Method::POST => Ok(polling::post(self, &entry, req).await?),
@@ -282,6 +286,11 @@ impl<H: Handler> Engine<H> {
         }
         // Closed: give the transport a moment to deliver a final close packet,
         // then forget the session.
+        if conn.lock().farewell_noop {
+            // A client close over polling: keep the sid briefly for the GET
+            // that may be racing it (it gets a noop, as the reference's would).
+            tokio::time::sleep(FAREWELL_GRACE).await;
+        }
         self.sessions.remove(conn.sid());
         let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
         self.handler.on_close(conn, &entry.state, reason);
@@ -293,6 +302,9 @@ impl<H: Handler> Engine<H> {
         self.handler.on_message(&entry.conn, &entry.state, message);
     }
 }
+
+/// How long a polling session closed by its client stays known, for a GET racing the close.
+const FAREWELL_GRACE: Duration = Duration::from_millis(100);
 
 /// Why an Engine.IO request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,9 @@
 
 use bytes::Bytes;
 use eventfeed_protocol::engine::payload;
-use eventfeed_protocol::engine::session::{CloseReason, PollKind, Received};
+use std::time::Duration;
+
+use eventfeed_protocol::engine::session::{CloseReason, PollKind, Received, TransportState};
 use eventfeed_protocol::engine::{EngineError, Frame};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -66,6 +68,10 @@ impl Drop for AbandonGuard<'_> {
 /// A GET: answer with queued packets, waiting for some if there are none.
 pub(super) async fn get<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>) -> Result<Response<Body>, Reject> {
     let conn = &entry.conn;
+    wait_for_racing_upgrade(conn).await;
+    if std::mem::take(&mut conn.lock().farewell_noop) {
+        return Ok(h::text_plain(StatusCode::OK, Frame::NOOP.bytes().clone()));
+    }
     let _guard = start(conn, PollKind::Get)?;
     let mut abandon = AbandonGuard { conn, answered: false };
     let res = loop {
@@ -95,6 +101,24 @@ pub(super) async fn get<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>)
     };
     abandon.answered = true;
     Ok(res)
+}
+
+/// How long a GET that arrives after `3probe` waits for the upgrade to finish.
+const UPGRADE_RACE: Duration = Duration::from_millis(100);
+
+/// A GET that arrives while a websocket is upgrading the session may be
+/// racing the client's `2probe`/`5` on that websocket. Wait briefly (at most
+/// 100 ms, once per upgrade in practice) for the upgrade to settle, so that a
+/// finished upgrade refuses the poll (400) instead of answering it with a noop.
+async fn wait_for_racing_upgrade(conn: &Conn) {
+    let deadline = tokio::time::Instant::now() + UPGRADE_RACE;
+    loop {
+        let settled = conn.upgrade_settled.notified();
+        let upgrading = matches!(conn.lock().fsm.transport(), TransportState::Upgrading { .. });
+        if !upgrading || tokio::time::timeout_at(deadline, settled).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A POST: decode the payload and hand its packets over, in order.
@@ -153,6 +177,12 @@ fn deliver<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, body: &Bytes
             Received::Binary(data) => engine.dispatch(entry, Message::Binary(&Bytes::copy_from_slice(data))),
             Received::Nothing => {}
             Received::Close(reason) => {
+                {
+                    let mut inner = conn.lock();
+                    // The client's GET may be racing this POST on another
+                    // connection: let it have its noop (see `get`).
+                    inner.farewell_noop = reason == CloseReason::TransportClose && !inner.fsm.has_pending_get();
+                }
                 conn.close(reason);
                 return;
             }

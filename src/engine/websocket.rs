@@ -168,10 +168,12 @@ async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
         ProbeAction::Upgraded => {
             // Release any poll still pending; the websocket writes from now on.
             conn.wake.notify_one();
+            conn.upgrade_settled.notify_waiters();
             Some(ws)
         }
         _ => {
             conn.lock().fsm.abort_upgrade();
+            conn.upgrade_settled.notify_waiters();
             let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
             None
         }

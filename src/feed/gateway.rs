@@ -170,7 +170,7 @@ mod tests {
             json!({"sinceId": "nope"}),
             json!({"sinceId": 5}),
         ] {
-            assert_eq!(replay_args(&[bad.clone()]).unwrap_err().code(), "bad_request", "{bad}");
+            assert_eq!(replay_args(std::slice::from_ref(&bad)).unwrap_err().code(), "bad_request", "{bad}");
         }
     }
 
@@ -178,7 +178,7 @@ mod tests {
     fn post_arguments() {
         assert_eq!(post_args(&[json!({"message": "hi"})]).unwrap(), "hi");
         for bad in [json!({}), json!({"message": 5}), json!("hi"), json!(null)] {
-            assert_eq!(post_args(&[bad.clone()]).unwrap_err().code(), "bad_request", "{bad}");
+            assert_eq!(post_args(std::slice::from_ref(&bad)).unwrap_err().code(), "bad_request", "{bad}");
         }
         assert_eq!(post_args(&[]).unwrap_err().code(), "bad_request");
     }

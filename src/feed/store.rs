@@ -154,9 +154,12 @@ impl TenantLog {
     }
 }
 
+/// One shard: tenant → that tenant's log (with its own lock).
+type Shard = HashMap<Arc<str>, Arc<Mutex<TenantLog>>>;
+
 /// The lock-sharded store of every tenant's events.
 pub struct EventBus {
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<Mutex<TenantLog>>>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
     capacity: usize,
     delivery: Arc<dyn EventDelivery>,
