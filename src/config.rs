@@ -56,6 +56,8 @@ pub struct Config {
     pub max_queue: usize,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Sockets one tenant may have connected at once.
+    pub max_tenant_connections: usize,
 }
 
 /// One configuration variable: name, default, meaning.
@@ -119,6 +121,11 @@ pub const VARS: &[Var] = &[
         help: "packets queued per connection before it is dropped as a slow consumer (16..=1000000)",
     },
     Var { name: "NB_BACKEND_MAX_CONNECTIONS", default: "100000", help: "open TCP connections at most (1..=10000000)" },
+    Var {
+        name: "NB_BACKEND_MAX_TENANT_CONNECTIONS",
+        default: "10000",
+        help: "sockets one tenant may have connected at once (1..=10000000)",
+    },
 ];
 
 /// The `--help` text.
@@ -230,6 +237,7 @@ impl Config {
             log_json,
             max_queue: int("NB_BACKEND_MAX_QUEUE", 16, 1_000_000)? as usize,
             max_connections: int("NB_BACKEND_MAX_CONNECTIONS", 1, 10_000_000)? as usize,
+            max_tenant_connections: int("NB_BACKEND_MAX_TENANT_CONNECTIONS", 1, 10_000_000)? as usize,
         })
     }
 }

@@ -14,10 +14,12 @@
 //! - [`feed`]: the event feed of the contract — the sharded per-tenant store,
 //!   auth, the REST API, the `/events` namespace, and the delivery seam.
 //! - [`config`]: configuration from the environment, with `--help`.
+//! - [`metrics`]: Prometheus metrics, exported at `/metrics`.
 
 pub mod config;
 pub mod engine;
 pub mod feed;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod sio;

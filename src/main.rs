@@ -86,8 +86,13 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
         namespace: config.namespace.clone(),
         max_body: config.max_body,
         cors,
+        rate_limit: config.rate_limit,
+        tenant_rate_limit: config.tenant_rate_limit,
+        max_tenant_connections: config.max_tenant_connections,
+        ..FeedConfig::default()
     };
     let app = App::new(feed_config, tokens, engine_config, SioConfig::default());
+    app.spawn_housekeeping(std::time::Duration::from_secs(60));
 
     let addr = SocketAddr::new(config.host, config.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -100,9 +105,13 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %local, namespace = %config.namespace, "eventfeed listening");
 
-    let shutdown = CancellationToken::new();
+    let shutdown = app.shutdown_token();
     tokio::spawn(wait_for_signal(shutdown.clone()));
-    let server_config = ServerConfig { max_connections: config.max_connections, ..ServerConfig::default() };
+    let server_config = ServerConfig {
+        max_connections: config.max_connections,
+        metrics: Some(app.metrics.clone()),
+        ..ServerConfig::default()
+    };
     let drained = server::serve(listener, app.router(), server_config, shutdown).await;
     tracing::info!(drained, "eventfeed stopped");
     ExitCode::SUCCESS

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::{Engine, Handler};
 use crate::http::Body;
+use crate::metrics::Metrics;
 
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -34,12 +35,17 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub trait Service: Send + Sync + 'static {
     /// Answers one request; `peer` is the client's address.
     fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture;
+
+    /// The metrics label of a path this service answers (a small fixed set).
+    fn route_label(&self, _path: &str) -> &'static str {
+        "app"
+    }
 }
 
 /// An Engine.IO endpoint as the router sees it.
 pub trait EngineEndpoint: Send + Sync + 'static {
-    /// Answers one request for the endpoint's path.
-    fn call(self: Arc<Self>, req: Request<Incoming>) -> ResponseFuture;
+    /// Answers one request for the endpoint's path; `peer` is the client's address.
+    fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture;
     /// Closes every session (shutdown).
     fn close_all(&self);
     /// Resolves when every session task ended.
@@ -47,8 +53,8 @@ pub trait EngineEndpoint: Send + Sync + 'static {
 }
 
 impl<H: Handler> EngineEndpoint for Engine<H> {
-    fn call(self: Arc<Self>, req: Request<Incoming>) -> ResponseFuture {
-        Box::pin(async move { self.handle(req).await })
+    fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
+        Box::pin(async move { self.handle(req, Some(peer)).await })
     }
 
     fn close_all(&self) {
@@ -106,13 +112,21 @@ impl Router {
         self
     }
 
+    fn label(&self, path: &str) -> &'static str {
+        if self.engines.iter().any(|(prefix, _)| path.starts_with(prefix.as_str())) {
+            "engine.io"
+        } else {
+            self.fallback.route_label(path)
+        }
+    }
+
     fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
         let path = req.uri().path();
         for (prefix, engine) in &self.engines {
             if let Some(rest) = path.strip_prefix(prefix.as_str())
                 && (rest.is_empty() || rest == "/")
             {
-                return engine.clone().call(req);
+                return engine.clone().call(req, peer);
             }
         }
         self.fallback.clone().call(req, peer)
@@ -130,6 +144,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Open HTTP connections at most; beyond it new ones are closed at once.
     pub max_connections: usize,
+    /// Where request durations and refused connections are counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +155,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             drain_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            metrics: None,
         }
     }
 }
@@ -165,6 +182,9 @@ pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, 
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             // Bound hit: too many connections; this one is closed unanswered.
             tracing::warn!(max = config.max_connections, "connection limit reached; closing new connection");
+            if let Some(m) = &config.metrics {
+                m.reject("connections");
+            }
             drop(stream);
             continue;
         };
@@ -174,9 +194,19 @@ pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, 
         let config = config.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let svc = service_fn(move |req| {
+            let metrics = config.metrics.clone();
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let started = std::time::Instant::now();
+                let label = router.label(req.uri().path());
                 let fut = router.route(req, peer);
-                async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                let metrics = metrics.clone();
+                async move {
+                    let res = fut.await;
+                    if let Some(m) = &metrics {
+                        m.observe_request(label, started.elapsed());
+                    }
+                    Ok::<_, std::convert::Infallible>(res)
+                }
             });
             let mut builder = http1::Builder::new();
             builder

@@ -187,9 +187,9 @@ async fn ten_thousand_connect_disconnect_cycles_leave_no_session_socket_or_room(
 
     eventually("no session, socket or room is left", || app.is_empty()).await;
     let metrics = app.engine.metrics();
-    let opened = metrics.sessions_opened.load(Ordering::Relaxed);
+    let opened = metrics.sessions_opened.get();
     assert_eq!(opened, CYCLES as u64, "one session per cycle");
-    eventually("every session's close was counted", || metrics.sessions_closed.load(Ordering::Relaxed) == opened).await;
+    eventually("every session's close was counted", || metrics.sessions_closed.get() == opened).await;
     for nsp in ["/", "/custom", "/private"] {
         let n = app.namespace(nsp);
         assert_eq!((n.socket_count(), n.room_count()), (0, 0), "{nsp}");

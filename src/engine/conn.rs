@@ -13,7 +13,7 @@
 //! and never loses packets silently — it reconnects and catches up.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -21,22 +21,25 @@ use bytes::Bytes;
 use eventfeed_protocol::engine::session::{CloseReason, Session, Timeout};
 use eventfeed_protocol::engine::{Frame, Transport, payload};
 use eventfeed_protocol::socket::Encoded;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineConfig;
 
-/// Counters kept by an engine (read by the metrics endpoint).
-#[derive(Debug, Default)]
+/// Counters kept by an engine (shared atomics; the metrics endpoint exports them).
+#[derive(Debug, Default, Clone)]
 pub struct EngineMetrics {
     /// Sessions opened.
-    pub sessions_opened: AtomicU64,
+    pub sessions_opened: Counter,
     /// Sessions closed.
-    pub sessions_closed: AtomicU64,
+    pub sessions_closed: Counter,
     /// Sessions closed because their outgoing queue overflowed.
-    pub slow_consumer_closes: AtomicU64,
+    pub slow_consumer_closes: Counter,
     /// Frames queued to sessions.
-    pub frames_queued: AtomicU64,
+    pub frames_queued: Counter,
+    /// Handshakes refused because the session limit was reached.
+    pub session_limit_rejections: Counter,
 }
 
 /// Why a packet could not be queued.
@@ -63,6 +66,7 @@ pub(crate) struct Inner {
 /// A live Engine.IO session, as seen by the layers above.
 pub struct Conn {
     sid: Arc<str>,
+    peer: Option<SocketAddr>,
     inner: Mutex<Inner>,
     /// Wakes the current writer (a pending GET, or the websocket task).
     pub(crate) wake: Notify,
@@ -84,6 +88,7 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     pub(crate) fn new(
         sid: Arc<str>,
+        peer: Option<SocketAddr>,
         transport: Transport,
         now: Instant,
         config: Arc<EngineConfig>,
@@ -91,6 +96,7 @@ impl Conn {
     ) -> Self {
         Conn {
             sid,
+            peer,
             inner: Mutex::new(Inner {
                 fsm: Session::new(config.session, transport, now),
                 outbox: VecDeque::new(),
@@ -109,6 +115,11 @@ impl Conn {
     /// The session id.
     pub fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// The client's address (of the request that opened the session).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     pub(crate) fn config(&self) -> &EngineConfig {
@@ -163,16 +174,16 @@ impl Conn {
             // Bound hit: the client is not reading. Close it rather than drop
             // packets or grow without limit; it will reconnect and catch up.
             drop(inner);
-            self.metrics.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            self.metrics.slow_consumer_closes.inc();
             tracing::warn!(sid = %self.sid, queue = self.config.max_queue, "slow consumer: outgoing queue full, closing session");
-            self.close(CloseReason::ForcedClose);
+            self.close(CloseReason::SlowConsumer);
             return Err(SendError::QueueFull);
         }
         let was_empty = inner.outbox.is_empty();
         inner.outbox.push_back(first.clone());
         inner.outbox.extend(rest.iter().cloned());
         drop(inner);
-        self.metrics.frames_queued.fetch_add(count as u64, Ordering::Relaxed);
+        self.metrics.frames_queued.inc_by(count as u64);
         if was_empty {
             self.wake.notify_one();
         }
@@ -187,7 +198,7 @@ impl Conn {
         let mut inner = self.lock();
         if !inner.fsm.is_closed() {
             inner.fsm.close(reason);
-            if matches!(reason, CloseReason::ServerShutdown | CloseReason::ForcedClose) {
+            if matches!(reason, CloseReason::ServerShutdown | CloseReason::ForcedClose | CloseReason::SlowConsumer) {
                 inner.outbox.push_back(Frame::CLOSE);
             }
         }

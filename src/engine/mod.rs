@@ -15,6 +15,7 @@ mod polling;
 mod sessions;
 mod websocket;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ pub struct EngineConfig {
     pub max_sessions: usize,
     /// Allowed browser origins (CORS and websocket origin check).
     pub cors: Cors,
+    /// Time a polling POST body may take to arrive (slow-body bound).
+    pub body_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +57,7 @@ impl Default for EngineConfig {
             max_queue: 1024,
             max_sessions: 100_000,
             cors: Cors::default(),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -113,11 +117,16 @@ pub struct Engine<H: Handler> {
 impl<H: Handler> Engine<H> {
     /// An engine serving `handler` with `config`.
     pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        Self::with_metrics(config, handler, EngineMetrics::default())
+    }
+
+    /// An engine that counts into `metrics` (counters shared with an exporter).
+    pub fn with_metrics(config: EngineConfig, handler: H, metrics: EngineMetrics) -> Arc<Self> {
         Arc::new(Engine {
             config: Arc::new(config),
             handler,
             sessions: Sessions::new(),
-            metrics: Arc::new(EngineMetrics::default()),
+            metrics: Arc::new(metrics),
             tasks: TaskTracker::new(),
         })
     }
@@ -170,10 +179,10 @@ impl<H: Handler> Engine<H> {
     }
 
     /// Serves one HTTP request addressed to this engine's path.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let cors = self.config.cors.headers_for(origin.as_ref(), req.headers().get(header::HOST));
-        let mut res = match self.route(req, cors.is_allowed()).await {
+        let mut res = match self.route(req, cors.is_allowed(), peer).await {
             Ok(res) => res,
             Err(Reject::Engine(e)) => engine_error(e),
             Err(Reject::TooManySessions) => h::unavailable(),
@@ -184,7 +193,12 @@ impl<H: Handler> Engine<H> {
         res
     }
 
-    async fn route(self: &Arc<Self>, req: Request<Incoming>, origin_ok: bool) -> Result<Response<Body>, Reject> {
+    async fn route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        origin_ok: bool,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response<Body>, Reject> {
         if req.method() == Method::OPTIONS {
             return Ok(h::preflight(&req, origin_ok));
         }
@@ -195,7 +209,7 @@ impl<H: Handler> Engine<H> {
             return Err(EngineError::Forbidden.into());
         }
         match (query.transport, query.sid) {
-            (Transport::Polling, None) => self.handshake_polling(),
+            (Transport::Polling, None) => self.handshake_polling(peer),
             (Transport::Polling, Some(sid)) => {
                 let entry = self.sessions.get(&sid).ok_or(EngineError::UnknownSid)?;
                 // Apply any deadline already passed (a missed pong) before
@@ -211,20 +225,25 @@ impl<H: Handler> Engine<H> {
                 if !is_upgrade {
                     return Err(EngineError::BadRequest.into());
                 }
-                websocket::upgrade(self, req, sid)
+                websocket::upgrade(self, req, sid, peer)
             }
         }
     }
 
-    fn handshake_polling(self: &Arc<Self>) -> Result<Response<Body>, Reject> {
-        let entry = self.open_session(Transport::Polling)?;
+    fn handshake_polling(self: &Arc<Self>, peer: Option<SocketAddr>) -> Result<Response<Body>, Reject> {
+        let entry = self.open_session(Transport::Polling, peer)?;
         let open = self.open_frame(&entry.conn, Transport::Polling);
         Ok(h::text_plain(StatusCode::OK, open.bytes().clone()))
     }
 
     /// Creates a session, registers it, and starts its supervisor.
-    pub(crate) fn open_session(self: &Arc<Self>, transport: Transport) -> Result<Arc<Entry<H::State>>, Reject> {
+    pub(crate) fn open_session(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: Option<SocketAddr>,
+    ) -> Result<Arc<Entry<H::State>>, Reject> {
         if self.sessions.len() >= self.config.max_sessions {
+            self.metrics.session_limit_rejections.inc();
             // Bound hit: refuse new sessions; existing ones are unaffected.
             tracing::warn!(max = self.config.max_sessions, "session limit reached; refusing handshake");
             return Err(Reject::TooManySessions);
@@ -232,6 +251,7 @@ impl<H: Handler> Engine<H> {
         let sid: Arc<str> = new_sid().into();
         let conn = Arc::new(Conn::new(
             sid.clone(),
+            peer,
             transport,
             tokio::time::Instant::now().into_std(),
             self.config.clone(),
@@ -240,7 +260,7 @@ impl<H: Handler> Engine<H> {
         let state = self.handler.on_open(&conn);
         let entry = Arc::new(Entry { conn, state });
         self.sessions.insert(sid, entry.clone());
-        self.metrics.sessions_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.sessions_opened.inc();
         let engine = self.clone();
         let sup = entry.clone();
         self.tasks.spawn(async move { engine.supervise(sup).await });
@@ -294,7 +314,7 @@ impl<H: Handler> Engine<H> {
         self.sessions.remove(conn.sid());
         let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
         self.handler.on_close(conn, &entry.state, reason);
-        self.metrics.sessions_closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.sessions_closed.inc();
         tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
     }
 

@@ -136,7 +136,15 @@ pub(super) async fn post<H: Handler>(
     } else {
         // `Limited` stops reading once `max` is passed; a read error (client
         // gone mid-body) also lands here.
-        match Limited::new(req.into_body(), max).collect().await {
+        let read = tokio::time::timeout(engine.config.body_timeout, Limited::new(req.into_body(), max).collect());
+        let Ok(read) = read.await else {
+            // Bound hit: the body did not arrive in time (a slow-body attack or
+            // a stalled client). Refuse and close the session.
+            drop(guard);
+            conn.close(CloseReason::TransportError);
+            return Err(EngineError::BadRequest.into());
+        };
+        match read {
             Ok(b) => Some(b.to_bytes()),
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>().is_none() {

@@ -56,6 +56,7 @@ pub(super) fn upgrade<H: Handler>(
     engine: &Arc<Engine<H>>,
     mut req: Request<Incoming>,
     sid: Option<String>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<Response<Body>, Reject> {
     let headers = req.headers();
     let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
@@ -67,7 +68,7 @@ pub(super) fn upgrade<H: Handler>(
 
     let target = match sid {
         None => {
-            let entry = engine.open_session(Transport::Websocket)?;
+            let entry = engine.open_session(Transport::Websocket, peer)?;
             // The open packet is the first frame on the socket.
             let _ = entry.conn.send(engine.open_frame(&entry.conn, Transport::Websocket));
             Target::New(entry)

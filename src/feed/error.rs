@@ -33,6 +33,9 @@ pub enum FeedError {
     /// 413 `payload_too_large`.
     #[error("{0}")]
     PayloadTooLarge(&'static str),
+    /// 408 `request_timeout`: the body did not arrive in time.
+    #[error("the request body did not arrive in time")]
+    Timeout,
     /// 415 `unsupported_media_type`.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -71,6 +74,7 @@ impl FeedError {
             FeedError::NotFound(_) => "not_found",
             FeedError::MethodNotAllowed { .. } => "method_not_allowed",
             FeedError::PayloadTooLarge(_) => "payload_too_large",
+            FeedError::Timeout => "request_timeout",
             FeedError::UnsupportedMediaType => "unsupported_media_type",
             FeedError::Validation(_) => "validation_failed",
             FeedError::RateLimited { .. } => "rate_limited",
@@ -88,6 +92,7 @@ impl FeedError {
             FeedError::NotFound(_) => StatusCode::NOT_FOUND,
             FeedError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             FeedError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            FeedError::Timeout => StatusCode::REQUEST_TIMEOUT,
             FeedError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             FeedError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             FeedError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::error::FeedError;
 use super::event::{array_json, page_json};
 use super::{DEFAULT_LIMIT, Feed, MAX_LIMIT, Principal, SNAPSHOT_LIMIT, tenant_room};
-use crate::sio::{ConnectRejection, Event, NamespaceHandler, Socket};
+use crate::sio::{ConnectRejection, DisconnectReason, Event, NamespaceHandler, Socket};
+use eventfeed_protocol::engine::session::CloseReason;
 
 /// The namespace handler of the feed.
 pub struct Gateway {
@@ -103,16 +104,29 @@ impl NamespaceHandler for Gateway {
         let auth = auth.and_then(Value::as_object).unwrap_or(&empty);
         let tenant = auth.get("tenantId").and_then(Value::as_str);
         let token = auth.get("token").and_then(Value::as_str);
-        match self.feed.authenticate(tenant, token) {
-            Ok(principal) => {
-                let _ = socket.set_data(principal);
-                Ok(())
-            }
+        let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+        let principal = match self.feed.authenticate(tenant, token) {
+            Ok(p) => p,
             Err(e) => {
-                tracing::info!(target: "audit", action = "connect", outcome = "unauthorized", tenant = tenant.unwrap_or(""), "socket auth failed");
-                Err(ConnectRejection { message: "unauthorized".into(), data: Some(e.to_value()) })
+                self.feed.auth_failed("socket");
+                tracing::info!(target: "audit", action = "connect", outcome = "unauthorized", tenant = tenant.unwrap_or(""), peer, "socket auth failed");
+                return Err(ConnectRejection { message: "unauthorized".into(), data: Some(e.to_value()) });
             }
+        };
+        let max = self.feed.config.max_tenant_connections;
+        if socket.namespace().room_size(&tenant_room(&principal.tenant)) >= max {
+            // Bound hit: this tenant has as many sockets as allowed; refuse this one.
+            self.feed.metrics.reject("tenant_connections");
+            tracing::warn!(target: "audit", action = "connect", outcome = "tenant_connection_limit", tenant = %principal.tenant, user = %principal.user, peer, max, "socket refused");
+            return Err(ConnectRejection {
+                message: "too many connections".into(),
+                data: Some(
+                    json!({"code": "too_many_connections", "message": "this tenant has too many open connections"}),
+                ),
+            });
         }
+        let _ = socket.set_data(principal);
+        Ok(())
     }
 
     fn on_connect(&self, socket: &Arc<Socket>) {
@@ -137,15 +151,26 @@ impl NamespaceHandler for Gateway {
             }
             "post_event" => {
                 let result = post_args(&event.args).and_then(|m| self.feed.post(who, m)).map(|e| {
-                    tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, "event created");
+                    let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+                    tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
                     raw(format!(r#"{{"event":{}}}"#, e.json().get()))
                 });
                 if let Err(e) = &result {
-                    tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, "event refused");
+                    let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+                    tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
                 }
                 answer(socket, event, result, None);
             }
             _ => {}
+        }
+    }
+
+    fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        if reason == DisconnectReason::Transport(CloseReason::SlowConsumer)
+            && let Some(who) = socket.data::<Principal>()
+        {
+            let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+            tracing::warn!(target: "audit", action = "disconnect", outcome = "slow_consumer", tenant = %who.tenant, user = %who.user, peer, "socket dropped: its queue overflowed");
         }
     }
 }

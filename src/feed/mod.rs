@@ -6,6 +6,7 @@
 //! - [`event`]: the event model, message validation, JSON encoded once.
 //! - [`auth`]: tokens (file or demo), constant-time checks, roles.
 //! - [`error`]: [`FeedError`] and its one mapping to HTTP and socket answers.
+//! - [`limits`]: write rate limits per user and per tenant.
 //! - [`rest`]: the hand-written REST dispatcher (`/api/events`, health).
 //! - [`gateway`]: the Socket.IO namespace (`/events` by default).
 //!
@@ -18,12 +19,15 @@ pub mod auth;
 pub mod error;
 pub mod event;
 pub mod gateway;
+pub mod limits;
 pub mod rest;
 pub mod store;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use eventfeed_protocol::socket::encode_raw_event;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use auth::{Principal, Role, Tokens};
@@ -31,8 +35,10 @@ pub use error::FeedError;
 pub use event::{NewEvent, StoredEvent};
 pub use store::{EventBus, EventDelivery, Page};
 
-use crate::engine::{Engine, EngineConfig};
+use crate::config::Rate;
+use crate::engine::{Engine, EngineConfig, EngineMetrics};
 use crate::http::Cors;
+use crate::metrics::Metrics;
 use crate::server::Router;
 use crate::sio::{BroadcastOp, Namespace, SioConfig, SocketIo};
 
@@ -54,11 +60,28 @@ pub struct FeedConfig {
     pub max_body: usize,
     /// Allowed browser origins.
     pub cors: Cors,
+    /// Writes per user (`None`: off).
+    pub rate_limit: Option<Rate>,
+    /// Writes per tenant (`None`: off).
+    pub tenant_rate_limit: Option<Rate>,
+    /// Sockets one tenant may have connected at once.
+    pub max_tenant_connections: usize,
+    /// Time a REST body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 impl Default for FeedConfig {
     fn default() -> Self {
-        FeedConfig { buffer_size: 500, namespace: "/events".into(), max_body: 65536, cors: Cors::default() }
+        FeedConfig {
+            buffer_size: 500,
+            namespace: "/events".into(),
+            max_body: 65536,
+            cors: Cors::default(),
+            rate_limit: None,
+            tenant_rate_limit: None,
+            max_tenant_connections: 10_000,
+            body_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -75,6 +98,12 @@ pub struct Feed {
     pub tokens: Tokens,
     /// Settings.
     pub config: FeedConfig,
+    /// Write rate limits.
+    pub limits: limits::RateLimits,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server begins to shut down (`/readyz` answers 503).
+    pub shutdown: CancellationToken,
 }
 
 impl Feed {
@@ -83,11 +112,23 @@ impl Feed {
         self.tokens.authenticate(tenant, token)
     }
 
-    /// Creates an event: checks the role and the message, stores, delivers.
+    /// Creates an event: checks the role, the rate limits and the message,
+    /// then stores and delivers it. A refused write creates nothing.
     pub fn post(&self, who: &Principal, message: &str) -> Result<Arc<StoredEvent>, FeedError> {
         who.require_writer()?;
+        if let Err((scope, e)) = self.limits.check(who) {
+            self.metrics.rate_limited.get_or_create(&vec![("scope", scope.as_str())]).inc();
+            return Err(e);
+        }
         event::validate_message(message)?;
-        Ok(self.bus.append(&who.tenant, NewEvent::new(message.to_owned(), who.user.clone())))
+        let event = self.bus.append(&who.tenant, NewEvent::new(message.to_owned(), who.user.clone()));
+        self.metrics.events_created.inc();
+        Ok(event)
+    }
+
+    /// Counts a failed authentication on `channel` (`rest` or `socket`).
+    pub fn auth_failed(&self, channel: &'static str) {
+        self.metrics.auth_failures.get_or_create(&vec![("channel", channel)]).inc();
     }
 
     /// Reads events: the latest `limit`, or those after `since`.
@@ -107,9 +148,9 @@ impl Feed {
 /// Delivers new events to the tenant's room of the feed's namespace: the
 /// `event_created` packet is encoded once from the stored JSON and the same
 /// bytes are queued to every socket in the room.
-#[derive(Default)]
 pub struct SocketDelivery {
     namespace: OnceLock<Arc<Namespace>>,
+    metrics: Arc<Metrics>,
 }
 
 impl SocketDelivery {
@@ -125,7 +166,9 @@ impl EventDelivery for SocketDelivery {
         let frame = encode_raw_event(nsp.name(), "event_created", &[event.json()], None);
         let packet = eventfeed_protocol::socket::Encoded { text: frame, binary: Vec::new() };
         let room = tenant_room(event.tenant_id());
-        nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
+        let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
+        self.metrics.deliveries.inc_by(stats.delivered as u64);
+        self.metrics.delivery_failures.inc_by(stats.failed as u64);
     }
 }
 
@@ -137,22 +180,80 @@ pub struct App {
     pub engine: Arc<Engine<SocketIo>>,
     /// The feed's namespace.
     pub namespace: Arc<Namespace>,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    nsp_label: &'static str,
 }
 
 impl App {
     /// Builds the feed with `tokens`, serving Socket.IO with `engine_config`.
     pub fn new(config: FeedConfig, tokens: Tokens, engine_config: EngineConfig, sio_config: SioConfig) -> Self {
-        let delivery = Arc::new(SocketDelivery::default());
-        let feed =
-            Arc::new(Feed { bus: EventBus::new(config.buffer_size, delivery.clone()), tokens, config: config.clone() });
+        let engine_metrics = EngineMetrics::default();
+        let mut metrics = Metrics::new();
+        let em = &engine_metrics;
+        metrics.register_counter("sessions_opened", "Engine.IO sessions opened", em.sessions_opened.clone());
+        metrics.register_counter("sessions_closed", "Engine.IO sessions closed", em.sessions_closed.clone());
+        metrics.register_counter(
+            "slow_consumer_disconnects",
+            "Sessions closed because their outgoing queue filled",
+            em.slow_consumer_closes.clone(),
+        );
+        metrics.register_counter("frames_queued", "Engine.IO packets queued to sessions", em.frames_queued.clone());
+        metrics.register_counter(
+            "session_limit_rejections",
+            "Handshakes refused at the session limit",
+            em.session_limit_rejections.clone(),
+        );
+        let metrics = Arc::new(metrics);
+        let delivery = Arc::new(SocketDelivery { namespace: OnceLock::new(), metrics: metrics.clone() });
+        let feed = Arc::new(Feed {
+            bus: EventBus::new(config.buffer_size, delivery.clone()),
+            tokens,
+            limits: limits::RateLimits::new(config.rate_limit, config.tenant_rate_limit),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            shutdown: CancellationToken::new(),
+        });
         let namespace = Namespace::new(config.namespace.clone(), gateway::Gateway::new(feed.clone()));
         delivery.attach(namespace.clone());
-        let engine = Engine::new(engine_config, SocketIo::new(sio_config, [namespace.clone()]));
-        App { feed, engine, namespace }
+        let engine =
+            Engine::with_metrics(engine_config, SocketIo::new(sio_config, [namespace.clone()]), engine_metrics);
+        // Metric labels are static; the namespace name is set once per process.
+        let nsp_label: &'static str = Box::leak(config.namespace.clone().into_boxed_str());
+        App { feed, engine, namespace, metrics, nsp_label }
+    }
+
+    /// The token that shuts the server down; `/readyz` fails once it is cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.feed.shutdown.clone()
     }
 
     /// The router: `/socket.io/` for Socket.IO, the REST API for the rest.
     pub fn router(&self) -> Router {
-        Router::new().engine("/socket.io/", self.engine.clone()).fallback(Arc::new(rest::Rest::new(self.feed.clone())))
+        let engine = self.engine.clone();
+        let namespace = self.namespace.clone();
+        let nsp_label = self.nsp_label;
+        let refresh = move |m: &Metrics| {
+            let (polling, websocket) = engine.sessions_by_transport();
+            m.connections.get_or_create(&vec![("transport", "polling")]).set(polling as i64);
+            m.connections.get_or_create(&vec![("transport", "websocket")]).set(websocket as i64);
+            m.sockets.get_or_create(&vec![("namespace", nsp_label)]).set(namespace.socket_count() as i64);
+        };
+        let rest = rest::Rest::new(self.feed.clone(), Box::new(refresh));
+        Router::new().engine("/socket.io/", self.engine.clone()).fallback(Arc::new(rest))
+    }
+
+    /// Drops idle rate-limit buckets every `every` until shutdown.
+    pub fn spawn_housekeeping(&self, every: Duration) {
+        let feed = self.feed.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => feed.limits.sweep(),
+                    _ = feed.shutdown.cancelled() => break,
+                }
+            }
+        });
     }
 }

@@ -21,17 +21,22 @@ use super::error::FeedError;
 use super::event::page_json;
 use super::{DEFAULT_LIMIT, Feed, MAX_LIMIT, Principal};
 use crate::http::{self as h, Body};
+use crate::metrics::Metrics;
 use crate::server::{ResponseFuture, Service};
+
+/// Sets the metrics that describe current state, just before a scrape.
+pub type Refresh = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 /// The REST service.
 pub struct Rest {
     feed: Arc<Feed>,
+    refresh: Refresh,
 }
 
 impl Rest {
-    /// Serves `feed`.
-    pub fn new(feed: Arc<Feed>) -> Self {
-        Rest { feed }
+    /// Serves `feed`; `refresh` updates the state gauges before `/metrics` answers.
+    pub fn new(feed: Arc<Feed>, refresh: Refresh) -> Self {
+        Rest { feed, refresh }
     }
 }
 
@@ -43,7 +48,7 @@ impl Service for Rest {
             let mut res = if !cors.is_allowed() {
                 FeedError::Forbidden.to_response()
             } else {
-                match route(&self.feed, req, peer).await {
+                match route(&self, req, peer).await {
                     Ok(res) => res,
                     Err(e) => e.to_response(),
                 }
@@ -52,9 +57,19 @@ impl Service for Rest {
             res
         })
     }
+
+    fn route_label(&self, path: &str) -> &'static str {
+        match path {
+            "/api/events" | "/api/events/" => "api_events",
+            p if p.starts_with("/api/events/") => "api_event",
+            "/healthz" | "/readyz" | "/metrics" => "ops",
+            _ => "other",
+        }
+    }
 }
 
-async fn route(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+async fn route(rest: &Rest, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+    let feed = &*rest.feed;
     let path = req.uri().path();
     let method = req.method().clone();
     if method == Method::OPTIONS {
@@ -62,7 +77,7 @@ async fn route(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result<
     }
     match path {
         "/api/events" | "/api/events/" => match method {
-            Method::GET => list(feed, &req),
+            Method::GET => list(feed, &req, peer),
             Method::POST => create(feed, req, peer).await,
             _ => Err(FeedError::MethodNotAllowed { allow: "GET, POST" }),
         },
@@ -71,12 +86,22 @@ async fn route(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result<
             _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
         },
         "/readyz" => match method {
+            Method::GET | Method::HEAD if feed.shutdown.is_cancelled() => {
+                Ok(h::json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(br#"{"status":"shutting down"}"#)))
+            }
             Method::GET | Method::HEAD => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))),
+            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
+        },
+        "/metrics" => match method {
+            Method::GET | Method::HEAD => {
+                (rest.refresh)(&feed.metrics);
+                Ok(h::response(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(feed.metrics.encode())))
+            }
             _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
         },
         _ => match path.strip_prefix("/api/events/") {
             Some(id) if !id.contains('/') => match method {
-                Method::GET => get_one(feed, &req, id),
+                Method::GET => get_one(feed, &req, id, peer),
                 _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
             },
             _ => Err(FeedError::NotFound("no such route")),
@@ -93,9 +118,12 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
     res
 }
 
-fn principal(feed: &Feed, headers: &HeaderMap) -> Result<Principal, FeedError> {
+fn principal(feed: &Feed, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, FeedError> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    feed.authenticate(get("x-tenant-id"), get("x-user-token"))
+    feed.authenticate(get("x-tenant-id"), get("x-user-token")).inspect_err(|_| {
+        feed.auth_failed("rest");
+        tracing::info!(target: "audit", action = "authenticate", outcome = "unauthorized", tenant = get("x-tenant-id").unwrap_or(""), peer = %peer, "rest auth failed");
+    })
 }
 
 fn json_ok(status: StatusCode, body: String) -> Response<Body> {
@@ -126,15 +154,15 @@ fn list_query(query: &str) -> Result<(Option<Uuid>, usize), FeedError> {
     Ok((since, limit))
 }
 
-fn list(feed: &Feed, req: &Request<Incoming>) -> Result<Response<Body>, FeedError> {
-    let who = principal(feed, req.headers())?;
+fn list(feed: &Feed, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+    let who = principal(feed, req.headers(), peer)?;
     let (since, limit) = list_query(req.uri().query().unwrap_or(""))?;
     let page = feed.read(&who, since.as_ref(), limit);
     Ok(json_ok(StatusCode::OK, page_json(&page.events, page.has_more, page.gap)))
 }
 
-fn get_one(feed: &Feed, req: &Request<Incoming>, id: &str) -> Result<Response<Body>, FeedError> {
-    let who = principal(feed, req.headers())?;
+fn get_one(feed: &Feed, req: &Request<Incoming>, id: &str, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+    let who = principal(feed, req.headers(), peer)?;
     let id = Uuid::try_parse(id).map_err(|_| FeedError::bad_request("the event id must be a UUID"))?;
     let event = feed.get(&who, &id)?;
     Ok(json_ok(StatusCode::OK, event.json().get().to_owned()))
@@ -149,9 +177,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 async fn create(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
-    let who = principal(feed, req.headers()).inspect_err(|_| {
-        tracing::info!(target: "audit", action = "create_event", outcome = "unauthorized", peer = %peer, "rest auth failed");
-    })?;
+    let who = principal(feed, req.headers(), peer)?;
     who.require_writer().inspect_err(|_| {
         tracing::info!(target: "audit", action = "create_event", outcome = "forbidden", tenant = %who.tenant, user = %who.user, peer = %peer, "write refused");
     })?;
@@ -163,7 +189,9 @@ async fn create(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result
     if h::content_length(req.headers()).is_some_and(|n| n > max as u64) {
         return Err(TOO_BIG);
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let read = tokio::time::timeout(feed.config.body_timeout, Limited::new(req.into_body(), max).collect());
+    // Bound hit: a body that trickles in slower than the timeout gets 408.
+    let body = match read.await.map_err(|_| FeedError::Timeout)? {
         Ok(b) => b.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(TOO_BIG),
         Err(_) => return Err(FeedError::bad_request("could not read the request body")),

@@ -1,0 +1,144 @@
+//! Prometheus metrics (`prometheus-client`), served at `GET /metrics` in the
+//! text exposition format.
+//!
+//! Counters are cheap shared atomics, incremented where things happen. The
+//! gauges that describe current state (connections by transport, sockets per
+//! namespace) are read from the engine and namespaces when scraped.
+//! Label values come from small fixed sets — never from tenant ids or users,
+//! which would make the series count unbounded.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A label set: `[(name, value)]`.
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// The `Content-Type` of `/metrics`.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~30 s: REST calls sit at the low end, held polls near pingInterval.
+    Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
+}
+
+/// Every metric of the server.
+pub struct Metrics {
+    registry: Registry,
+    /// Open Engine.IO sessions by transport (set when scraped).
+    pub connections: Family<Labels, Gauge>,
+    /// Connected sockets by namespace (set when scraped).
+    pub sockets: Family<Labels, Gauge>,
+    /// Events created.
+    pub events_created: Counter,
+    /// Event packets queued to sockets.
+    pub deliveries: Counter,
+    /// Deliveries refused by a closed or overflowing socket queue.
+    pub delivery_failures: Counter,
+    /// Writes refused by a rate limit, by scope (`user`, `tenant`).
+    pub rate_limited: Family<Labels, Counter>,
+    /// Failed authentications, by channel (`rest`, `socket`).
+    pub auth_failures: Family<Labels, Counter>,
+    /// Requests or connections refused by a limit, by limit.
+    pub limit_rejections: Family<Labels, Counter>,
+    /// HTTP request durations, by route.
+    pub http_requests: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, registered under the `eventfeed` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("eventfeed");
+        let m = Metrics {
+            connections: Family::default(),
+            sockets: Family::default(),
+            events_created: Counter::default(),
+            deliveries: Counter::default(),
+            delivery_failures: Counter::default(),
+            rate_limited: Family::default(),
+            auth_failures: Family::default(),
+            limit_rejections: Family::default(),
+            http_requests: Family::new_with_constructor(latency_histogram),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open Engine.IO sessions by transport", m.connections.clone());
+        registry.register("sockets", "Connected Socket.IO sockets by namespace", m.sockets.clone());
+        registry.register("events_created", "Events created", m.events_created.clone());
+        registry.register("deliveries", "Event packets queued to sockets", m.deliveries.clone());
+        registry.register(
+            "delivery_failures",
+            "Deliveries refused by a closed or overflowing socket queue",
+            m.delivery_failures.clone(),
+        );
+        registry.register("rate_limited", "Writes refused by a rate limit", m.rate_limited.clone());
+        registry.register("auth_failures", "Failed authentications", m.auth_failures.clone());
+        registry.register("limit_rejections", "Requests or connections refused by a limit", m.limit_rejections.clone());
+        registry.register("http_request_duration_seconds", "HTTP request durations", m.http_requests.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Registers another counter (e.g. one an engine keeps).
+    pub fn register_counter(&mut self, name: &str, help: &str, counter: Counter) {
+        self.registry.register(name, help, counter);
+    }
+
+    /// Counts one refusal by `limit`.
+    pub fn reject(&self, limit: &'static str) {
+        self.limit_rejections.get_or_create(&vec![("limit", limit)]).inc();
+    }
+
+    /// Records one HTTP request.
+    pub fn observe_request(&self, route: &'static str, took: Duration) {
+        self.http_requests.get_or_create(&vec![("route", route)]).observe(took.as_secs_f64());
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_names_types_and_labels() {
+        let m = Metrics::new();
+        m.events_created.inc_by(3);
+        m.reject("connections");
+        m.rate_limited.get_or_create(&vec![("scope", "user")]).inc();
+        m.connections.get_or_create(&vec![("transport", "websocket")]).set(2);
+        m.observe_request("api_events", Duration::from_micros(300));
+        let text = m.encode();
+        assert!(text.contains("# TYPE eventfeed_events_created_total counter"), "{text}");
+        assert!(text.contains("eventfeed_events_created_total 3"), "{text}");
+        assert!(text.contains(r#"eventfeed_limit_rejections_total{limit="connections"} 1"#), "{text}");
+        assert!(text.contains(r#"eventfeed_rate_limited_total{scope="user"} 1"#), "{text}");
+        assert!(text.contains(r#"eventfeed_connections{transport="websocket"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"eventfeed_http_request_duration_seconds_bucket{route="api_events",le="0.0005"} 1"#),
+            "{text}"
+        );
+    }
+}
