@@ -89,6 +89,7 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
         rate_limit: config.rate_limit,
         tenant_rate_limit: config.tenant_rate_limit,
         max_tenant_connections: config.max_tenant_connections,
+        recovery_window: config.recovery_window,
         ..FeedConfig::default()
     };
     let app = App::new(feed_config, tokens, engine_config, SioConfig::default());

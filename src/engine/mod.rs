@@ -304,16 +304,16 @@ impl<H: Handler> Engine<H> {
                 _ = conn.closed() => break,
             }
         }
-        // Closed: give the transport a moment to deliver a final close packet,
-        // then forget the session.
+        // Closed: tell the application at once (a client that reconnects right
+        // away must find its session kept for recovery), then forget the sid.
+        let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
+        self.handler.on_close(conn, &entry.state, reason);
         if conn.lock().farewell_noop {
             // A client close over polling: keep the sid briefly for the GET
             // that may be racing it (it gets a noop, as the reference's would).
             tokio::time::sleep(FAREWELL_GRACE).await;
         }
         self.sessions.remove(conn.sid());
-        let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
-        self.handler.on_close(conn, &entry.state, reason);
         self.metrics.sessions_closed.inc();
         tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
     }

@@ -226,10 +226,17 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
             Some(Ok(WsMessage::Close(_))) | None => conn.close(CloseReason::TransportClose),
             Some(Err(e)) => {
-                if matches!(e, tungstenite::Error::Capacity(_)) {
+                close_code = match &e {
                     // Bound hit: a message or frame over maxPayload.
-                    close_code = CloseCode::Size;
-                }
+                    tungstenite::Error::Capacity(_) => CloseCode::Size,
+                    // RFC 6455 §7.4.1: a frame the protocol forbids (reserved
+                    // bits or opcode, unmasked, bad fragmentation or close
+                    // payload) fails the connection with 1002, and a text
+                    // message that is not UTF-8 with 1007.
+                    tungstenite::Error::Protocol(_) => CloseCode::Protocol,
+                    tungstenite::Error::Utf8(_) => CloseCode::Invalid,
+                    _ => close_code,
+                };
                 tracing::debug!(sid = %conn.sid(), error = %e, "websocket read error");
                 conn.close(CloseReason::TransportError);
             }

@@ -119,6 +119,11 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// The SHA-256 digest of a token (what sessions are bound to; never the token).
+pub fn token_digest(token: &str) -> [u8; 32] {
+    sha256(token.as_bytes())
+}
+
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     let b = s.as_bytes();
     if b.len() != 64 {

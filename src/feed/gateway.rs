@@ -8,8 +8,16 @@
 //! Client events: `replay {sinceId?, limit?}` and `post_event {message}`,
 //! answered through the ack when there is one, else with `replay_result` /
 //! the `error` event. Malformed arguments get `bad_request`; the socket stays.
+//!
+//! Coming back (see [`super::recovery`]): a CONNECT with the `pid` and
+//! `offset` of a session kept after an abnormal disconnect, with the same
+//! credentials, within the window, gets the same socket id and every missed
+//! `event_created` instead of a snapshot. One with `auth.sinceId` (an event
+//! id) gets `replay_result {events, hasMore, gap}` with everything after it
+//! instead of the snapshot — that works across restarts, where `pid` cannot.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -17,6 +25,8 @@ use uuid::Uuid;
 
 use super::error::FeedError;
 use super::event::{array_json, page_json};
+use super::recovery::Kept;
+use super::store::TenantLog;
 use super::{DEFAULT_LIMIT, Feed, MAX_LIMIT, Principal, SNAPSHOT_LIMIT, tenant_room};
 use crate::sio::{ConnectRejection, DisconnectReason, Event, NamespaceHandler, Socket};
 use eventfeed_protocol::engine::session::CloseReason;
@@ -31,6 +41,36 @@ impl Gateway {
     pub fn new(feed: Arc<Feed>) -> Self {
         Gateway { feed }
     }
+}
+
+/// What the gateway keeps on each socket.
+struct Session {
+    principal: Principal,
+    token_digest: [u8; 32],
+    /// How the socket starts, decided when its CONNECT was accepted.
+    start: Start,
+    /// The last `seq` the socket was sent in full at connect (snapshot,
+    /// replay or recovery point), for a later recovery without an offset.
+    base_seq: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Start {
+    /// A snapshot of the latest events.
+    Snapshot,
+    /// Everything after this event id, as `replay_result`.
+    Resume(Uuid),
+    /// Connection state recovery: every event after this `seq`.
+    Recover { after_seq: u64 },
+}
+
+/// The offset argument of an `event_created`: the event's `seq` as a JSON string.
+pub fn offset_json(seq: u64) -> Box<RawValue> {
+    raw(format!("\"{seq}\""))
+}
+
+fn rejection(code: &str, message: &str) -> ConnectRejection {
+    ConnectRejection { message: message.into(), data: Some(json!({"code": code, "message": message})) }
 }
 
 fn raw(json: String) -> Box<RawValue> {
@@ -98,6 +138,40 @@ fn emit_raw(socket: &Socket, name: &str, body: &RawValue) {
     let _ = socket.conn().send(frame);
 }
 
+impl Gateway {
+    /// Where a recovery resumes: after the client's `offset` (a `seq`), or
+    /// after the kept session's base when the client saw no event yet. `None`
+    /// when that cannot be served: a malformed offset, events no longer
+    /// retained, or more missed events than a socket's queue takes at once.
+    fn recovery_point(&self, kept: &Kept, offset: Option<&Value>) -> Option<u64> {
+        let after_seq = match offset {
+            None | Some(Value::Null) => kept.base_seq,
+            Some(Value::String(s)) => s.parse().ok()?,
+            Some(_) => return None,
+        };
+        let room_for = self.feed.config.max_recovered_events;
+        self.feed.bus.with_log(&kept.tenant, |log| {
+            let missed = log.last_seq().checked_sub(after_seq)?;
+            let served = log.after_seq(after_seq, 0).is_some();
+            (served && missed as usize <= room_for).then_some(after_seq)
+        })
+    }
+}
+
+fn send_event(socket: &Socket, e: &super::StoredEvent, with_offset: bool) {
+    let offset = offset_json(e.seq);
+    let args: &[&RawValue] = if with_offset { &[e.json(), &offset] } else { &[e.json()] };
+    let frame = eventfeed_protocol::socket::encode_raw_event(socket.namespace().name(), "event_created", args, None);
+    let _ = socket.conn().send(frame);
+}
+
+/// Sends the snapshot; returns the `seq` it covers up to.
+fn send_snapshot(socket: &Socket, log: &TenantLog) -> u64 {
+    let snapshot = raw(array_json(&log.latest(SNAPSHOT_LIMIT).events));
+    emit_raw(socket, "snapshot", &snapshot);
+    log.last_seq()
+}
+
 impl NamespaceHandler for Gateway {
     fn authorize(&self, socket: &Arc<Socket>, auth: Option<&Value>) -> Result<(), ConnectRejection> {
         let empty = Map::new();
@@ -125,22 +199,76 @@ impl NamespaceHandler for Gateway {
                 ),
             });
         }
-        let _ = socket.set_data(principal);
+        let token_digest = super::auth::token_digest(token.unwrap_or(""));
+        let mut start = Start::Snapshot;
+        let recovery = &self.feed.recovery;
+        if recovery.enabled() {
+            let mut pid = None;
+            if let Some(Value::String(old)) = auth.get("pid")
+                && let Some(kept) = recovery.take(old, &principal.tenant, &principal.user, &token_digest)
+            {
+                match self.recovery_point(&kept, auth.get("offset")) {
+                    Some(after_seq) => {
+                        socket.restore_id(&kept.sid);
+                        pid = Some(old.clone());
+                        start = Start::Recover { after_seq };
+                        tracing::info!(target: "audit", action = "connect", outcome = "recovered", tenant = %principal.tenant, user = %principal.user, peer, "session recovered");
+                    }
+                    None => {
+                        tracing::info!(target: "audit", action = "connect", outcome = "not_recoverable", tenant = %principal.tenant, user = %principal.user, peer, "missed events no longer retained; fresh session");
+                    }
+                }
+            }
+            socket.set_pid(pid.unwrap_or_else(crate::engine::new_sid));
+        }
+        if start == Start::Snapshot
+            && let Some(since) = auth.get("sinceId").filter(|v| !v.is_null())
+        {
+            let id = since.as_str().and_then(|s| Uuid::try_parse(s).ok());
+            let Some(id) = id else {
+                return Err(rejection("bad_request", "sinceId must be an event id (UUID)"));
+            };
+            start = Start::Resume(id);
+        }
+        let _ = socket.set_data(Session { principal, token_digest, start, base_seq: AtomicU64::new(0) });
         Ok(())
     }
 
     fn on_connect(&self, socket: &Arc<Socket>) {
-        let Some(who) = socket.data::<Principal>() else { return };
+        let Some(session) = socket.data::<Session>() else { return };
+        let who = &session.principal;
         let room = tenant_room(&who.tenant);
+        let with_offsets = self.feed.recovery.enabled();
         self.feed.bus.with_log(&who.tenant, |log| {
+            // Under the tenant's lock: nothing is appended (or delivered) until
+            // the socket is in the room and has its starting events queued.
             socket.join(&room);
-            let snapshot = raw(array_json(&log.latest(SNAPSHOT_LIMIT).events));
-            emit_raw(socket, "snapshot", &snapshot);
+            let base = match &session.start {
+                Start::Recover { after_seq } => match log.after_seq(*after_seq, usize::MAX) {
+                    Some(page) => {
+                        for e in &page.events {
+                            send_event(socket, e, with_offsets);
+                        }
+                        *after_seq
+                    }
+                    // Evicted in the instant since the CONNECT was accepted:
+                    // say so with a snapshot rather than leave a hole.
+                    None => send_snapshot(socket, log),
+                },
+                Start::Resume(since) => {
+                    let page = log.after(since, usize::MAX);
+                    emit_raw(socket, "replay_result", &raw(page_json(&page.events, false, page.gap)));
+                    log.last_seq()
+                }
+                Start::Snapshot => send_snapshot(socket, log),
+            };
+            session.base_seq.store(base, Ordering::Relaxed);
         });
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: Event) {
-        let Some(who) = socket.data::<Principal>() else { return };
+        let Some(session) = socket.data::<Session>() else { return };
+        let who = &session.principal;
         match event.name.as_str() {
             "replay" => {
                 let result = replay_args(&event.args).map(|(since, limit)| {
@@ -166,11 +294,27 @@ impl NamespaceHandler for Gateway {
     }
 
     fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
-        if reason == DisconnectReason::Transport(CloseReason::SlowConsumer)
-            && let Some(who) = socket.data::<Principal>()
-        {
+        let Some(session) = socket.data::<Session>() else { return };
+        let who = &session.principal;
+        if reason == DisconnectReason::Transport(CloseReason::SlowConsumer) {
             let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
             tracing::warn!(target: "audit", action = "disconnect", outcome = "slow_consumer", tenant = %who.tenant, user = %who.user, peer, "socket dropped: its queue overflowed");
+        }
+        // Keep the session for recovery only when the client lost it without
+        // meaning to.
+        let abnormal = matches!(reason, DisconnectReason::Transport(r) if r.is_abnormal());
+        if abnormal && let Some(pid) = socket.pid() {
+            self.feed.recovery.keep(
+                pid.to_owned(),
+                Kept {
+                    sid: socket.id().to_owned(),
+                    tenant: who.tenant.clone(),
+                    user: who.user.clone(),
+                    token_digest: session.token_digest,
+                    rooms: vec![tenant_room(&who.tenant)],
+                    base_seq: session.base_seq.load(Ordering::Relaxed),
+                },
+            );
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`auth`]: tokens (file or demo), constant-time checks, roles.
 //! - [`error`]: [`FeedError`] and its one mapping to HTTP and socket answers.
 //! - [`limits`]: write rate limits per user and per tenant.
+//! - [`recovery`]: sessions kept for connection state recovery.
 //! - [`rest`]: the hand-written REST dispatcher (`/api/events`, health).
 //! - [`gateway`]: the Socket.IO namespace (`/events` by default).
 //!
@@ -20,6 +21,7 @@ pub mod error;
 pub mod event;
 pub mod gateway;
 pub mod limits;
+pub mod recovery;
 pub mod rest;
 pub mod store;
 
@@ -68,6 +70,12 @@ pub struct FeedConfig {
     pub max_tenant_connections: usize,
     /// Time a REST body may take to arrive.
     pub body_timeout: Duration,
+    /// Connection state recovery window (zero: off).
+    pub recovery_window: Duration,
+    /// Sessions kept for recovery at most.
+    pub max_kept_sessions: usize,
+    /// Missed events a recovery replays at most (more: a fresh session and a snapshot).
+    pub max_recovered_events: usize,
 }
 
 impl Default for FeedConfig {
@@ -81,6 +89,9 @@ impl Default for FeedConfig {
             tenant_rate_limit: None,
             max_tenant_connections: 10_000,
             body_timeout: Duration::from_secs(10),
+            recovery_window: Duration::ZERO,
+            max_kept_sessions: 100_000,
+            max_recovered_events: 512,
         }
     }
 }
@@ -100,6 +111,8 @@ pub struct Feed {
     pub config: FeedConfig,
     /// Write rate limits.
     pub limits: limits::RateLimits,
+    /// Sessions kept for connection state recovery.
+    pub recovery: recovery::Recovery,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server begins to shut down (`/readyz` answers 503).
@@ -151,6 +164,8 @@ impl Feed {
 pub struct SocketDelivery {
     namespace: OnceLock<Arc<Namespace>>,
     metrics: Arc<Metrics>,
+    /// Append the offset argument (connection state recovery is on).
+    with_offsets: bool,
 }
 
 impl SocketDelivery {
@@ -163,7 +178,10 @@ impl SocketDelivery {
 impl EventDelivery for SocketDelivery {
     fn deliver(&self, event: &Arc<StoredEvent>) {
         let Some(nsp) = self.namespace.get() else { return };
-        let frame = encode_raw_event(nsp.name(), "event_created", &[event.json()], None);
+        let offset = gateway::offset_json(event.seq);
+        let args: &[&serde_json::value::RawValue] =
+            if self.with_offsets { &[event.json(), &offset] } else { &[event.json()] };
+        let frame = encode_raw_event(nsp.name(), "event_created", args, None);
         let packet = eventfeed_protocol::socket::Encoded { text: frame, binary: Vec::new() };
         let room = tenant_room(event.tenant_id());
         let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
@@ -205,11 +223,17 @@ impl App {
             em.session_limit_rejections.clone(),
         );
         let metrics = Arc::new(metrics);
-        let delivery = Arc::new(SocketDelivery { namespace: OnceLock::new(), metrics: metrics.clone() });
+        let recovery = recovery::Recovery::new(config.recovery_window, config.max_kept_sessions);
+        let delivery = Arc::new(SocketDelivery {
+            namespace: OnceLock::new(),
+            metrics: metrics.clone(),
+            with_offsets: recovery.enabled(),
+        });
         let feed = Arc::new(Feed {
             bus: EventBus::new(config.buffer_size, delivery.clone()),
             tokens,
             limits: limits::RateLimits::new(config.rate_limit, config.tenant_rate_limit),
+            recovery,
             config: config.clone(),
             metrics: metrics.clone(),
             shutdown: CancellationToken::new(),
@@ -243,14 +267,18 @@ impl App {
         Router::new().engine("/socket.io/", self.engine.clone()).fallback(Arc::new(rest))
     }
 
-    /// Drops idle rate-limit buckets every `every` until shutdown.
+    /// Drops idle rate-limit buckets and expired recovery sessions every
+    /// `every` until shutdown.
     pub fn spawn_housekeeping(&self, every: Duration) {
         let feed = self.feed.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => feed.limits.sweep(),
+                    _ = tick.tick() => {
+                        feed.limits.sweep();
+                        feed.recovery.sweep();
+                    }
                     _ = feed.shutdown.cancelled() => break,
                 }
             }

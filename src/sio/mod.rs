@@ -246,10 +246,14 @@ impl SocketIo {
             }
             inner.sockets.insert(nsp.to_owned(), socket.clone());
         }
+        let id = socket.id_arc();
         socket.set_connected(true);
         namespace.add(&socket);
         let mut answer = Map::new();
-        answer.insert("sid".to_owned(), Value::String(socket.id().to_owned()));
+        answer.insert("sid".to_owned(), Value::String(id.to_string()));
+        if let Some(pid) = socket.pid() {
+            answer.insert("pid".to_owned(), Value::String(pid.to_owned()));
+        }
         let _ = conn.send_packet(&Packet::connect(nsp, Some(Value::Object(answer))).encode());
         namespace.handler().on_connect(&socket);
         if conn.is_closed() {

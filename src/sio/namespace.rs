@@ -162,7 +162,7 @@ impl Namespace {
     }
 
     pub(crate) fn add(&self, socket: &Arc<Socket>) {
-        lock(&self.sockets).insert(socket.id_arc().clone(), socket.clone());
+        lock(&self.sockets).insert(socket.id_arc(), socket.clone());
     }
 
     pub(crate) fn remove(&self, socket: &Socket) {
@@ -173,7 +173,7 @@ impl Namespace {
     }
 
     pub(crate) fn join(&self, room: Arc<str>, socket: &Arc<Socket>) {
-        self.room_shard(&room).entry(room).or_default().insert(socket.id_arc().clone(), socket.clone());
+        self.room_shard(&room).entry(room).or_default().insert(socket.id_arc(), socket.clone());
     }
 
     pub(crate) fn leave(&self, room: &str, socket_id: &str) {
@@ -211,7 +211,7 @@ impl Namespace {
                 for room in rooms {
                     if let Some(members) = self.room_shard(room).get(*room) {
                         for s in members.values() {
-                            if seen.insert(s.id_arc().clone()) {
+                            if seen.insert(s.id_arc()) {
                                 deliver(s);
                             }
                         }

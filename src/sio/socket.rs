@@ -84,7 +84,8 @@ pub enum AckError {
 
 /// One client's connection to one namespace.
 pub struct Socket {
-    id: Arc<str>,
+    id: OnceLock<Arc<str>>,
+    pid: OnceLock<String>,
     nsp: Arc<Namespace>,
     conn: Arc<Conn>,
     client: Weak<Client>,
@@ -96,7 +97,7 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("id", &self.id).field("nsp", &self.nsp.name()).finish_non_exhaustive()
+        f.debug_struct("Socket").field("id", &self.id()).field("nsp", &self.nsp.name()).finish_non_exhaustive()
     }
 }
 
@@ -107,7 +108,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Socket {
     pub(crate) fn new(nsp: Arc<Namespace>, conn: Arc<Conn>, client: Weak<Client>, max_acks: usize) -> Self {
         Socket {
-            id: crate::engine::new_sid().into(),
+            id: OnceLock::new(),
+            pid: OnceLock::new(),
             nsp,
             conn,
             client,
@@ -118,13 +120,31 @@ impl Socket {
         }
     }
 
-    /// The socket id (sent to the client in the CONNECT answer).
+    /// The socket id (sent to the client in the CONNECT answer). Empty until
+    /// the CONNECT is accepted.
     pub fn id(&self) -> &str {
-        &self.id
+        self.id.get().map_or("", |id| id)
     }
 
-    pub(crate) fn id_arc(&self) -> &Arc<str> {
-        &self.id
+    pub(crate) fn id_arc(&self) -> Arc<str> {
+        self.id.get_or_init(|| crate::engine::new_sid().into()).clone()
+    }
+
+    /// Gives the socket a previous session's id (connection state recovery).
+    /// Only before the CONNECT is accepted; returns whether it took effect.
+    pub fn restore_id(&self, id: &str) -> bool {
+        self.id.set(id.into()).is_ok()
+    }
+
+    /// Sets the private session id sent in the CONNECT answer (connection
+    /// state recovery); only before the CONNECT is accepted.
+    pub fn set_pid(&self, pid: String) -> bool {
+        self.pid.set(pid).is_ok()
+    }
+
+    /// The private session id, when recovery is on.
+    pub fn pid(&self) -> Option<&str> {
+        self.pid.get().map(String::as_str)
     }
 
     /// The namespace.
@@ -231,7 +251,7 @@ impl Socket {
         let mut rooms = lock(&self.rooms);
         if let Some(i) = rooms.iter().position(|r| &**r == room) {
             rooms.swap_remove(i);
-            self.nsp.leave(room, &self.id);
+            self.nsp.leave(room, self.id());
         }
     }
 
