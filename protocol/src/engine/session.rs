@@ -49,8 +49,10 @@ pub enum CloseReason {
     TransportError,
     /// The client sent a packet that could not be decoded or is not allowed.
     ParseError,
-    /// The server closed the session on purpose (kick, limit, slow consumer).
+    /// The server closed the session on purpose (kick, limit, connect timeout).
     ForcedClose,
+    /// The client did not read fast enough: its bounded outgoing queue filled.
+    SlowConsumer,
     /// The server is shutting down.
     ServerShutdown,
 }
@@ -64,12 +66,14 @@ impl CloseReason {
             CloseReason::TransportError => "transport error",
             CloseReason::ParseError => "parse error",
             CloseReason::ForcedClose => "forced close",
+            CloseReason::SlowConsumer => "slow consumer",
             CloseReason::ServerShutdown => "server shutting down",
         }
     }
 
     /// Whether the client lost the session without meaning to, so connection
-    /// state recovery may restore it (the reference's recoverable reasons).
+    /// state recovery may restore it (the reference's recoverable reasons, plus
+    /// a slow consumer, which is expected to reconnect and catch up).
     pub fn is_abnormal(self) -> bool {
         matches!(
             self,
@@ -77,6 +81,7 @@ impl CloseReason {
                 | CloseReason::TransportClose
                 | CloseReason::TransportError
                 | CloseReason::ServerShutdown
+                | CloseReason::SlowConsumer
         )
     }
 }
@@ -511,6 +516,7 @@ mod tests {
         assert!(CloseReason::TransportError.is_abnormal());
         assert!(!CloseReason::ParseError.is_abnormal());
         assert!(!CloseReason::ForcedClose.is_abnormal());
+        assert!(CloseReason::SlowConsumer.is_abnormal());
         assert_eq!(CloseReason::PingTimeout.as_str(), "ping timeout");
     }
 }
