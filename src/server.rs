@@ -133,6 +133,15 @@ impl Router {
     }
 }
 
+/// A connection's place under [`ServerConfig::max_connections`], in the
+/// extensions of each of its requests. The place is free again once every
+/// copy is dropped: when the connection ends, or, for a websocket, when
+/// whoever took the upgraded socket over drops this with it.
+#[derive(Debug, Clone)]
+pub struct ConnectionSlot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// HTTP server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -193,9 +202,12 @@ pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, 
         let shutdown = shutdown.clone();
         let config = config.clone();
         tracker.spawn(async move {
-            let _permit = permit;
+            // Each request carries a share of the slot: a websocket upgrade
+            // keeps it after this task ends, for as long as it holds the socket.
+            let slot = ConnectionSlot { _permit: Arc::new(permit) };
             let metrics = config.metrics.clone();
-            let svc = service_fn(move |req: Request<Incoming>| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(slot.clone());
                 let started = std::time::Instant::now();
                 let label = router.label(req.uri().path());
                 let fut = router.route(req, peer);

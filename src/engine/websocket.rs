@@ -87,6 +87,8 @@ pub(super) fn upgrade<H: Handler>(
     };
 
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The upgraded socket still counts against the server's connection limit.
+    let slot = req.extensions_mut().remove::<crate::server::ConnectionSlot>();
     let engine2 = engine.clone();
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
@@ -95,6 +97,7 @@ pub(super) fn upgrade<H: Handler>(
         .max_message_size(Some(engine.config.max_payload))
         .max_frame_size(Some(engine.config.max_payload));
     engine.tasks.spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -247,6 +250,10 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
         write_queued(conn, &mut ws, &mut batch).await;
         let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
+        // After the client's close frame `close` sends nothing (the state is
+        // "closed by peer"); the reply tungstenite queued goes out on a flush
+        // (RFC 6455 §5.5.1: a close frame is answered with a close frame).
+        let _ = ws.flush().await;
     })
     .await;
 }
