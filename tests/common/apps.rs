@@ -195,14 +195,17 @@ impl SioApp {
     /// Namespaces `/` and `/custom` (open) and `/private` (needs a token),
     /// all served by [`TestNs`].
     pub fn new(config: EngineConfig, connect_timeout: Duration) -> Self {
+        Self::with_sio(config, SioConfig { connect_timeout, ..SioConfig::default() }, Duration::from_millis(500))
+    }
+
+    /// The same namespaces with Socket.IO settings `sio`; the server's emits
+    /// with ack time out after `ack_timeout`.
+    pub fn with_sio(config: EngineConfig, sio: SioConfig, ack_timeout: Duration) -> Self {
         let log: Log = Arc::default();
         let ns = |name: &str, require_token: bool| {
-            Namespace::new(name, TestNs { require_token, ack_timeout: Duration::from_millis(500), log: log.clone() })
+            Namespace::new(name, TestNs { require_token, ack_timeout, log: log.clone() })
         };
-        let sio = SocketIo::new(
-            SioConfig { connect_timeout, ..SioConfig::default() },
-            [ns("/", false), ns("/custom", false), ns("/private", true)],
-        );
+        let sio = SocketIo::new(sio, [ns("/", false), ns("/custom", false), ns("/private", true)]);
         let engine = Engine::new(config, sio);
         let router = Router::new().engine("/socket.io/", engine.clone());
         SioApp { engine, log, router }
