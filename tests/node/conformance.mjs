@@ -9,6 +9,7 @@
 import { io } from "socket.io-client";
 import { Socket as EioSocket } from "engine.io-client";
 import assert from "node:assert/strict";
+import { check, finish, once } from "./harness.mjs";
 
 const base = process.argv[2];
 if (!base) {
@@ -22,25 +23,7 @@ const MODES = {
   upgrade: { transports: ["polling", "websocket"], expect: "websocket" },
 };
 
-const results = [];
-async function check(name, fn, timeoutMs = 5000) {
-  let timer;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs))),
-    ]);
-    results.push(true);
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    results.push(false);
-    console.log(`not ok - ${name}: ${e && e.stack ? e.stack : e}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
-const once = (emitter, event) => new Promise((res) => emitter.once(event, (...args) => res(args)));
 
 function connect(path, mode, opts = {}) {
   const socket = io(base + path, { transports: MODES[mode].transports, reconnection: false, forceNew: true, ...opts });
@@ -191,7 +174,4 @@ for (const mode of Object.keys(MODES)) {
   });
 }
 
-const passed = results.filter(Boolean).length;
-const failed = results.length - passed;
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish();

@@ -7,6 +7,7 @@
 
 import { io } from "socket.io-client";
 import assert from "node:assert/strict";
+import { check, finish, once, until } from "./harness.mjs";
 
 const base = process.argv[2];
 const bufferSize = Number(process.argv[3] || 500);
@@ -16,23 +17,6 @@ const R = { tenant: "company_a", token: "token_reader_a", user: "reader_a" };
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const TS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-const results = [];
-async function check(name, fn, timeoutMs = 8000) {
-  let timer;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs))),
-    ]);
-    results.push(true);
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    results.push(false);
-    console.log(`not ok - ${name}: ${e && e.stack ? e.stack : e}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function headers(who, extra = {}) {
   const h = { ...extra };
@@ -78,7 +62,6 @@ function assertEvent(e, who, message) {
   assert.deepEqual(Object.keys(e), ["id", "seq", "tenant_id", "message", "timestamp", "author"]);
 }
 
-const once = (emitter, event) => new Promise((res) => emitter.once(event, (...args) => res(args)));
 
 const MODES = { websocket: ["websocket"], polling: ["polling"], upgrade: ["polling", "websocket"] };
 
@@ -108,13 +91,6 @@ function collect(s) {
   return got;
 }
 
-async function until(pred, what, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 // ---------------------------------------------------------------- REST
 
@@ -379,7 +355,4 @@ for (const [mode, transports] of Object.entries(MODES)) {
   });
 }
 
-const passed = results.filter(Boolean).length;
-const failed = results.length - passed;
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish();

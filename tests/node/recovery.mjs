@@ -9,40 +9,14 @@
 
 import { io } from "socket.io-client";
 import assert from "node:assert/strict";
+import { check, finish, once, sleep, until } from "./harness.mjs";
 
 const [base, shortBase, bufferArg] = process.argv.slice(2);
 const BUFFER = Number(bufferArg);
-const results = [];
 let uniq = 0;
 const tenant = (name) => `${name}_${process.pid}_${uniq++}`;
 
-async function check(name, fn, timeoutMs = 15000) {
-  let timer;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs))),
-    ]);
-    results.push(true);
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    results.push(false);
-    console.log(`not ok - ${name}: ${e && e.stack ? e.stack : e}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
-const once = (em, ev) => new Promise((res) => em.once(ev, (...a) => res(a)));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(pred, what, ms = 8000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
-    await sleep(5);
-  }
-}
 
 async function post(url, t, token, message) {
   const res = await fetch(`${url}/api/events`, {
@@ -296,7 +270,4 @@ await check("1,000 clients cut at once all recover with every event accounted fo
   }
 }, 90000);
 
-const passed = results.filter(Boolean).length;
-const failed = results.length - passed;
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish();

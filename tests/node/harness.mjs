@@ -1,0 +1,44 @@
+// The small test runner shared by the Node scripts: named checks with a
+// timeout, a few waiting helpers, and the closing "N passed, M failed" line.
+
+const results = [];
+
+/// Runs one named check; a failure is recorded and printed, never thrown.
+export async function check(name, fn, timeoutMs = 8000) {
+  let timer;
+  try {
+    await Promise.race([
+      fn(),
+      new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs))),
+    ]);
+    results.push(true);
+    console.log(`ok - ${name}`);
+  } catch (e) {
+    results.push(false);
+    console.log(`not ok - ${name}: ${e && e.stack ? e.stack : e}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/// Resolves with the arguments of the next `event` on `emitter`.
+export const once = (emitter, event) => new Promise((res) => emitter.once(event, (...args) => res(args)));
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// Waits (bounded) until `pred()` holds.
+export async function until(pred, what, ms = 8000) {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
+    await sleep(5);
+  }
+}
+
+/// Prints the closing line and exits non-zero if any check failed.
+export function finish() {
+  const passed = results.filter(Boolean).length;
+  const failed = results.length - passed;
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 ? 0 : 1);
+}
