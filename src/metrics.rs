@@ -91,6 +91,17 @@ impl Metrics {
         registry.register("auth_failures", "Failed authentications", m.auth_failures.clone());
         registry.register("limit_rejections", "Requests or connections refused by a limit", m.limit_rejections.clone());
         registry.register("http_request_duration_seconds", "HTTP request durations", m.http_requests.clone());
+        // Every known series starts at 0, so it is exported before its first
+        // hit and `rate()` or `increase()` over it is 0, not "no data".
+        for scope in ["user", "tenant"] {
+            m.rate_limited.get_or_create(&vec![("scope", scope)]).inc_by(0);
+        }
+        for channel in ["rest", "socket"] {
+            m.auth_failures.get_or_create(&vec![("channel", channel)]).inc_by(0);
+        }
+        for limit in ["connections", "tenant_connections"] {
+            m.limit_rejections.get_or_create(&vec![("limit", limit)]).inc_by(0);
+        }
         Metrics { registry, ..m }
     }
 
@@ -140,5 +151,9 @@ mod tests {
             text.contains(r#"eventfeed_http_request_duration_seconds_bucket{route="api_events",le="0.0005"} 1"#),
             "{text}"
         );
+        // Series not hit yet are there, at 0.
+        assert!(text.contains(r#"eventfeed_rate_limited_total{scope="tenant"} 0"#), "{text}");
+        assert!(text.contains(r#"eventfeed_auth_failures_total{channel="socket"} 0"#), "{text}");
+        assert!(text.contains(r#"eventfeed_limit_rejections_total{limit="tenant_connections"} 0"#), "{text}");
     }
 }

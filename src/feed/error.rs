@@ -21,6 +21,9 @@ pub enum FeedError {
     /// 403 `forbidden`: a reader that writes.
     #[error("this token may not write events")]
     Forbidden,
+    /// 403 `forbidden`: a browser origin outside the origin policy.
+    #[error("this origin is not allowed")]
+    OriginNotAllowed,
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(&'static str),
@@ -70,7 +73,7 @@ impl FeedError {
         match self {
             FeedError::BadRequest(_) => "bad_request",
             FeedError::Unauthorized => "unauthorized",
-            FeedError::Forbidden => "forbidden",
+            FeedError::Forbidden | FeedError::OriginNotAllowed => "forbidden",
             FeedError::NotFound(_) => "not_found",
             FeedError::MethodNotAllowed { .. } => "method_not_allowed",
             FeedError::PayloadTooLarge(_) => "payload_too_large",
@@ -88,7 +91,7 @@ impl FeedError {
         match self {
             FeedError::BadRequest(_) => StatusCode::BAD_REQUEST,
             FeedError::Unauthorized => StatusCode::UNAUTHORIZED,
-            FeedError::Forbidden => StatusCode::FORBIDDEN,
+            FeedError::Forbidden | FeedError::OriginNotAllowed => StatusCode::FORBIDDEN,
             FeedError::NotFound(_) => StatusCode::NOT_FOUND,
             FeedError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             FeedError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -46,7 +46,7 @@ impl Service for Rest {
             let cors =
                 self.feed.config.cors.headers_for(req.headers().get(header::ORIGIN), req.headers().get(header::HOST));
             let mut res = if !cors.is_allowed() {
-                FeedError::Forbidden.to_response()
+                FeedError::OriginNotAllowed.to_response()
             } else {
                 match route(&self, req, peer).await {
                     Ok(res) => res,
