@@ -92,7 +92,25 @@ impl RawWs {
     /// Upgrades `target` on `addr` with `extra` request headers; returns the
     /// connection, or the status line and head when the answer is not 101.
     pub async fn open(addr: SocketAddr, target: &str, extra: &[(&str, &str)]) -> Result<RawWs, String> {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::open_on(stream, addr, target, extra).await
+    }
+
+    /// As [`RawWs::open`], with a kernel receive buffer of `recv_buffer`
+    /// bytes (a client that stops reading fills it sooner).
+    pub async fn open_small(addr: SocketAddr, target: &str, recv_buffer: u32) -> Result<RawWs, String> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(recv_buffer).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::open_on(stream, addr, target, &[]).await
+    }
+
+    async fn open_on(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        target: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<RawWs, String> {
         stream.set_nodelay(true).unwrap();
         let mut head = format!(
             "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
