@@ -14,6 +14,9 @@ use subtle::ConstantTimeEq;
 
 use super::error::FeedError;
 
+/// The longest tenant id accepted, in bytes.
+pub const MAX_TENANT_ID_LEN: usize = 128;
+
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -215,7 +218,13 @@ impl Tokens {
         let (Some(tenant), Some(token)) = (tenant, token) else {
             return Err(FeedError::Unauthorized);
         };
-        if tenant.is_empty() || token.is_empty() {
+        // A tenant id is a short name; a `"*"` token must not be able to mint
+        // arbitrarily long keys into the store and the limiters.
+        if tenant.is_empty()
+            || token.is_empty()
+            || tenant.len() > MAX_TENANT_ID_LEN
+            || tenant.chars().any(char::is_control)
+        {
             return Err(FeedError::Unauthorized);
         }
         let digest = sha256(token.as_bytes());
@@ -248,6 +257,11 @@ mod tests {
         assert_eq!(t.authenticate(Some("company_a"), Some("nope")), Err(FeedError::Unauthorized));
         assert_eq!(t.authenticate(None, Some("token_admin_a")), Err(FeedError::Unauthorized));
         assert_eq!(t.authenticate(Some("company_a"), None), Err(FeedError::Unauthorized));
+        let star =
+            Tokens::parse(r#"{"tokens":[{"token":"s","user":"s","tenants":["*"],"role":"admin"}]}"#, "t").unwrap();
+        assert!(star.authenticate(Some(&"x".repeat(128)), Some("s")).is_ok());
+        assert_eq!(star.authenticate(Some(&"x".repeat(129)), Some("s")), Err(FeedError::Unauthorized));
+        assert_eq!(star.authenticate(Some("a\nb"), Some("s")), Err(FeedError::Unauthorized));
         let r = t.authenticate(Some("company_a"), Some("token_reader_a")).unwrap();
         assert_eq!(r.require_writer(), Err(FeedError::Forbidden));
         assert!(t.is_demo());
