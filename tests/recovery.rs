@@ -30,10 +30,14 @@ fn tokens() -> Tokens {
 }
 
 fn app(window: Duration) -> App {
+    app_with_queue(window, EngineConfig::default().max_queue)
+}
+
+fn app_with_queue(window: Duration, max_queue: usize) -> App {
     App::new(
         FeedConfig { buffer_size: BUFFER, recovery_window: window, ..FeedConfig::default() },
         tokens(),
-        EngineConfig::default(),
+        EngineConfig { max_queue, ..EngineConfig::default() },
         SioConfig::default(),
     )
 }
@@ -42,12 +46,20 @@ fn app(window: Duration) -> App {
 async fn the_official_client_recovers_every_missed_event() {
     let main = app(Duration::from_secs(30));
     let short = app(Duration::from_millis(300));
+    let small_queue = app_with_queue(Duration::from_secs(30), 16);
     let server = TestServer::start(main.router()).await;
     let short_server = TestServer::start(short.router()).await;
-    let out = node("recovery.mjs", &[&server.url(), &short_server.url(), &BUFFER.to_string()]).await;
+    let small_server = TestServer::start(small_queue.router()).await;
+    let args = [server.url(), short_server.url(), BUFFER.to_string(), small_server.url()];
+    let out = node("recovery.mjs", &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_node_ok(&out);
     assert!(server.stop().await);
     assert!(short_server.stop().await);
+    assert!(small_server.stop().await);
+    assert_eq!(
+        small_queue.metrics.encode().lines().find(|l| l.starts_with("eventfeed_slow_consumer_disconnects_total")),
+        Some("eventfeed_slow_consumer_disconnects_total 0")
+    );
     // Every socket is gone; what recovery keeps is bounded by its window and
     // count (sessions cut for good by the shutdown may still be kept).
     assert_eq!(main.namespace.socket_count(), 0);

@@ -74,7 +74,8 @@ pub struct FeedConfig {
     pub recovery_window: Duration,
     /// Sessions kept for recovery at most.
     pub max_kept_sessions: usize,
-    /// Missed events a recovery replays at most (more: a fresh session and a snapshot).
+    /// Missed events a recovery replays at most (more: a fresh session and a
+    /// snapshot); capped at half the engine's per-session queue.
     pub max_recovered_events: usize,
 }
 
@@ -205,7 +206,11 @@ pub struct App {
 
 impl App {
     /// Builds the feed with `tokens`, serving Socket.IO with `engine_config`.
-    pub fn new(config: FeedConfig, tokens: Tokens, engine_config: EngineConfig, sio_config: SioConfig) -> Self {
+    pub fn new(mut config: FeedConfig, tokens: Tokens, engine_config: EngineConfig, sio_config: SioConfig) -> Self {
+        // A recovery queues every missed event at once: keep that well inside a
+        // socket's outgoing queue, or the recovering client would be dropped
+        // as a slow consumer during its own recovery.
+        config.max_recovered_events = config.max_recovered_events.min(engine_config.max_queue / 2);
         let engine_metrics = EngineMetrics::default();
         let mut metrics = Metrics::new();
         let em = &engine_metrics;

@@ -2,16 +2,17 @@
 // socket.io-client (4.6+ recovers on its own: it keeps the `pid` and the last
 // offset and sends them when it reconnects).
 //
-// Usage: node recovery.mjs URL SHORT_WINDOW_URL BUFFER_SIZE
+// Usage: node recovery.mjs URL SHORT_WINDOW_URL BUFFER_SIZE SMALL_QUEUE_URL
 // Both servers accept "tok_x1"/"tok_x2" (users x1, x2, every tenant, admin)
 // and "tok_y" (user y, tenant "only_y", admin). URL keeps sessions for
-// several seconds; SHORT_WINDOW_URL for 300 ms. Ends with "N passed, M failed".
+// several seconds; SHORT_WINDOW_URL for 300 ms; SMALL_QUEUE_URL has a 16-packet
+// outgoing queue per connection. Ends with "N passed, M failed".
 
 import { io } from "socket.io-client";
 import assert from "node:assert/strict";
 import { check, finish, once, sleep, until } from "./harness.mjs";
 
-const [base, shortBase, bufferArg] = process.argv.slice(2);
+const [base, shortBase, bufferArg, smallQueueBase] = process.argv.slice(2);
 const BUFFER = Number(bufferArg);
 let uniq = 0;
 const tenant = (name) => `${name}_${process.pid}_${uniq++}`;
@@ -152,6 +153,22 @@ await check("evicted: a fresh session and a snapshot, never a silent hole", asyn
   const snap = c.snapshots[1];
   assert.equal(snap.at(-1).seq, BUFFER + 11, "the snapshot reaches the newest event");
   assert.equal(c.events.length, 1, "no partial replay");
+  c.socket.disconnect();
+});
+
+await check("more missed events than a socket's queue takes: a fresh session, not a drop", async () => {
+  const t = tenant("queue");
+  const c = client(smallQueueBase, t, "tok_x1", { transports: ["websocket"], reconnection: false });
+  await connected(c);
+  await cut(c);
+  for (let i = 0; i < 30; i++) await post(smallQueueBase, t, "tok_x1", `missed ${i}`);
+  c.socket.connect();
+  await connected(c, 2);
+  assert.equal(c.connects[1].recovered, false);
+  await until(() => c.snapshots.length === 2, "a fresh snapshot");
+  assertSeqs(c.snapshots[1], 1, 30);
+  await sleep(100);
+  assert.ok(c.socket.connected, "still connected: not dropped as a slow consumer");
   c.socket.disconnect();
 });
 
