@@ -1,0 +1,481 @@
+#!/usr/bin/env bash
+# The eventfeed benchmark: eventfeed against the Node socket.io baseline
+# (bench/baseline), interleaved, each run on a fresh server, server pinned to
+# one core and the load generator to another; prints medians and ratios.
+#
+#   bench/run.sh                  every standard case, 3 repeats
+#   bench/run.sh --quick          1 repeat, short runs, small sizes (a smoke test)
+#   bench/run.sh --case rest      one case (repeatable: --case a --case b)
+#   bench/run.sh --repeats 5
+#   bench/run.sh --big            also hold 100,000 idle clients (eventfeed only)
+#   bench/run.sh --report DIR     print the table of an earlier results directory
+#
+# See bench/README.md for what each case measures.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+EVENTFEED_BIN="$TARGET_DIR/release/eventfeed"
+LOADGEN_BIN="$TARGET_DIR/release/eventfeed-loadgen"
+BASELINE_DIR="$BENCH/baseline"
+TOKENS="$BENCH/tokens.json"
+SERVER_CPU="${SERVER_CPU:-0}"   # the core the server runs on
+LOADGEN_CPU="${LOADGEN_CPU:-1}" # the core the load generator runs on
+NODE="${NODE:-node}"
+
+STANDARD_CASES=(fanout_200 fanout_max connect_10k rest)
+ALL_CASES=("${STANDARD_CASES[@]}" big)
+
+usage() {
+  cat <<EOF
+usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--no-build]
+                    [--servers eventfeed,baseline] [--out DIR]
+       bench/run.sh --report DIR
+
+  --quick        1 repeat, short durations, small sizes (a smoke test of the suite)
+  --case NAME    run only this case (repeatable): ${ALL_CASES[*]}
+  --repeats N    repeats per case and server (default 3; 1 with --quick)
+  --big          add the 'big' case: 100,000 idle clients held, eventfeed only
+  --no-build     use the binaries and node_modules already built
+  --servers S    comma-separated subset of eventfeed,baseline (default both)
+  --out DIR      results directory (default bench/results/<timestamp>)
+  --report DIR   only print the table of an earlier run's results
+Environment: SERVER_CPU (default 0), LOADGEN_CPU (default 1), CARGO_TARGET_DIR, NODE.
+EOF
+}
+
+QUICK=0
+REPEATS=""
+CASES=()
+BIG=0
+BUILD=1
+SERVERS="eventfeed,baseline"
+OUT=""
+REPORT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --case) CASES+=("${2:?--case needs a name}"); shift ;;
+    --repeats) REPEATS="${2:?--repeats needs a number}"; shift ;;
+    --big) BIG=1 ;;
+    --no-build) BUILD=0 ;;
+    --servers) SERVERS="${2:?--servers needs a list}"; shift ;;
+    --out) OUT="${2:?--out needs a directory}"; shift ;;
+    --report) REPORT="${2:?--report needs a directory}"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+log() { echo "== $*"; }
+
+# ---------------------------------------------------------------- aggregation (python3)
+
+aggregate() {
+  python3 - "$1" <<'PY'
+import json, os, platform, statistics, sys
+
+out = sys.argv[1]
+runs = []
+with open(os.path.join(out, "runs.tsv")) as f:
+    for line in f:
+        case, server, rep, rc, path = line.rstrip("\n").split("\t")
+        result = None
+        try:
+            with open(os.path.join(out, path)) as g:
+                lines = [l for l in g.read().splitlines() if l.strip()]
+            if lines:
+                result = json.loads(lines[-1])
+        except (OSError, ValueError):
+            pass
+        runs.append({"case": case, "server": server, "repeat": int(rep), "rc": int(rc), "result": result})
+
+with open(os.path.join(out, "results.jsonl"), "w") as f:
+    for r in runs:
+        f.write(json.dumps(r) + "\n")
+
+def flatten(v, prefix=""):
+    if isinstance(v, bool):
+        return {}
+    if isinstance(v, (int, float)):
+        return {prefix: float(v)}
+    if isinstance(v, dict):
+        d = {}
+        for k, x in v.items():
+            d.update(flatten(x, f"{prefix}.{k}" if prefix else k))
+        return d
+    return {}
+
+# Headline figures per loadgen mode: (key, label, lower_is_better).
+HEAD = {
+    "fanout": [
+        ("deliveries_per_sec", "deliveries/s", False),
+        ("server_cpu_us_per_delivery", "server CPU µs / delivery", True),
+        ("latency_us.p50", "latency p50 µs", True),
+        ("latency_us.p99", "latency p99 µs", True),
+        ("latency_us.p999", "latency p99.9 µs", True),
+        ("events_per_sec", "events/s published", False),
+        ("publish_latency_us.p99", "publish ack p99 µs", True),
+        ("server_rss_kib", "server RSS KiB", True),
+        ("lost", "lost", True),
+        ("duplicates", "duplicates", True),
+        ("out_of_order", "out of order", True),
+        ("cross_tenant", "cross-tenant", True),
+        ("disconnected", "disconnected", True),
+        ("publish_errors", "publish errors", True),
+    ],
+    "connect": [
+        ("held", "clients held", False),
+        ("failures", "failures", True),
+        ("rss_per_connection_kib", "server RSS KiB / connection", True),
+        ("server_cpu_us_per_connect", "server CPU µs / connect", True),
+        ("connects_per_sec", "connects/s", False),
+        ("connect_latency_us.p50", "connect p50 µs", True),
+        ("connect_latency_us.p99", "connect p99 µs", True),
+        ("server_rss_kib_after_connect", "server RSS KiB after connect", True),
+    ],
+    "rest": [
+        ("requests_per_sec", "requests/s", False),
+        ("server_cpu_us_per_request", "server CPU µs / request", True),
+        ("post.latency_us.p50", "POST p50 µs", True),
+        ("post.latency_us.p99", "POST p99 µs", True),
+        ("get.latency_us.p50", "GET p50 µs", True),
+        ("get.latency_us.p99", "GET p99 µs", True),
+        ("errors", "errors", True),
+        ("server_rss_kib", "server RSS KiB", True),
+    ],
+}
+# Targets of issue 7: (case, key) -> (kind, value, text). kind "ratio": eventfeed/baseline
+# must be <= value (or >= for "ratio_min"); "abs": eventfeed's own figure <= value.
+TARGETS = {
+    ("fanout_200", "server_cpu_us_per_delivery"): ("ratio", 0.2, "≤ 1/5"),
+    ("fanout_200", "latency_us.p99"): ("abs", 2000, "≤ 2000 µs"),
+    ("fanout_max", "server_cpu_us_per_delivery"): ("ratio", 0.1, "≤ 1/10"),
+    ("fanout_max", "deliveries_per_sec"): ("ratio_min", 5, "≥ 5×"),
+    ("fanout_max", "lost"): ("abs", 0, "0"),
+    ("fanout_max", "duplicates"): ("abs", 0, "0"),
+    ("fanout_max", "out_of_order"): ("abs", 0, "0"),
+    ("connect_10k", "rss_per_connection_kib"): ("abs", 4, "≤ 4 KiB"),
+    ("connect_10k", "server_cpu_us_per_connect"): ("ratio", 0.2, "≤ 1/5"),
+    ("rest", "requests_per_sec"): ("ratio_min", 3, "≥ 3×"),
+    ("rest", "server_cpu_us_per_request"): ("ratio", 0.2, "≤ 1/5"),
+    ("big", "held"): ("abs_min", 100000, "100,000"),
+    ("big", "failures"): ("abs", 0, "0"),
+}
+for case in ("fanout_200", "fanout_max"):
+    for k in ("lost", "duplicates", "out_of_order", "cross_tenant"):
+        TARGETS.setdefault((case, k), ("abs", 0, "0"))
+
+def fmt(x):
+    if x is None:
+        return "—"
+    if x == int(x) or abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+servers = ["eventfeed", "baseline"]
+order = []
+for r in runs:
+    if r["case"] not in order:
+        order.append(r["case"])
+
+summary = {}
+lines = []
+machine = os.path.join(out, "machine.txt")
+quick = os.path.exists(machine) and "QUICK" in open(machine).read()
+if os.path.exists(machine):
+    lines.append("```")
+    lines.extend(open(machine).read().rstrip().splitlines())
+    lines.append("```")
+    lines.append("")
+for case in order:
+    cruns = [r for r in runs if r["case"] == case]
+    mode = next((r["result"].get("mode") for r in cruns if r["result"]), None)
+    per = {}
+    for s in servers:
+        rs = [r for r in cruns if r["server"] == s]
+        if not rs:
+            continue
+        # A run that crashed or timed out (exit status not 0) is left out of the
+        # medians; one whose checks failed (ok: false) stays in: its counts matter.
+        figs = {}
+        for r in rs:
+            if r["rc"] != 0:
+                continue
+            for k, v in flatten(r["result"] or {}).items():
+                figs.setdefault(k, []).append(v)
+        per[s] = {
+            "runs": len(rs),
+            "excluded": sum(1 for r in rs if r["rc"] != 0),
+            "failed": sum(1 for r in rs if r["rc"] == 0 and (not r["result"] or r["result"].get("ok") is False)),
+            "median": {k: statistics.median(v) for k, v in figs.items()},
+            "values": figs,
+        }
+    head = HEAD.get(mode) or []
+    present = set().union(*(p["median"].keys() for p in per.values())) if per else set()
+    keys = [h for h in head if h[0] in present]
+    if not keys:  # unknown mode or renamed figures: show every numeric figure
+        keys = [(k, k, True) for k in sorted(present)]
+    summary[case] = {"mode": mode, "servers": per}
+    lines.append(f"### {case} ({mode or '?'})  " + ", ".join(
+        f"{s}: {p['runs']} run(s)"
+        + (f", {p['excluded']} crashed or timed out (left out)" if p["excluded"] else "")
+        + (f", {p['failed']} with failed checks" if p["failed"] else "")
+        for s, p in per.items()))
+    lines.append("")
+    lines.append("| figure | eventfeed | baseline | eventfeed / baseline | target |")
+    lines.append("| --- | ---: | ---: | ---: | --- |")
+    ratios = {}
+    for key, label, _lower in keys:
+        ef = per.get("eventfeed", {}).get("median", {}).get(key)
+        bl = per.get("baseline", {}).get("median", {}).get(key)
+        ratio = ef / bl if ef is not None and bl not in (None, 0) else None
+        ratios[key] = ratio
+        t = TARGETS.get((case, key))
+        verdict = ""
+        if t:
+            kind, val, text = t
+            met = None
+            if kind == "ratio" and ratio is not None:
+                met = ratio <= val
+            elif kind == "ratio_min" and ratio is not None:
+                met = ratio >= val
+            elif kind == "abs" and ef is not None:
+                met = ef <= val
+            elif kind == "abs_min" and ef is not None:
+                met = ef >= val
+            # Quick runs are too small to judge against the targets.
+            verdict = text + ("" if met is None or quick else (" ✓" if met else " ✗"))
+        lines.append(f"| {label} | {fmt(ef)} | {fmt(bl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict} |")
+    summary[case]["ratio"] = ratios
+    lines.append("")
+lines.append("Medians of the runs; ratio = eventfeed median / baseline median. "
+             "Server CPU per unit of work comes from /proc/PID/stat (utime+stime) over the measured window.")
+text = "\n".join(lines)
+with open(os.path.join(out, "summary.md"), "w") as f:
+    f.write(text + "\n")
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+print(text)
+PY
+}
+
+if [[ -n "$REPORT" ]]; then
+  [[ -f "$REPORT/runs.tsv" ]] || die "$REPORT/runs.tsv not found"
+  aggregate "$REPORT"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- cases
+
+[[ -n "$REPEATS" ]] || REPEATS=$([[ $QUICK == 1 ]] && echo 1 || echo 3)
+[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "--repeats must be a positive integer"
+if [[ ${#CASES[@]} -eq 0 ]]; then
+  CASES=("${STANDARD_CASES[@]}")
+  [[ $BIG == 1 ]] && CASES+=(big)
+elif [[ $BIG == 1 ]] && [[ " ${CASES[*]} " != *" big "* ]]; then
+  CASES+=(big)
+fi
+for c in "${CASES[@]}"; do
+  [[ " ${ALL_CASES[*]} " == *" $c "* ]] || die "unknown case '$c' (known: ${ALL_CASES[*]})"
+done
+IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+for s in "${SERVER_LIST[@]}"; do
+  [[ $s == eventfeed || $s == baseline ]] || die "unknown server '$s' (eventfeed, baseline)"
+done
+
+# case_args CASE: the loadgen subcommand and its arguments.
+case_args() {
+  if [[ $QUICK == 1 ]]; then
+    case "$1" in
+      fanout_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1" ;;
+      fanout_max) echo "fanout --tenants 4 --clients 10 --rate max --duration 2 --publish mixed --drain 1" ;;
+      connect_10k) echo "connect --clients 500 --rate 500 --hold 1" ;;
+      rest) echo "rest --connections 8 --duration 2 --limit 50" ;;
+      big) echo "connect --clients 2000 --rate 1000 --hold 1 --source-ips 2" ;;
+    esac
+  else
+    case "$1" in
+      fanout_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest" ;;
+      fanout_max) echo "fanout --tenants 10 --clients 50 --rate max --duration 10 --publish mixed" ;;
+      connect_10k) echo "connect --clients 10000 --rate 1000 --hold 5" ;;
+      rest) echo "rest --connections 64 --duration 10 --limit 50" ;;
+      big) echo "connect --clients 100000 --rate 2000 --hold 10 --source-ips 8" ;;
+    esac
+  fi
+}
+
+# case_servers CASE: which servers run it.
+case_servers() {
+  local s
+  for s in "${SERVER_LIST[@]}"; do
+    if [[ $1 == big && $s != eventfeed ]]; then continue; fi
+    echo "$s"
+  done
+}
+
+# ---------------------------------------------------------------- environment
+
+# As many open files as allowed (10,000 clients need 10,000+ sockets on each side).
+HARD=$(ulimit -Hn)
+if [[ $HARD != unlimited ]]; then
+  NR_OPEN=$(cat /proc/sys/fs/nr_open 2>/dev/null || echo "$HARD")
+  ulimit -Hn "$NR_OPEN" 2>/dev/null || true
+  HARD=$(ulimit -Hn)
+fi
+ulimit -n "$HARD" 2>/dev/null || true
+FD_LIMIT=$(ulimit -n)
+need_fds() { # need_fds N CASE
+  if [[ $FD_LIMIT != unlimited ]] && (( FD_LIMIT < $1 )); then
+    die "case $2 needs about $1 open files per process; the limit here is $FD_LIMIT (hard $(ulimit -Hn)). Raise it (root, or /etc/security/limits.conf) and retry."
+  fi
+}
+for c in "${CASES[@]}"; do
+  read -r -a a <<<"$(case_args "$c")"
+  if [[ ${a[0]} == connect ]]; then
+    for ((i = 0; i < ${#a[@]}; i++)); do
+      [[ ${a[$i]} == --clients ]] && need_fds $((a[i + 1] + 1000)) "$c"
+    done
+  fi
+done
+
+NCPU=$(nproc)
+(( NCPU >= 2 )) || echo "warning: $NCPU CPU(s): the server and the generator will share a core" >&2
+taskset -c "$SERVER_CPU" true 2>/dev/null || die "cannot pin to core $SERVER_CPU (set SERVER_CPU)"
+taskset -c "$LOADGEN_CPU" true 2>/dev/null || die "cannot pin to core $LOADGEN_CPU (set LOADGEN_CPU)"
+command -v python3 >/dev/null || die "python3 is needed to aggregate the results"
+
+# ---------------------------------------------------------------- build
+
+if [[ $BUILD == 1 ]]; then
+  log "building eventfeed and eventfeed-loadgen (release)"
+  (cd "$ROOT" && cargo build --release -p eventfeed -p eventfeed-loadgen)
+  if [[ " ${SERVER_LIST[*]} " == *" baseline "* ]]; then
+    log "installing the baseline (npm ci)"
+    (cd "$BASELINE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+[[ -x $EVENTFEED_BIN ]] || die "$EVENTFEED_BIN not built"
+[[ -x $LOADGEN_BIN ]] || die "$LOADGEN_BIN not built"
+if [[ " ${SERVER_LIST[*]} " == *" baseline "* ]]; then
+  [[ -d $BASELINE_DIR/node_modules/socket.io ]] || die "bench/baseline/node_modules missing (run without --no-build)"
+fi
+
+OUT="${OUT:-$BENCH/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$OUT"
+: >"$OUT/runs.tsv"
+{
+  echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit:    $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "cpu:       $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $NCPU core(s); server on core $SERVER_CPU, generator on core $LOADGEN_CPU"
+  echo "kernel:    $(uname -sr)"
+  echo "node:      $($NODE --version), socket.io $($NODE -p 'require("'"$BASELINE_DIR"'/node_modules/socket.io/package.json").version' 2>/dev/null || echo '?'), bufferutil $(cd "$BASELINE_DIR" && $NODE -e 'require("bufferutil");console.log("native")' 2>/dev/null || echo 'absent')"
+  echo "open files: $FD_LIMIT"
+  echo "mode:      $([[ $QUICK == 1 ]] && echo 'QUICK (small sizes: not comparable to the standard figures)' || echo standard), $REPEATS repeat(s)"
+} >"$OUT/machine.txt"
+
+# ---------------------------------------------------------------- servers
+
+SERVER_PID=""
+LOADGEN_PID=""
+
+cleanup() {
+  if [[ -n $LOADGEN_PID ]]; then
+    kill -TERM "$LOADGEN_PID" 2>/dev/null || true # timeout(1) passes it on to the generator
+    wait "$LOADGEN_PID" 2>/dev/null || true
+  fi
+  if [[ -n $SERVER_PID ]]; then stop_server; fi
+}
+trap cleanup EXIT
+trap 'echo "run.sh: interrupted" >&2; exit 130' INT TERM
+
+# start_server KIND LOGFILE: starts it fresh on a free port, pinned; sets SERVER_PID and PORT.
+start_server() {
+  local kind=$1 logf=$2
+  if [[ $kind == eventfeed ]]; then
+    env NB_BACKEND_HOST=127.0.0.1 NB_BACKEND_PORT=0 NB_BACKEND_TOKENS_FILE="$TOKENS" \
+      NB_BACKEND_RATE_LIMIT=off NB_BACKEND_TENANT_RATE_LIMIT=off NB_BACKEND_MAX_QUEUE=4096 \
+      NB_BACKEND_MAX_CONNECTIONS=1000000 NB_BACKEND_MAX_TENANT_CONNECTIONS=1000000 \
+      NB_BACKEND_LOG="warn,eventfeed=info" NO_COLOR=1 \
+      taskset -c "$SERVER_CPU" "$EVENTFEED_BIN" >"$logf" 2>&1 &
+  else
+    env NB_BACKEND_HOST=127.0.0.1 NB_BACKEND_PORT=0 NB_BACKEND_TOKENS_FILE="$TOKENS" \
+      taskset -c "$SERVER_CPU" "$NODE" "$BASELINE_DIR/server.mjs" >"$logf" 2>&1 &
+  fi
+  SERVER_PID=$!
+  PORT=""
+  local deadline=$((SECONDS + 30)) line
+  while [[ -z $PORT ]]; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      wait "$SERVER_PID" 2>/dev/null || true
+      SERVER_PID=""
+      tail -n 20 "$logf" >&2
+      die "$kind exited before listening (log: $logf)"
+    fi
+    (( SECONDS < deadline )) || die "$kind did not print its listening line within 30 s (log: $logf)"
+    line=$(sed 's/\x1b\[[0-9;]*m//g' "$logf" | grep -m1 'listening' || true)
+    if [[ -n $line ]]; then
+      PORT=$(sed -nE 's/.*listening.*[^0-9]([0-9]{1,3}(\.[0-9]{1,3}){3}):([0-9]+).*/\3/p' <<<"$line")
+      [[ -n $PORT ]] || die "$kind: no port in its listening line: $line"
+    else
+      sleep 0.05
+    fi
+  done
+}
+
+# stop_server: SIGTERM, up to 15 s to exit, then SIGKILL.
+stop_server() {
+  local pid=$SERVER_PID
+  SERVER_PID=""
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 15))
+  while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- runs
+
+log "results in $OUT"
+sed 's/^/   /' "$OUT/machine.txt"
+for c in "${CASES[@]}"; do
+  read -r -a ARGS <<<"$(case_args "$c")"
+  mapfile -t SERVERS_FOR_CASE < <(case_servers "$c")
+  [[ ${#SERVERS_FOR_CASE[@]} -gt 0 ]] || continue
+  [[ $c == big ]] && BOUND=1800 || BOUND=600
+  for ((rep = 1; rep <= REPEATS; rep++)); do
+    for s in "${SERVERS_FOR_CASE[@]}"; do
+      base="$c.$s.$rep"
+      start_server "$s" "$OUT/$base.server.log"
+      log "$c [$s, run $rep/$REPEATS] pid $SERVER_PID port $PORT: eventfeed-loadgen ${ARGS[*]}"
+      rc=0
+      # In the background and waited for, so an interrupt is handled at once.
+      taskset -c "$LOADGEN_CPU" timeout --kill-after=10 "$BOUND" \
+        "$LOADGEN_BIN" "${ARGS[@]}" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --json \
+        >"$OUT/$base.out" 2>"$OUT/$base.err" &
+      LOADGEN_PID=$!
+      wait "$LOADGEN_PID" || rc=$?
+      LOADGEN_PID=""
+      if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "   warning: the $s server died during the run (log: $OUT/$base.server.log)" >&2
+        if [[ $rc == 0 ]]; then rc=99; fi
+      fi
+      stop_server
+      # Everything but the JSON line, indented.
+      sed '$d' "$OUT/$base.out" | sed 's/^/   /'
+      if [[ $rc != 0 ]]; then
+        echo "   warning: loadgen exit status $rc; stderr:" >&2
+        tail -n 5 "$OUT/$base.err" | sed 's/^/     /' >&2
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$rep" "$rc" "$base.out" >>"$OUT/runs.tsv"
+    done
+  done
+done
+
+echo
+log "summary ($OUT/summary.md)"
+aggregate "$OUT"
