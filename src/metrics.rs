@@ -99,7 +99,7 @@ impl Metrics {
         for channel in ["rest", "socket"] {
             m.auth_failures.get_or_create(&vec![("channel", channel)]).inc_by(0);
         }
-        for limit in ["connections", "tenant_connections"] {
+        for limit in ["connections", "tenant_connections", "body_size", "body_timeout"] {
             m.limit_rejections.get_or_create(&vec![("limit", limit)]).inc_by(0);
         }
         Metrics { registry, ..m }

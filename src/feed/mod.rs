@@ -222,6 +222,17 @@ impl App {
             em.slow_consumer_closes.clone(),
         );
         metrics.register_counter("frames_queued", "Engine.IO packets queued to sessions", em.frames_queued.clone());
+        let sm = &sio_config.metrics;
+        metrics.register_counter(
+            "namespace_limit_rejections",
+            "CONNECTs refused at the namespaces-per-session limit",
+            sm.namespace_limit_rejections.clone(),
+        );
+        metrics.register_counter(
+            "ack_limit_rejections",
+            "Server emits with ack refused at the pending-acks limit",
+            sm.ack_limit_rejections.clone(),
+        );
         metrics.register_counter(
             "session_limit_rejections",
             "Handshakes refused at the session limit",

@@ -187,13 +187,20 @@ async fn create(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result
     let max = feed.config.max_body;
     const TOO_BIG: FeedError = FeedError::PayloadTooLarge("request body is larger than the limit");
     if h::content_length(req.headers()).is_some_and(|n| n > max as u64) {
+        feed.metrics.reject("body_size");
         return Err(TOO_BIG);
     }
     let read = tokio::time::timeout(feed.config.body_timeout, Limited::new(req.into_body(), max).collect());
     // Bound hit: a body that trickles in slower than the timeout gets 408.
-    let body = match read.await.map_err(|_| FeedError::Timeout)? {
+    let body = match read.await.map_err(|_| {
+        feed.metrics.reject("body_timeout");
+        FeedError::Timeout
+    })? {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(TOO_BIG),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            feed.metrics.reject("body_size");
+            return Err(TOO_BIG);
+        }
         Err(_) => return Err(FeedError::bad_request("could not read the request body")),
     };
     let value: Value =

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::session::{ConnectRefusal, Namespaces};
 use eventfeed_protocol::socket::{Decoder, Packet, PacketType};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 
 pub use namespace::{BroadcastOp, BroadcastStats, ConnectRejection, DisconnectReason, Namespace, NamespaceHandler};
@@ -43,6 +44,17 @@ pub struct SioConfig {
     pub max_attachments: usize,
     /// Server-to-client acknowledgements pending per socket.
     pub max_pending_acks: usize,
+    /// Where refusals at these bounds are counted.
+    pub metrics: SioMetrics,
+}
+
+/// Counters of the Socket.IO layer's bounds (shared atomics, exported by the app).
+#[derive(Debug, Clone, Default)]
+pub struct SioMetrics {
+    /// CONNECTs refused because the session had `max_namespaces` already.
+    pub namespace_limit_rejections: Counter,
+    /// Server emits with ack refused because `max_pending_acks` were pending.
+    pub ack_limit_rejections: Counter,
 }
 
 impl Default for SioConfig {
@@ -52,6 +64,7 @@ impl Default for SioConfig {
             max_namespaces: 8,
             max_attachments: eventfeed_protocol::socket::DEFAULT_MAX_ATTACHMENTS,
             max_pending_acks: 64,
+            metrics: SioMetrics::default(),
         }
     }
 }
@@ -224,6 +237,7 @@ impl SocketIo {
                 }
             }
             Err(ConnectRefusal::TooManyNamespaces { .. }) => {
+                self.config.metrics.namespace_limit_rejections.inc();
                 // Bound hit: refuse this namespace; the others stay connected.
                 let _ = conn.send_packet(&Packet::connect_error(nsp, "Too many namespaces", None).encode());
                 return;
@@ -234,6 +248,7 @@ impl SocketIo {
             conn.clone(),
             Arc::downgrade(client),
             self.config.max_pending_acks,
+            self.config.metrics.ack_limit_rejections.clone(),
         ));
         if let Err(rejection) = namespace.handler().authorize(&socket, packet.data.as_ref()) {
             let _ = conn.send_packet(&Packet::connect_error(nsp, &rejection.message, rejection.data).encode());

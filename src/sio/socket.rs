@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use eventfeed_protocol::socket::session::{Acks, TooManyAcks};
 use eventfeed_protocol::socket::{Encoded, Packet, encode_raw_ack};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
@@ -93,6 +94,7 @@ pub struct Socket {
     acks: Mutex<Acks<oneshot::Sender<AckReply>>>,
     data: OnceLock<Box<dyn Any + Send + Sync>>,
     connected: AtomicBool,
+    ack_limit_rejections: Counter,
 }
 
 impl std::fmt::Debug for Socket {
@@ -106,7 +108,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Socket {
-    pub(crate) fn new(nsp: Arc<Namespace>, conn: Arc<Conn>, client: Weak<Client>, max_acks: usize) -> Self {
+    pub(crate) fn new(
+        nsp: Arc<Namespace>,
+        conn: Arc<Conn>,
+        client: Weak<Client>,
+        max_acks: usize,
+        ack_limit_rejections: Counter,
+    ) -> Self {
         Socket {
             id: OnceLock::new(),
             pid: OnceLock::new(),
@@ -117,6 +125,7 @@ impl Socket {
             acks: Mutex::new(Acks::new(max_acks)),
             data: OnceLock::new(),
             connected: AtomicBool::new(false),
+            ack_limit_rejections,
         }
     }
 
@@ -200,8 +209,14 @@ impl Socket {
         timeout: Duration,
     ) -> impl Future<Output = Result<AckReply, AckError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let queued =
-            lock(&self.acks).insert(crate::engine::now(), timeout, tx).map_err(AckError::from).and_then(|id| {
+        let queued = lock(&self.acks)
+            .insert(crate::engine::now(), timeout, tx)
+            .map_err(|e| {
+                // Bound hit: refuse this emit at once (counted) rather than queue more.
+                self.ack_limit_rejections.inc();
+                AckError::from(e)
+            })
+            .and_then(|id| {
                 let packet = Packet::event(self.nsp.name(), event, args, Some(id), attachments);
                 match self.conn.send_packet(&packet.encode()) {
                     Ok(()) => Ok(id),
