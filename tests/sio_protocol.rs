@@ -9,8 +9,6 @@
 #[path = "common/apps.rs"]
 mod apps;
 mod common;
-#[path = "conformance/fixture.rs"]
-mod fixture;
 #[path = "common/raw.rs"]
 mod raw;
 
@@ -36,7 +34,7 @@ async fn app() -> (SioApp, TestServer, Eio) {
 
 /// The conformance fixture (emits `auth` on connect; `message` → `message-back`).
 async fn fixture() -> (TestServer, Eio) {
-    let server = TestServer::start(fixture::router()).await;
+    let server = TestServer::start(apps::fixture::router()).await;
     let eio = Eio::new(server.addr, "/socket.io/");
     (server, eio)
 }

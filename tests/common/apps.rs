@@ -4,41 +4,27 @@
 //!
 //! Included by the tests with `#[path = "common/apps.rs"] mod apps;`.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventfeed::engine::{self, Conn, Engine, EngineConfig, Message};
+use eventfeed::engine::{Engine, EngineConfig};
 use eventfeed::server::Router;
 use eventfeed::sio::{
     BroadcastOp, ConnectRejection, DisconnectReason, Event, Namespace, NamespaceHandler, SioConfig, Socket, SocketIo,
 };
-use eventfeed_protocol::engine::Frame;
-use eventfeed_protocol::engine::session::{self, CloseReason};
+use eventfeed_protocol::engine::session;
 use eventfeed_protocol::socket::Packet;
 use serde_json::{Value, json};
 
-/// A raw Engine.IO echo application: every message, text or binary, goes
-/// back unchanged (as the conformance fixture's `/engine.io/`).
-pub struct Echo;
+/// The conformance fixture's application, for its echo handler and settings.
+#[path = "../conformance/fixture.rs"]
+pub mod fixture;
 
-impl engine::Handler for Echo {
-    type State = ();
-
-    fn on_open(&self, _conn: &Arc<Conn>) {}
-
-    fn on_message(&self, conn: &Arc<Conn>, _state: &(), message: Message<'_>) {
-        let frame = match message {
-            Message::Text(text) => Frame::message(text),
-            Message::Binary(data) => Frame::Binary(data.clone()),
-        };
-        let _ = conn.send(frame);
-    }
-
-    fn on_close(&self, _conn: &Arc<Conn>, _state: &(), _reason: CloseReason) {}
-}
+/// A raw Engine.IO echo application (the conformance fixture's `/engine.io/`).
+pub use fixture::Echo;
 
 /// Engine settings with the given timings (milliseconds) and `maxPayload`.
 pub fn config(ping_interval: u64, ping_timeout: u64, upgrade_timeout: u64, max_payload: usize) -> EngineConfig {
@@ -54,9 +40,7 @@ pub fn config(ping_interval: u64, ping_timeout: u64, upgrade_timeout: u64, max_p
 }
 
 /// The conformance fixture's settings: 300/200 ms, maxPayload 1e6, upgrade 10 s.
-pub fn fixture_config() -> EngineConfig {
-    config(300, 200, 10_000, 1_000_000)
-}
+pub use fixture::engine_config as fixture_config;
 
 /// An echo engine with `config`, served at `/engine.io/`.
 pub fn echo(config: EngineConfig) -> (Arc<Engine<Echo>>, Router) {

@@ -11,8 +11,9 @@ use eventfeed_protocol::engine::Frame;
 use eventfeed_protocol::engine::session::{self, CloseReason};
 use serde_json::{Map, Value};
 
-/// The raw Engine.IO echo application.
-struct Echo;
+/// The raw Engine.IO echo application: every message, text or binary, goes
+/// back unchanged.
+pub struct Echo;
 
 impl engine::Handler for Echo {
     type State = ();
