@@ -18,7 +18,7 @@ mod raw;
 use std::time::Duration;
 
 use common::TestServer;
-use raw::{Eio, HttpConn, WAIT, assert_engine_error, eventually, packets};
+use raw::{Eio, HttpConn, assert_engine_error, eventually, packets};
 use tokio::time::Instant;
 
 async fn fixture() -> (TestServer, Eio) {
@@ -28,16 +28,11 @@ async fn fixture() -> (TestServer, Eio) {
     (server, eio)
 }
 
-/// Reads the response of a GET started with [`Eio::start_get`].
-async fn finish(mut conn: HttpConn) -> raw::Response {
-    tokio::time::timeout(WAIT, conn.read_response()).await.expect("GET answered in time").expect("GET response")
-}
-
 #[tokio::test(start_paused = true)]
 async fn get_is_held_until_a_message_is_queued() {
     let (_server, eio) = fixture().await;
     let sid = eio.open().await;
-    let get = tokio::spawn(finish(eio.start_get(&sid).await));
+    let get = tokio::spawn(eio.start_get(&sid).await.finish());
     // Nothing queued: the GET stays pending (well before the first ping).
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(!get.is_finished(), "GET answered with nothing to send");
@@ -52,7 +47,7 @@ async fn get_is_held_until_the_first_ping_one_ping_interval_after_the_handshake(
     let (_server, eio) = fixture().await;
     let t0 = Instant::now();
     let sid = eio.open().await;
-    let res = finish(eio.start_get(&sid).await).await;
+    let res = eio.start_get(&sid).await.finish().await;
     let elapsed = t0.elapsed();
     assert_eq!((res.status, res.text()), (200, "2"), "the GET carries only the ping");
     assert!(elapsed >= Duration::from_millis(300), "first ping not before pingInterval: {elapsed:?}");
@@ -110,7 +105,7 @@ async fn binary_posted_over_polling_reaches_a_websocket_as_a_binary_frame() {
 async fn two_concurrent_gets_close_the_session() {
     let (_server, eio) = fixture().await;
     let sid = eio.open().await;
-    let first = tokio::spawn(finish(eio.start_get(&sid).await));
+    let first = tokio::spawn(eio.start_get(&sid).await.finish());
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(!first.is_finished());
     let second = raw::request(eio.addr, "GET", &format!("{}&t=burst", eio.polling(&sid)), &[], b"").await;
@@ -259,7 +254,7 @@ async fn packets_before_an_invalid_one_in_the_same_payload_are_not_echoed_after_
 async fn client_close_packet_ends_the_pending_get_with_a_noop_and_closes_the_session() {
     let (_server, eio) = fixture().await;
     let sid = eio.open().await;
-    let get = tokio::spawn(finish(eio.start_get(&sid).await));
+    let get = tokio::spawn(eio.start_get(&sid).await.finish());
     tokio::time::sleep(Duration::from_millis(5)).await;
     let res = eio.post(&sid, b"1").await;
     assert_eq!(res.status, 200);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::TestServer;
 use futures_util::SinkExt;
 use raw::{
-    Eio, HttpConn, WAIT, assert_engine_error, eventually, recv_binary, recv_text, send_binary, send_text, until_closed,
+    Eio, HttpConn, assert_engine_error, eventually, recv_binary, recv_text, send_binary, send_text, until_closed,
     ws_connect,
 };
 use tokio::time::Instant;
@@ -30,10 +30,6 @@ async fn fixture() -> (TestServer, Eio) {
     let server = TestServer::start(router).await;
     let eio = Eio::new(server.addr, "/engine.io/");
     (server, eio)
-}
-
-async fn finish(mut conn: HttpConn) -> raw::Response {
-    tokio::time::timeout(WAIT, conn.read_response()).await.expect("GET answered in time").expect("GET response")
 }
 
 #[tokio::test]
@@ -67,7 +63,7 @@ async fn polling_requests_for_a_websocket_session_are_refused() {
 async fn upgrade_answers_the_probe_releases_the_pending_get_with_a_noop_then_switches_on_5() {
     let (_server, eio) = fixture().await;
     let sid = eio.open().await;
-    let get = tokio::spawn(finish(eio.start_get(&sid).await));
+    let get = tokio::spawn(eio.start_get(&sid).await.finish());
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(!get.is_finished());
 
@@ -121,7 +117,7 @@ async fn a_get_during_the_probe_waits_briefly_for_a_racing_upgrade_packet() {
     let mut ws = eio.ws(Some(&sid)).await;
     send_text(&mut ws, "2probe").await;
     assert_eq!(recv_text(&mut ws).await, "3probe");
-    let get = tokio::spawn(finish(eio.start_get(&sid).await));
+    let get = tokio::spawn(eio.start_get(&sid).await.finish());
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!get.is_finished(), "held a moment, in case `5` is on its way");
     send_text(&mut ws, "5").await;

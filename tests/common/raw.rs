@@ -104,6 +104,11 @@ impl HttpConn {
         self.send_raw(&bytes).await
     }
 
+    /// Reads the answer to a request already sent (a held GET), within [`WAIT`].
+    pub async fn finish(mut self) -> Response {
+        tokio::time::timeout(WAIT, self.read_response()).await.expect("answered in time").expect("a response")
+    }
+
     /// Reads one response. `UnexpectedEof` when the server closed first.
     pub async fn read_response(&mut self) -> io::Result<Response> {
         let status_line = self.read_line().await?;
