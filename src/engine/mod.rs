@@ -261,9 +261,13 @@ impl<H: Handler> Engine<H> {
         let entry = Arc::new(Entry { conn, state });
         self.sessions.insert(sid, entry.clone());
         self.metrics.sessions_opened.inc();
-        let engine = self.clone();
-        let sup = entry.clone();
-        self.tasks.spawn(async move { engine.supervise(sup).await });
+        // A polling session gets a supervisor task for its timers; a websocket
+        // session runs them in its websocket task (one task per connection).
+        if transport == Transport::Polling {
+            let engine = self.clone();
+            let sup = entry.clone();
+            self.tasks.spawn(async move { engine.supervise(sup).await });
+        }
         Ok(entry)
     }
 
@@ -281,23 +285,28 @@ impl<H: Handler> Engine<H> {
         .to_frame()
     }
 
-    /// The session's supervisor: runs its timers until it closes, then cleans up.
+    /// Runs the session's due timers (engine and application) at `now`;
+    /// returns the next deadline, or `None` once the session is closed.
+    pub(crate) fn run_timers(&self, entry: &Entry<H::State>) -> Option<tokio::time::Instant> {
+        let now = now();
+        if self.handler.poll_timeout(&entry.state).is_some_and(|d| d <= now) {
+            self.handler.on_timeout(&entry.conn, &entry.state, now);
+        }
+        let mut next = entry.conn.on_timer(now)?;
+        if let Some(app) = self.handler.poll_timeout(&entry.state) {
+            next = next.min(app);
+        }
+        Some(tokio::time::Instant::from_std(next))
+    }
+
+    /// A polling session's supervisor: runs its timers until it closes, then
+    /// cleans up. (A websocket session does both in its websocket task.)
     async fn supervise(self: Arc<Self>, entry: Arc<Entry<H::State>>) {
         let conn = &entry.conn;
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
-        loop {
-            let now = now();
-            if self.handler.poll_timeout(&entry.state).is_some_and(|d| d <= now) {
-                self.handler.on_timeout(conn, &entry.state, now);
-            }
-            let Some(mut next) = conn.on_timer(now) else {
-                break;
-            };
-            if let Some(app) = self.handler.poll_timeout(&entry.state) {
-                next = next.min(app);
-            }
-            sleep.as_mut().reset(tokio::time::Instant::from_std(next));
+        while let Some(next) = self.run_timers(&entry) {
+            sleep.as_mut().reset(next);
             tokio::select! {
                 _ = &mut sleep => {}
                 _ = conn.timer.notified() => {}
@@ -306,16 +315,36 @@ impl<H: Handler> Engine<H> {
         }
         // Closed: tell the application at once (a client that reconnects right
         // away must find its session kept for recovery), then forget the sid.
-        let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
-        self.handler.on_close(conn, &entry.state, reason);
-        if conn.lock().farewell_noop {
+        let farewell = self.notify_closed(&entry);
+        if farewell {
             // A client close over polling: keep the sid briefly for the GET
             // that may be racing it (it gets a noop, as the reference's would).
             tokio::time::sleep(FAREWELL_GRACE).await;
         }
+        self.forget(conn);
+    }
+
+    /// Tells the application the session closed; returns whether a polling
+    /// farewell noop is pending.
+    pub(crate) fn notify_closed(&self, entry: &Entry<H::State>) -> bool {
+        let conn = &entry.conn;
+        let reason = conn.close_reason().unwrap_or(CloseReason::TransportClose);
+        self.handler.on_close(conn, &entry.state, reason);
+        tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
+        conn.lock().farewell_noop
+    }
+
+    /// Removes a closed session from the table.
+    pub(crate) fn forget(&self, conn: &Conn) {
         self.sessions.remove(conn.sid());
         self.metrics.sessions_closed.inc();
-        tracing::debug!(sid = %conn.sid(), reason = reason.as_str(), "session closed");
+    }
+
+    /// Ends a session that has no supervisor (a websocket session's own task).
+    pub(crate) fn finish(&self, entry: &Entry<H::State>) {
+        entry.conn.close(CloseReason::TransportClose);
+        self.notify_closed(entry);
+        self.forget(&entry.conn);
     }
 
     pub(crate) fn dispatch(&self, entry: &Entry<H::State>, message: Message<'_>) {

@@ -104,7 +104,7 @@ pub(super) fn upgrade<H: Handler>(
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade did not complete");
                 match target {
-                    Target::New(entry) => entry.conn.close(CloseReason::TransportClose),
+                    Target::New(entry) => engine2.finish(&entry),
                     Target::Upgrade(entry) => entry.conn.lock().fsm.abort_upgrade(),
                     Target::Refuse => {}
                 }
@@ -120,10 +120,13 @@ pub(super) fn upgrade<H: Handler>(
                 })
                 .await;
             }
-            Target::New(entry) => serve(&engine2, &entry, ws).await,
+            Target::New(entry) => {
+                serve(&engine2, &entry, ws, true).await;
+                engine2.finish(&entry);
+            }
             Target::Upgrade(entry) => {
                 if let Some(ws) = probe(&entry, ws).await {
-                    serve(&engine2, &entry, ws).await
+                    serve(&engine2, &entry, ws, false).await
                 }
             }
         }
@@ -186,13 +189,21 @@ async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
 }
 
 /// Reads and writes the websocket of an active session until it closes.
-async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: Ws) {
+///
+/// `timers`: the session has no supervisor (it began on websocket), so this
+/// task also runs its heartbeat and application deadlines.
+async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: Ws, timers: bool) {
     let conn = &entry.conn;
     let mut batch: Vec<Frame> = Vec::new();
     let mut close_code = CloseCode::Normal;
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let run = || engine.run_timers(entry);
+    let mut timers =
+        Timers { run: timers.then_some(&run as &(dyn Fn() -> Option<tokio::time::Instant> + Sync)), sleep };
     loop {
         // Write everything queued, with one flush.
-        if !write_queued(conn, &mut ws, &mut batch).await {
+        if !write_queued(conn, &mut ws, &mut batch, timers.reborrow()).await {
             conn.close(CloseReason::TransportError);
             break;
         }
@@ -202,6 +213,14 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
         let msg = tokio::select! {
             msg = ws.next() => msg,
             _ = conn.wake.notified() => continue,
+            _ = timers.tick() => continue,
+            _ = conn.timer.notified(), if timers.run.is_some() => {
+                // A deadline moved earlier: look again.
+                if let Some(next) = engine.run_timers(entry) {
+                    timers.sleep.as_mut().reset(next);
+                }
+                continue;
+            }
         };
         match msg {
             Some(Ok(WsMessage::Text(text))) => {
@@ -248,7 +267,7 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
     }
     // Deliver what is left (a close packet, say), then a close frame.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        write_queued(conn, &mut ws, &mut batch).await;
+        write_queued(conn, &mut ws, &mut batch, Timers { run: None, sleep: timers.sleep.as_mut() }).await;
         let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
         // After the client's close frame `close` sends nothing (the state is
@@ -264,7 +283,7 @@ fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
 }
 
 /// Writes every queued frame and flushes once. Returns false on a write error.
-async fn write_queued(conn: &super::Conn, ws: &mut Ws, batch: &mut Vec<Frame>) -> bool {
+async fn write_queued(conn: &super::Conn, ws: &mut Ws, batch: &mut Vec<Frame>, mut timers: Timers<'_>) -> bool {
     batch.clear();
     batch.extend(conn.lock().outbox.drain(..));
     if batch.is_empty() {
@@ -280,11 +299,41 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, batch: &mut Vec<Frame>) -
         }
         ws.flush().await
     };
+    tokio::pin!(write);
     // A peer that stops reading blocks this write; the session closing
-    // (slow-consumer policy, shutdown) must still end it.
-    tokio::select! {
-        r = write => r.is_ok(),
-        _ = conn.closed(), if !conn.is_closed() => false,
+    // (slow-consumer policy, ping timeout, shutdown) must still end it, so the
+    // timers keep running meanwhile.
+    loop {
+        tokio::select! {
+            r = &mut write => return r.is_ok(),
+            _ = conn.closed(), if !conn.is_closed() => return false,
+            _ = timers.tick() => {}
+        }
+    }
+}
+
+/// The heartbeat and application deadlines of a session whose websocket task
+/// runs them (no supervisor); `None` when a supervisor does.
+struct Timers<'a> {
+    run: Option<&'a (dyn Fn() -> Option<tokio::time::Instant> + Sync)>,
+    sleep: std::pin::Pin<&'a mut tokio::time::Sleep>,
+}
+
+impl Timers<'_> {
+    /// Waits for the next deadline and runs what is due; pending forever when
+    /// there is nothing to run.
+    async fn tick(&mut self) {
+        let Some(run) = self.run else { return std::future::pending().await };
+        (&mut self.sleep).await;
+        match run() {
+            Some(next) => self.sleep.as_mut().reset(next),
+            // Closed: nothing more to wait for (the task notices the close).
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    fn reborrow(&mut self) -> Timers<'_> {
+        Timers { run: self.run, sleep: self.sleep.as_mut() }
     }
 }
 
