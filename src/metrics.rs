@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::engine::EngineMetrics;
+use crate::sio::SioMetrics;
+
 /// A label set: `[(name, value)]`.
 pub type Labels = Vec<(&'static str, &'static str)>;
 
@@ -105,9 +108,32 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Registers another counter (e.g. one an engine keeps).
-    pub fn register_counter(&mut self, name: &str, help: &str, counter: Counter) {
-        self.registry.register(name, help, counter);
+    /// Registers the counters the Engine.IO and Socket.IO layers keep.
+    pub fn register_runtime(&mut self, engine: &EngineMetrics, sio: &SioMetrics) {
+        let counters = [
+            ("sessions_opened", "Engine.IO sessions opened", &engine.sessions_opened),
+            ("sessions_closed", "Engine.IO sessions closed", &engine.sessions_closed),
+            (
+                "slow_consumer_disconnects",
+                "Sessions closed because their outgoing queue filled",
+                &engine.slow_consumer_closes,
+            ),
+            ("frames_queued", "Engine.IO packets queued to sessions", &engine.frames_queued),
+            ("session_limit_rejections", "Handshakes refused at the session limit", &engine.session_limit_rejections),
+            (
+                "namespace_limit_rejections",
+                "CONNECTs refused at the namespaces-per-session limit",
+                &sio.namespace_limit_rejections,
+            ),
+            (
+                "ack_limit_rejections",
+                "Server emits with ack refused at the pending-acks limit",
+                &sio.ack_limit_rejections,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            self.registry.register(name, help, counter.clone());
+        }
     }
 
     /// Counts one refusal by `limit`.

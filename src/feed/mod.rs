@@ -213,31 +213,7 @@ impl App {
         config.max_recovered_events = config.max_recovered_events.min(engine_config.max_queue / 2);
         let engine_metrics = EngineMetrics::default();
         let mut metrics = Metrics::new();
-        let em = &engine_metrics;
-        metrics.register_counter("sessions_opened", "Engine.IO sessions opened", em.sessions_opened.clone());
-        metrics.register_counter("sessions_closed", "Engine.IO sessions closed", em.sessions_closed.clone());
-        metrics.register_counter(
-            "slow_consumer_disconnects",
-            "Sessions closed because their outgoing queue filled",
-            em.slow_consumer_closes.clone(),
-        );
-        metrics.register_counter("frames_queued", "Engine.IO packets queued to sessions", em.frames_queued.clone());
-        let sm = &sio_config.metrics;
-        metrics.register_counter(
-            "namespace_limit_rejections",
-            "CONNECTs refused at the namespaces-per-session limit",
-            sm.namespace_limit_rejections.clone(),
-        );
-        metrics.register_counter(
-            "ack_limit_rejections",
-            "Server emits with ack refused at the pending-acks limit",
-            sm.ack_limit_rejections.clone(),
-        );
-        metrics.register_counter(
-            "session_limit_rejections",
-            "Handshakes refused at the session limit",
-            em.session_limit_rejections.clone(),
-        );
+        metrics.register_runtime(&engine_metrics, &sio_config.metrics);
         let metrics = Arc::new(metrics);
         let recovery = recovery::Recovery::new(config.recovery_window, config.max_kept_sessions);
         let delivery = Arc::new(SocketDelivery {
