@@ -13,13 +13,6 @@ mod raw;
 use common::TestServer;
 use raw::{Eio, HttpConn, assert_engine_error, open_sid, recv_text, request, ws_connect};
 
-const UPGRADE_HEADERS: [(&str, &str); 4] = [
-    ("Connection", "Upgrade"),
-    ("Upgrade", "websocket"),
-    ("Sec-WebSocket-Version", "13"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-];
-
 async fn server() -> (TestServer, Eio) {
     let (_, router) = apps::echo(apps::fixture_config());
     let server = TestServer::start(router).await;
@@ -109,7 +102,7 @@ async fn missing_or_unsupported_eio_is_400_code_5() {
     }
     // Over websocket too (with a proper upgrade request).
     for target in ["/engine.io/?transport=websocket", "/engine.io/?EIO=abc&transport=websocket"] {
-        let res = request(eio.addr, "GET", target, &UPGRADE_HEADERS, b"").await;
+        let res = request(eio.addr, "GET", target, &raw::UPGRADE_HEADERS, b"").await;
         assert_engine_error(&res, 5, "Unsupported protocol version");
     }
 }
@@ -129,7 +122,7 @@ async fn missing_or_unknown_transport_is_400_code_0() {
         assert_engine_error(&res, 0, "Transport unknown");
     }
     for target in ["/engine.io/?EIO=4", "/engine.io/?EIO=4&transport=abc"] {
-        let res = request(eio.addr, "GET", target, &UPGRADE_HEADERS, b"").await;
+        let res = request(eio.addr, "GET", target, &raw::UPGRADE_HEADERS, b"").await;
         assert_engine_error(&res, 0, "Transport unknown");
     }
 }
@@ -144,7 +137,7 @@ async fn unknown_sid_is_400_code_1() {
         assert_engine_error(&res, 1, "Session ID unknown");
     }
     // A websocket for an unknown sid is refused at the HTTP level.
-    let res = request(eio.addr, "GET", &eio.websocket(Some("nope")), &UPGRADE_HEADERS, b"").await;
+    let res = request(eio.addr, "GET", &eio.websocket(Some("nope")), &raw::UPGRADE_HEADERS, b"").await;
     assert_engine_error(&res, 1, "Session ID unknown");
     assert!(ws_connect(eio.addr, &eio.websocket(Some("nope"))).await.is_err());
 }

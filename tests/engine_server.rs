@@ -85,13 +85,7 @@ async fn origins_outside_the_policy_are_refused() {
             eio.addr,
             "GET",
             "/engine.io/?EIO=4&transport=websocket",
-            &[
-                ("Origin", origin),
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ],
+            &[[("Origin", origin)].as_slice(), &raw::UPGRADE_HEADERS].concat(),
             b"",
         )
         .await;

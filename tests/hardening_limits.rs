@@ -256,19 +256,7 @@ async fn handshakes_over_max_sessions_get_503_with_retry_after() {
     let mut a = FeedClient::connect(addr, A).await;
     let polling = eio.open().await;
     for target in ["/socket.io/?EIO=4&transport=polling", "/socket.io/?EIO=4&transport=websocket"] {
-        let res = raw::request(
-            addr,
-            "GET",
-            target,
-            &[
-                ("Connection", "Upgrade"),
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ],
-            b"",
-        )
-        .await;
+        let res = raw::request(addr, "GET", target, &raw::UPGRADE_HEADERS, b"").await;
         assert_eq!(res.status, 503, "{target}: {res:?}");
         assert_eq!(res.header("retry-after"), Some("1"));
         assert_eq!(res.json()["error"]["code"], "unavailable");

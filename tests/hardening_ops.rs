@@ -36,13 +36,6 @@ fn sample(text: &str, series: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
-const UPGRADE: [(&str, &str); 4] = [
-    ("Connection", "Upgrade"),
-    ("Upgrade", "websocket"),
-    ("Sec-WebSocket-Version", "13"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-];
-
 #[tokio::test]
 async fn the_origin_policy_holds_for_websocket_polling_rest_and_preflights() {
     let cors = Cors::new([ALLOWED.to_owned()]);
@@ -79,12 +72,12 @@ async fn the_origin_policy_holds_for_websocket_polling_rest_and_preflights() {
         assert!(head.starts_with("HTTP/1.1 403"), "websocket from {origin:?}: {head}");
     }
     // Same origin is judged on the Host header the client sent.
-    let mut upgrade = UPGRADE.to_vec();
+    let mut upgrade = raw::UPGRADE_HEADERS.to_vec();
     upgrade.extend([("Host", "feed.example:8443"), ("Origin", "https://feed.example:8443")]);
     let mut same_origin = HttpConn::connect(addr).await;
     let res = same_origin.request("GET", ws_target, &upgrade, b"").await.unwrap();
     assert_eq!(res.status, 101, "same origin behind another name");
-    let mut upgrade = UPGRADE.to_vec();
+    let mut upgrade = raw::UPGRADE_HEADERS.to_vec();
     upgrade.extend([("Host", "feed.example:8443"), ("Origin", "https://feed.example")]);
     assert_eq!(raw::request(addr, "GET", ws_target, &upgrade, b"").await.status, 403, "another port");
     assert_eq!(server.sessions(), 4, "a session for each upgrade allowed, none for those refused");

@@ -104,16 +104,7 @@ impl NamespaceHandler for TestNs {
                     let _ = ack.send(event.args, event.attachments);
                 }
             }
-            "request-ack" => {
-                let reply = socket.emit_with_ack("ack-me", event.args, event.attachments, self.ack_timeout);
-                let socket = socket.clone();
-                tokio::spawn(async move {
-                    let _ = match reply.await {
-                        Ok(r) => socket.emit("ack-result", r.args, r.attachments),
-                        Err(e) => socket.emit("ack-result", vec![Value::String(e.to_string())], vec![]),
-                    };
-                });
-            }
+            "request-ack" => fixture::request_ack(socket, event, self.ack_timeout),
             "disconnect-me" => socket.disconnect(),
             "join" => {
                 for room in strings() {

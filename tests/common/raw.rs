@@ -25,6 +25,14 @@ use tokio_tungstenite::tungstenite::{self, Message};
 /// hangs, not a timing assertion). Under paused time it is virtual.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The headers of a websocket upgrade request (RFC 6455's sample key).
+pub const UPGRADE_HEADERS: [(&str, &str); 4] = [
+    ("Connection", "Upgrade"),
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
 /// The record separator between packets of a polling payload.
 pub const SEP: char = '\x1e';
 

@@ -60,16 +60,7 @@ impl NamespaceHandler for Fixture {
             }
             // Beyond the official suites, for the client harness: a server
             // emit with ack, and a server-side namespace disconnect.
-            "request-ack" => {
-                let reply = socket.emit_with_ack("ack-me", event.args, event.attachments, Duration::from_secs(5));
-                let socket = socket.clone();
-                tokio::spawn(async move {
-                    let _ = match reply.await {
-                        Ok(r) => socket.emit("ack-result", r.args, r.attachments),
-                        Err(e) => socket.emit("ack-result", vec![Value::String(e.to_string())], vec![]),
-                    };
-                });
-            }
+            "request-ack" => request_ack(socket, event, Duration::from_secs(5)),
             "disconnect-me" => socket.disconnect(),
             "message-with-ack" => {
                 if let Some(ack) = event.ack {
@@ -90,6 +81,19 @@ pub fn router() -> Router {
     Router::new()
         .engine("/engine.io/", Engine::new(engine_config(), Echo))
         .engine("/socket.io/", Engine::new(engine_config(), sio))
+}
+
+/// Emits `ack-me` with the event's arguments and an ack, then reports the
+/// client's answer (or the failure) as `ack-result`.
+pub fn request_ack(socket: &Arc<Socket>, event: Event, timeout: Duration) {
+    let reply = socket.emit_with_ack("ack-me", event.args, event.attachments, timeout);
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        let _ = match reply.await {
+            Ok(r) => socket.emit("ack-result", r.args, r.attachments),
+            Err(e) => socket.emit("ack-result", vec![Value::String(e.to_string())], vec![]),
+        };
+    });
 }
 
 /// The fixture's engine settings.
