@@ -58,6 +58,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Sockets one tenant may have connected at once.
     pub max_tenant_connections: usize,
+    /// Redis mode (`NB_BACKEND_REDIS_URL` set): several instances as one.
+    pub redis: Option<crate::cluster::RedisConfig>,
 }
 
 /// One configuration variable: name, default, meaning.
@@ -126,6 +128,18 @@ pub const VARS: &[Var] = &[
         default: "10000",
         help: "sockets one tenant may have connected at once (1..=10000000)",
     },
+    Var {
+        name: "NB_BACKEND_REDIS_URL",
+        default: "",
+        help: "redis://[user:pass@]host:port[/db]: share the store and broadcast with other instances; empty: in memory",
+    },
+    Var { name: "NB_BACKEND_REDIS_PREFIX", default: "eventfeed", help: "prefix of the Redis keys this server writes" },
+    Var {
+        name: "NB_BACKEND_REDIS_ADAPTER_KEY",
+        default: "socket.io",
+        help: "channel prefix shared with @socket.io/redis-adapter servers (their `key` option)",
+    },
+    Var { name: "NB_BACKEND_REDIS_TIMEOUT", default: "2000", help: "deadline of every Redis call in ms (50..=60000)" },
 ];
 
 /// The `--help` text.
@@ -219,7 +233,35 @@ impl Config {
                 _ => return Err(err(v, "text or json")),
             }
         };
+        let redis = match get("NB_BACKEND_REDIS_URL").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(url) => {
+                if redis::Client::open(url.as_str()).is_err() {
+                    // The URL may hold a password: do not echo it.
+                    return Err(ConfigError {
+                        name: "NB_BACKEND_REDIS_URL",
+                        value: "(hidden)".into(),
+                        expected: "a Redis URL such as redis://127.0.0.1:6379 or redis://:password@host:6379/0".into(),
+                    });
+                }
+                let prefix = value("NB_BACKEND_REDIS_PREFIX");
+                if prefix.0.len() > 64 || prefix.0.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(err(prefix, "at most 64 characters, no spaces"));
+                }
+                let adapter_key = value("NB_BACKEND_REDIS_ADAPTER_KEY");
+                if adapter_key.0.len() > 64 || adapter_key.0.contains('#') {
+                    return Err(err(adapter_key, "at most 64 characters, no #"));
+                }
+                Some(crate::cluster::RedisConfig {
+                    url,
+                    prefix: prefix.0,
+                    adapter_key: adapter_key.0,
+                    timeout: ms("NB_BACKEND_REDIS_TIMEOUT", 50, 60_000)?,
+                })
+            }
+        };
         Ok(Config {
+            redis,
             host,
             port: int("NB_BACKEND_PORT", 0, 65535)? as u16,
             namespace,
@@ -292,6 +334,23 @@ mod tests {
         assert_eq!(c.recovery_window, Duration::from_millis(120000));
         assert_eq!(c.log, "info");
         assert!(!c.log_json);
+        assert!(c.redis.is_none(), "in memory unless NB_BACKEND_REDIS_URL is set");
+    }
+
+    #[test]
+    fn redis_settings() {
+        let c = with(&[("NB_BACKEND_REDIS_URL", "redis://127.0.0.1:6390/2")]).unwrap();
+        let r = c.redis.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.prefix.as_str(), r.adapter_key.as_str()),
+            ("redis://127.0.0.1:6390/2", "eventfeed", "socket.io")
+        );
+        assert_eq!(r.timeout, Duration::from_millis(2000));
+        let e = with(&[("NB_BACKEND_REDIS_URL", "http://x:secret@h")]).unwrap_err();
+        assert_eq!(e.name, "NB_BACKEND_REDIS_URL");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = with(&[("NB_BACKEND_REDIS_URL", "redis://h"), ("NB_BACKEND_REDIS_TIMEOUT", "1")]).unwrap_err();
+        assert_eq!(e.name, "NB_BACKEND_REDIS_TIMEOUT");
     }
 
     #[test]

@@ -13,9 +13,13 @@
 //!   acks both ways, rooms, broadcast of packets encoded once.
 //! - [`feed`]: the event feed of the contract — the sharded per-tenant store,
 //!   auth, the REST API, the `/events` namespace, and the delivery seam.
+//! - [`cluster`]: Redis mode — the event store, broadcast and kept sessions
+//!   shared by several instances, in the wire format of Node's
+//!   `@socket.io/redis-adapter` (off unless `NB_BACKEND_REDIS_URL` is set).
 //! - [`config`]: configuration from the environment, with `--help`.
 //! - [`metrics`]: Prometheus metrics, exported at `/metrics`.
 
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod feed;

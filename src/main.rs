@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use eventfeed::cluster::Cluster;
 use eventfeed::config::{self, Config};
 use eventfeed::engine::EngineConfig;
 use eventfeed::feed::{App, FeedConfig, Tokens};
@@ -92,8 +93,22 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
         tenant_rate_limit: config.tenant_rate_limit,
         max_tenant_connections: config.max_tenant_connections,
         recovery_window: config.recovery_window,
+        cluster: None,
         ..FeedConfig::default()
     };
+    let mut feed_config = feed_config;
+    if let Some(redis) = &config.redis {
+        match Cluster::new(redis.clone(), &config.namespace, config.buffer_size) {
+            Ok(cluster) => {
+                tracing::info!(prefix = %redis.prefix, uid = %cluster.uid(), "redis mode: store and broadcast shared through redis");
+                feed_config.cluster = Some(cluster);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use redis");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let app = App::new(feed_config, tokens, engine_config, SioConfig::default());
     app.spawn_housekeeping(std::time::Duration::from_secs(60));
 

@@ -68,6 +68,25 @@ impl StoredEvent {
         StoredEvent { id, seq, tenant, json }
     }
 
+    /// An event made elsewhere (a shared store), from its JSON. `None` when
+    /// the JSON is not an event, or is one of another tenant than `tenant`.
+    pub fn from_json(tenant: &Arc<str>, json: String) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            id: Uuid,
+            seq: u64,
+            #[serde(borrow)]
+            tenant_id: std::borrow::Cow<'a, str>,
+        }
+        let head: Head<'_> = serde_json::from_str(&json).ok()?;
+        if *head.tenant_id != **tenant {
+            return None;
+        }
+        let (id, seq) = (head.id, head.seq);
+        let json = RawValue::from_string(json).ok()?;
+        Some(StoredEvent { id, seq, tenant: tenant.clone(), json })
+    }
+
     /// The tenant id.
     pub fn tenant_id(&self) -> &str {
         &self.tenant
@@ -76,6 +95,58 @@ impl StoredEvent {
     /// The event as JSON (`{"id":…,"seq":…,"tenant_id":…,"message":…,"timestamp":…,"author":…}`).
     pub fn json(&self) -> &RawValue {
         &self.json
+    }
+}
+
+/// An event ready to be stored by a shared store that assigns its `seq`:
+/// its JSON is `json_head`, the `seq` digits, then `json_tail`.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    /// The new event's id.
+    pub id: Uuid,
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The message.
+    pub message: String,
+    /// The author.
+    pub author: String,
+    /// The timestamp, as the JSON has it.
+    pub timestamp: String,
+    /// The JSON up to the `seq` value.
+    pub json_head: String,
+    /// The JSON after the `seq` value.
+    pub json_tail: String,
+}
+
+impl PreparedEvent {
+    /// Gives `new` an id and a timestamp; the `seq` comes later.
+    pub fn new(new: NewEvent, tenant: Arc<str>) -> Self {
+        let id = Uuid::new_v4();
+        let timestamp = rfc3339_millis(new.timestamp);
+        let wire = Wire {
+            id: &id,
+            seq: 0,
+            tenant_id: &tenant,
+            message: &new.message,
+            timestamp: &timestamp,
+            author: &new.author,
+        };
+        let json = serde_json::to_string(&wire).unwrap_or_default();
+        // `{"id":"<36 chars>","seq":0,…`: the id is a UUID, so the first
+        // `"seq":0` is the field itself.
+        let marker = "\"seq\":0";
+        let (json_head, json_tail) = match json.find(marker) {
+            Some(at) => (json[..at + marker.len() - 1].to_owned(), json[at + marker.len()..].to_owned()),
+            None => (String::new(), String::new()),
+        };
+        PreparedEvent { id, tenant, message: new.message, author: new.author, timestamp, json_head, json_tail }
+    }
+
+    /// The stored event once the store gave it `seq`.
+    pub fn with_seq(&self, seq: u64) -> StoredEvent {
+        let json = format!("{}{seq}{}", self.json_head, self.json_tail);
+        let json = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        StoredEvent { id: self.id, seq, tenant: self.tenant.clone(), json }
     }
 }
 
@@ -150,6 +221,27 @@ mod tests {
         let ts = v["timestamp"].as_str().unwrap();
         assert_eq!(ts.len(), "2026-11-27T08:14:38.123Z".len(), "{ts}");
         assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.');
+    }
+
+    #[test]
+    fn a_prepared_event_gets_its_seq_later_with_the_same_json() {
+        let p = PreparedEvent::new(NewEvent::new("hi \"there\" seq:0".into(), "u".into()), "t".into());
+        let e = p.with_seq(1234);
+        let v: serde_json::Value = serde_json::from_str(e.json().get()).unwrap();
+        assert_eq!(v["seq"], 1234);
+        assert_eq!(v["message"], "hi \"there\" seq:0");
+        assert_eq!(v["id"], p.id.to_string());
+        let back = StoredEvent::from_json(&"t".into(), e.json().get().to_owned()).unwrap();
+        assert_eq!((back.id, back.seq, back.json().get()), (e.id, 1234, e.json().get()));
+        assert!(StoredEvent::from_json(&"other".into(), e.json().get().to_owned()).is_none(), "tenant checked");
+        assert!(StoredEvent::from_json(&"t".into(), "{}".into()).is_none());
+        // Same bytes as an event made in one go.
+        let direct = StoredEvent::new(NewEvent::new("m".into(), "a".into()), 7, "t".into());
+        let v: serde_json::Value = serde_json::from_str(direct.json().get()).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        let p = PreparedEvent::new(NewEvent::new("m".into(), "a".into()), "t".into()).with_seq(7);
+        let w: serde_json::Value = serde_json::from_str(p.json().get()).unwrap();
+        assert_eq!(w.as_object().unwrap().keys().cloned().collect::<Vec<_>>(), keys);
     }
 
     #[test]

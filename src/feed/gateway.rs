@@ -28,7 +28,7 @@ use super::event::{array_json, page_json};
 use super::recovery::Kept;
 use super::store::TenantLog;
 use super::{DEFAULT_LIMIT, Feed, MAX_LIMIT, Principal, SNAPSHOT_LIMIT, tenant_room};
-use crate::sio::{ConnectRejection, DisconnectReason, Event, NamespaceHandler, Socket};
+use crate::sio::{ConnectRejection, DisconnectReason, Event, NamespaceHandler, PendingAuthorization, Socket};
 use eventfeed_protocol::engine::session::CloseReason;
 
 /// The namespace handler of the feed.
@@ -172,8 +172,23 @@ fn send_snapshot(socket: &Socket, log: &TenantLog) -> u64 {
     log.last_seq()
 }
 
-impl NamespaceHandler for Gateway {
-    fn authorize(&self, socket: &Arc<Socket>, auth: Option<&Value>) -> Result<(), ConnectRejection> {
+/// What a CONNECT asks for, once its credentials are checked.
+struct Admission {
+    principal: Principal,
+    token_digest: [u8; 32],
+    /// `auth.pid`, to recover a kept session.
+    pid: Option<String>,
+    /// `auth.offset`.
+    offset: Option<Value>,
+    /// `auth.sinceId`, checked.
+    since: Option<Uuid>,
+    peer: String,
+}
+
+impl Gateway {
+    /// Checks the credentials and the tenant's socket limit, and reads what
+    /// the CONNECT asks for.
+    fn admit(&self, socket: &Arc<Socket>, auth: Option<&Value>) -> Result<Admission, ConnectRejection> {
         let empty = Map::new();
         let auth = auth.and_then(Value::as_object).unwrap_or(&empty);
         let tenant = auth.get("tenantId").and_then(Value::as_str);
@@ -199,18 +214,39 @@ impl NamespaceHandler for Gateway {
                 ),
             });
         }
-        let token_digest = super::auth::token_digest(token.unwrap_or(""));
+        let since = match auth.get("sinceId").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => match v.as_str().and_then(|s| Uuid::try_parse(s).ok()) {
+                Some(id) => Some(id),
+                None => return Err(rejection("bad_request", "sinceId must be an event id (UUID)")),
+            },
+        };
+        let pid = match auth.get("pid") {
+            Some(Value::String(pid)) if self.feed.recovery.enabled() => Some(pid.clone()),
+            _ => None,
+        };
+        Ok(Admission {
+            principal,
+            token_digest: super::auth::token_digest(token.unwrap_or("")),
+            pid,
+            offset: auth.get("offset").cloned(),
+            since,
+            peer,
+        })
+    }
+
+    /// Decides how the socket starts, given the kept session its `pid` named
+    /// (if any was found for these credentials).
+    fn decide(&self, socket: &Arc<Socket>, admission: Admission, kept: Option<Kept>) {
+        let Admission { principal, token_digest, pid, offset, since, peer } = admission;
         let mut start = Start::Snapshot;
-        let recovery = &self.feed.recovery;
-        if recovery.enabled() {
-            let mut pid = None;
-            if let Some(Value::String(old)) = auth.get("pid")
-                && let Some(kept) = recovery.take(old, &principal.tenant, &principal.user, &token_digest)
-            {
-                match self.recovery_point(&kept, auth.get("offset")) {
+        if self.feed.recovery.enabled() {
+            let mut restored = None;
+            if let (Some(pid), Some(kept)) = (pid, kept) {
+                match self.recovery_point(&kept, offset.as_ref()) {
                     Some(after_seq) => {
                         socket.restore_id(&kept.sid);
-                        pid = Some(old.clone());
+                        restored = Some(pid);
                         start = Start::Recover { after_seq };
                         tracing::info!(target: "audit", action = "connect", outcome = "recovered", tenant = %principal.tenant, user = %principal.user, peer, "session recovered");
                     }
@@ -219,19 +255,61 @@ impl NamespaceHandler for Gateway {
                     }
                 }
             }
-            socket.set_pid(pid.unwrap_or_else(crate::engine::new_sid));
+            socket.set_pid(restored.unwrap_or_else(crate::engine::new_sid));
         }
         if start == Start::Snapshot
-            && let Some(since) = auth.get("sinceId").filter(|v| !v.is_null())
+            && let Some(id) = since
         {
-            let id = since.as_str().and_then(|s| Uuid::try_parse(s).ok());
-            let Some(id) = id else {
-                return Err(rejection("bad_request", "sinceId must be an event id (UUID)"));
-            };
             start = Start::Resume(id);
         }
         let _ = socket.set_data(Session { principal, token_digest, start, base_seq: AtomicU64::new(0) });
+    }
+}
+
+/// Runs a handler's work now when it needs no waiting (in-memory mode),
+/// else on its own task (Redis mode).
+fn run_now_or_spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut work = Box::pin(work);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if work.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(work);
+    }
+}
+
+impl NamespaceHandler for Gateway {
+    fn authorize(&self, socket: &Arc<Socket>, auth: Option<&Value>) -> Result<(), ConnectRejection> {
+        let admission = self.admit(socket, auth)?;
+        let kept = admission.pid.as_deref().and_then(|pid| {
+            let who = &admission.principal;
+            self.feed.recovery.take(pid, &who.tenant, &who.user, &admission.token_digest)
+        });
+        self.decide(socket, admission, kept);
         Ok(())
+    }
+
+    fn authorize_async(&self, socket: &Arc<Socket>, auth: Option<&Value>) -> Option<PendingAuthorization> {
+        let cluster = self.feed.cluster()?.clone();
+        let admission = match self.admit(socket, auth) {
+            Ok(a) => a,
+            Err(rejection) => return Some(Box::pin(std::future::ready(Err(rejection)))),
+        };
+        let gateway = Gateway { feed: self.feed.clone() };
+        let socket = socket.clone();
+        Some(Box::pin(async move {
+            let who = &admission.principal;
+            // The snapshot, recovery and replay on connect come from this
+            // instance's copy of the tenant's log: make sure it is there.
+            if let Err(e) = cluster.ensure_tenant(&who.tenant).await {
+                return Err(ConnectRejection { message: "unavailable".into(), data: Some(e.to_value()) });
+            }
+            let kept = match &admission.pid {
+                Some(pid) => cluster.take_session(pid, &who.tenant, &who.user, &admission.token_digest).await,
+                None => Ok(None),
+            };
+            // Redis failing here only costs the recovery: a fresh session.
+            gateway.decide(&socket, admission, kept.unwrap_or(None));
+            Ok(())
+        }))
     }
 
     fn on_connect(&self, socket: &Arc<Socket>) {
@@ -267,28 +345,42 @@ impl NamespaceHandler for Gateway {
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: Event) {
-        let Some(session) = socket.data::<Session>() else { return };
-        let who = &session.principal;
+        if socket.data::<Session>().is_none() {
+            return;
+        }
+        let (feed, socket) = (self.feed.clone(), socket.clone());
         match event.name.as_str() {
-            "replay" => {
-                let result = replay_args(&event.args).map(|(since, limit)| {
-                    let page = self.feed.read(who, since.as_ref(), limit);
-                    raw(page_json(&page.events, page.has_more, page.gap))
-                });
-                answer(socket, event, result, Some("replay_result"));
-            }
-            "post_event" => {
-                let result = post_args(&event.args).and_then(|m| self.feed.post(who, m)).map(|e| {
-                    let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
-                    tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
-                    raw(format!(r#"{{"event":{}}}"#, e.json().get()))
-                });
-                if let Err(e) = &result {
-                    let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
-                    tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
-                }
-                answer(socket, event, result, None);
-            }
+            "replay" => run_now_or_spawn(async move {
+                let Some(session) = socket.data::<Session>() else { return };
+                let result = match replay_args(&event.args) {
+                    Ok((since, limit)) => feed
+                        .read(&session.principal, since.as_ref(), limit)
+                        .await
+                        .map(|page| raw(page_json(&page.events, page.has_more, page.gap))),
+                    Err(e) => Err(e),
+                };
+                answer(&socket, event, result, Some("replay_result"));
+            }),
+            "post_event" => run_now_or_spawn(async move {
+                let Some(session) = socket.data::<Session>() else { return };
+                let who = &session.principal;
+                let result = match post_args(&event.args) {
+                    Ok(message) => feed.post(who, message).await,
+                    Err(e) => Err(e),
+                };
+                let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+                let result = match result {
+                    Ok(e) => {
+                        tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
+                        Ok(raw(format!(r#"{{"event":{}}}"#, e.json().get())))
+                    }
+                    Err(e) => {
+                        tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
+                        Err(e)
+                    }
+                };
+                answer(&socket, event, result, None);
+            }),
             _ => {}
         }
     }
@@ -304,17 +396,24 @@ impl NamespaceHandler for Gateway {
         // meaning to.
         let abnormal = matches!(reason, DisconnectReason::Transport(r) if r.is_abnormal());
         if abnormal && let Some(pid) = socket.pid() {
-            self.feed.recovery.keep(
-                pid.to_owned(),
-                Kept {
-                    sid: socket.id().to_owned(),
-                    tenant: who.tenant.clone(),
-                    user: who.user.clone(),
-                    token_digest: session.token_digest,
-                    rooms: vec![tenant_room(&who.tenant)],
-                    base_seq: session.base_seq.load(Ordering::Relaxed),
-                },
-            );
+            let kept = Kept {
+                sid: socket.id().to_owned(),
+                tenant: who.tenant.clone(),
+                user: who.user.clone(),
+                token_digest: session.token_digest,
+                rooms: vec![tenant_room(&who.tenant)],
+                base_seq: session.base_seq.load(Ordering::Relaxed),
+            };
+            match self.feed.cluster() {
+                None => self.feed.recovery.keep(pid.to_owned(), kept),
+                Some(cluster) => {
+                    // Kept in Redis, so the client can come back on any instance.
+                    let (cluster, pid, window) = (cluster.clone(), pid.to_owned(), self.feed.config.recovery_window);
+                    tokio::spawn(async move {
+                        let _ = cluster.keep_session(&pid, &kept, window).await;
+                    });
+                }
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ pub use error::FeedError;
 pub use event::{NewEvent, StoredEvent};
 pub use store::{EventBus, EventDelivery, Page};
 
+use crate::cluster::Cluster;
 use crate::config::Rate;
 use crate::engine::{Engine, EngineConfig, EngineMetrics};
 use crate::http::Cors;
@@ -77,6 +78,9 @@ pub struct FeedConfig {
     /// Missed events a recovery replays at most (more: a fresh session and a
     /// snapshot); capped at half the engine's per-session queue.
     pub max_recovered_events: usize,
+    /// Redis mode: the store, broadcast and kept sessions shared by several
+    /// instances (`None`: everything in this process).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Default for FeedConfig {
@@ -93,6 +97,7 @@ impl Default for FeedConfig {
             recovery_window: Duration::ZERO,
             max_kept_sessions: 100_000,
             max_recovered_events: 512,
+            cluster: None,
         }
     }
 }
@@ -128,16 +133,41 @@ impl Feed {
 
     /// Creates an event: checks the role, the rate limits and the message,
     /// then stores and delivers it. A refused write creates nothing.
-    pub fn post(&self, who: &Principal, message: &str) -> Result<Arc<StoredEvent>, FeedError> {
+    ///
+    /// In-memory mode this completes without waiting; in Redis mode it waits
+    /// for Redis (bounded by its timeout; `unavailable` when Redis does not
+    /// answer — the event may then exist or not).
+    pub async fn post(&self, who: &Principal, message: &str) -> Result<Arc<StoredEvent>, FeedError> {
         who.require_writer()?;
         if let Err((scope, e)) = self.limits.check(who) {
             self.metrics.rate_limited.get_or_create(&vec![("scope", scope.as_str())]).inc();
             return Err(e);
         }
         event::validate_message(message)?;
-        let event = self.bus.append(&who.tenant, NewEvent::new(message.to_owned(), who.user.clone()));
+        let new = NewEvent::new(message.to_owned(), who.user.clone());
+        let event = match &self.config.cluster {
+            None => self.bus.append(&who.tenant, new),
+            Some(cluster) => cluster.append(&who.tenant, new).await?,
+        };
         self.metrics.events_created.inc();
         Ok(event)
+    }
+
+    /// The cluster, in Redis mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.config.cluster.as_ref()
+    }
+
+    /// Whether the feed can take writes: not shutting down, and Redis (when
+    /// configured) reachable.
+    pub fn is_ready(&self) -> Result<(), &'static str> {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down");
+        }
+        match &self.config.cluster {
+            Some(c) if !c.is_ready() => Err("redis unavailable"),
+            _ => Ok(()),
+        }
     }
 
     /// Counts a failed authentication on `channel` (`rest` or `socket`).
@@ -145,17 +175,24 @@ impl Feed {
         self.metrics.auth_failures.get_or_create(&vec![("channel", channel)]).inc();
     }
 
-    /// Reads events: the latest `limit`, or those after `since`.
-    pub fn read(&self, who: &Principal, since: Option<&Uuid>, limit: usize) -> Page {
-        match since {
-            Some(id) => self.bus.after(&who.tenant, id, limit),
-            None => self.bus.latest(&who.tenant, limit),
+    /// Reads events: the latest `limit`, or those after `since` (from the
+    /// shared store in Redis mode, so any instance answers alike).
+    pub async fn read(&self, who: &Principal, since: Option<&Uuid>, limit: usize) -> Result<Page, FeedError> {
+        match (&self.config.cluster, since) {
+            (None, Some(id)) => Ok(self.bus.after(&who.tenant, id, limit)),
+            (None, None) => Ok(self.bus.latest(&who.tenant, limit)),
+            (Some(c), Some(id)) => c.after(&who.tenant, id, limit).await,
+            (Some(c), None) => c.latest(&who.tenant, limit).await,
         }
     }
 
     /// One event of the caller's tenant.
-    pub fn get(&self, who: &Principal, id: &Uuid) -> Result<Arc<StoredEvent>, FeedError> {
-        self.bus.get(&who.tenant, id).ok_or(FeedError::NotFound("no such event in this tenant's buffer"))
+    pub async fn get(&self, who: &Principal, id: &Uuid) -> Result<Arc<StoredEvent>, FeedError> {
+        let found = match &self.config.cluster {
+            None => self.bus.get(&who.tenant, id),
+            Some(c) => c.get(&who.tenant, id).await?,
+        };
+        found.ok_or(FeedError::NotFound("no such event in this tenant's buffer"))
     }
 }
 
@@ -232,6 +269,9 @@ impl App {
         });
         let namespace = Namespace::new(config.namespace.clone(), gateway::Gateway::new(feed.clone()));
         delivery.attach(namespace.clone());
+        if let Some(cluster) = &config.cluster {
+            cluster.start(feed.clone(), namespace.clone(), feed.shutdown.clone());
+        }
         let engine =
             Engine::with_metrics(engine_config, SocketIo::new(sio_config, [namespace.clone()]), engine_metrics);
         // Metric labels are static; the namespace name is set once per process.

@@ -77,7 +77,7 @@ async fn route(rest: &Rest, req: Request<Incoming>, peer: SocketAddr) -> Result<
     }
     match path {
         "/api/events" | "/api/events/" => match method {
-            Method::GET => list(feed, &req, peer),
+            Method::GET => list(feed, &req, peer).await,
             Method::POST => create(feed, req, peer).await,
             _ => Err(FeedError::MethodNotAllowed { allow: "GET, POST" }),
         },
@@ -86,10 +86,12 @@ async fn route(rest: &Rest, req: Request<Incoming>, peer: SocketAddr) -> Result<
             _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
         },
         "/readyz" => match method {
-            Method::GET | Method::HEAD if feed.shutdown.is_cancelled() => {
-                Ok(h::json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(br#"{"status":"shutting down"}"#)))
-            }
-            Method::GET | Method::HEAD => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))),
+            Method::GET | Method::HEAD => match feed.is_ready() {
+                Ok(()) => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))),
+                Err(why) => {
+                    Ok(h::json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(format!(r#"{{"status":"{why}"}}"#))))
+                }
+            },
             _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
         },
         "/metrics" => match method {
@@ -101,7 +103,7 @@ async fn route(rest: &Rest, req: Request<Incoming>, peer: SocketAddr) -> Result<
         },
         _ => match path.strip_prefix("/api/events/") {
             Some(id) if !id.contains('/') => match method {
-                Method::GET => get_one(feed, &req, id, peer),
+                Method::GET => get_one(feed, &req, id, peer).await,
                 _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
             },
             _ => Err(FeedError::NotFound("no such route")),
@@ -154,17 +156,22 @@ fn list_query(query: &str) -> Result<(Option<Uuid>, usize), FeedError> {
     Ok((since, limit))
 }
 
-fn list(feed: &Feed, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+async fn list(feed: &Feed, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
     let who = principal(feed, req.headers(), peer)?;
     let (since, limit) = list_query(req.uri().query().unwrap_or(""))?;
-    let page = feed.read(&who, since.as_ref(), limit);
+    let page = feed.read(&who, since.as_ref(), limit).await?;
     Ok(json_ok(StatusCode::OK, page_json(&page.events, page.has_more, page.gap)))
 }
 
-fn get_one(feed: &Feed, req: &Request<Incoming>, id: &str, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+async fn get_one(
+    feed: &Feed,
+    req: &Request<Incoming>,
+    id: &str,
+    peer: SocketAddr,
+) -> Result<Response<Body>, FeedError> {
     let who = principal(feed, req.headers(), peer)?;
     let id = Uuid::try_parse(id).map_err(|_| FeedError::bad_request("the event id must be a UUID"))?;
-    let event = feed.get(&who, &id)?;
+    let event = feed.get(&who, &id).await?;
     Ok(json_ok(StatusCode::OK, event.json().get().to_owned()))
 }
 
@@ -210,7 +217,7 @@ async fn create(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result
         Some(_) => return Err(FeedError::bad_request("message must be a string")),
         None => return Err(FeedError::bad_request("message is required")),
     };
-    let event = feed.post(&who, message).inspect_err(|e| {
+    let event = feed.post(&who, message).await.inspect_err(|e| {
         tracing::info!(target: "audit", action = "create_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = %peer, "event refused");
     })?;
     tracing::info!(target: "audit", action = "create_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %event.id, peer = %peer, "event created");

@@ -140,18 +140,63 @@ impl TenantLog {
     }
 
     fn append(&mut self, new: NewEvent, capacity: usize) -> Arc<StoredEvent> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let event = Arc::new(StoredEvent::new(new, seq, self.tenant.clone()));
+        let event = Arc::new(StoredEvent::new(new, self.next_seq, self.tenant.clone()));
+        self.push(event.clone(), capacity);
+        event
+    }
+
+    /// Adds the event with the next `seq`, evicting the oldest beyond `capacity`.
+    fn push(&mut self, event: Arc<StoredEvent>, capacity: usize) {
+        self.next_seq = event.seq + 1;
         if self.events.len() >= capacity
             && let Some(evicted) = self.events.pop_front()
         {
             self.index.remove(&evicted.id);
         }
-        self.index.insert(event.id, seq);
-        self.events.push_back(event.clone());
-        event
+        self.index.insert(event.id, event.seq);
+        self.events.push_back(event);
     }
+
+    /// Places an event made elsewhere (a shared store) into this copy of the
+    /// log: appended only when it is the next `seq`.
+    fn apply(&mut self, event: &Arc<StoredEvent>, capacity: usize) -> Applied {
+        if event.seq < self.next_seq {
+            Applied::Duplicate
+        } else if event.seq > self.next_seq {
+            Applied::Gap { last_seq: self.last_seq() }
+        } else {
+            self.push(event.clone(), capacity);
+            Applied::Appended
+        }
+    }
+
+    /// Replaces the whole log with `events` (consecutive `seq`s, oldest
+    /// first) ending at `last_seq`.
+    fn replace(&mut self, events: Vec<Arc<StoredEvent>>, last_seq: u64, capacity: usize) {
+        self.events.clear();
+        self.index.clear();
+        let skip = events.len().saturating_sub(capacity);
+        for event in events.into_iter().skip(skip) {
+            self.index.insert(event.id, event.seq);
+            self.events.push_back(event);
+        }
+        self.next_seq = last_seq + 1;
+    }
+}
+
+/// What [`EventBus::apply`] did with an event made elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It was the next one: stored and delivered.
+    Appended,
+    /// It was already there (its `seq` is not newer): ignored.
+    Duplicate,
+    /// Events between `last_seq` and it are missing: nothing was done; the
+    /// caller fetches the missing ones first.
+    Gap {
+        /// The newest `seq` this copy has.
+        last_seq: u64,
+    },
 }
 
 /// One shard: tenant → that tenant's log (with its own lock).
@@ -219,6 +264,31 @@ impl EventBus {
         let event = log.append(new, self.capacity);
         self.delivery.deliver(&event);
         event
+    }
+
+    /// Applies an event made by a shared store (another instance, say) to
+    /// this copy of the tenant's log, delivering it when it is the next one —
+    /// under the tenant's lock, like [`append`](Self::append).
+    pub fn apply(&self, event: &Arc<StoredEvent>) -> Applied {
+        let log = self.log_or_create(event.tenant_id());
+        let mut log = lock(&log);
+        let applied = log.apply(event, self.capacity);
+        if applied == Applied::Appended {
+            self.delivery.deliver(event);
+        }
+        applied
+    }
+
+    /// Replaces this copy of the tenant's log with `events` ending at
+    /// `last_seq`, delivering nothing (a copy loaded from a shared store).
+    pub fn replace(&self, tenant: &str, events: Vec<Arc<StoredEvent>>, last_seq: u64) {
+        let log = self.log_or_create(tenant);
+        lock(&log).replace(events, last_seq, self.capacity);
+    }
+
+    /// The `seq` of the tenant's newest event, if its log exists here.
+    pub fn last_seq(&self, tenant: &str) -> Option<u64> {
+        self.log(tenant).map(|l| lock(&l).last_seq())
     }
 
     /// Runs `f` on the tenant's log under its lock, so nothing is appended
@@ -369,6 +439,30 @@ mod tests {
             assert_eq!(seqs(&log.after_seq(5, 10).unwrap()), Vec::<u64>::new());
         });
         b.with_log("empty", |log| assert_eq!(seqs(&log.after_seq(0, 10).unwrap()), Vec::<u64>::new()));
+    }
+
+    #[test]
+    fn a_copy_applies_in_order_and_reports_gaps_and_duplicates() {
+        let origin = bus(3);
+        let made: Vec<_> = (1..=5).map(|i| post(&origin, "a", &i.to_string())).collect();
+        let rec = Arc::new(Recorder::default());
+        let copy = EventBus::new(3, rec.clone());
+        copy.replace("a", made[..2].to_vec(), 2);
+        assert_eq!(copy.apply(&made[1]), Applied::Duplicate);
+        assert_eq!(copy.apply(&made[3]), Applied::Gap { last_seq: 2 });
+        assert_eq!(copy.apply(&made[2]), Applied::Appended);
+        assert_eq!(copy.apply(&made[3]), Applied::Appended);
+        assert_eq!(copy.apply(&made[4]), Applied::Appended);
+        assert_eq!(seqs(&copy.latest("a", 10)), vec![3, 4, 5], "capacity holds");
+        assert!(copy.get("a", &made[0].id).is_none(), "evicted ids leave the index");
+        assert_eq!(copy.after("a", &made[2].id, 10).events.len(), 2);
+        let delivered: Vec<u64> = rec.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
+        assert_eq!(delivered, vec![3, 4, 5], "only appended events are delivered");
+        // A longer history than the capacity keeps the newest.
+        copy.replace("b", made.clone(), 5);
+        assert_eq!(seqs(&copy.latest("b", 10)), vec![3, 4, 5]);
+        assert_eq!(copy.last_seq("b"), Some(5));
+        assert_eq!(copy.last_seq("nobody"), None);
     }
 
     #[test]

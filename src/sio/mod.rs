@@ -28,7 +28,9 @@ use eventfeed_protocol::socket::{Decoder, Packet, PacketType};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 
-pub use namespace::{BroadcastOp, BroadcastStats, ConnectRejection, DisconnectReason, Namespace, NamespaceHandler};
+pub use namespace::{
+    BroadcastOp, BroadcastStats, ConnectRejection, DisconnectReason, Namespace, NamespaceHandler, PendingAuthorization,
+};
 pub use socket::{AckError, AckReply, AckSender, Event, Socket};
 
 use crate::engine::{self, Conn, Message};
@@ -250,30 +252,57 @@ impl SocketIo {
             self.config.max_pending_acks,
             self.config.metrics.ack_limit_rejections.clone(),
         ));
-        if let Err(rejection) = namespace.handler().authorize(&socket, packet.data.as_ref()) {
-            let _ = conn.send_packet(&Packet::connect_error(nsp, &rejection.message, rejection.data).encode());
+        if let Some(pending) = namespace.handler().authorize_async(&socket, packet.data.as_ref()) {
+            let (namespace, conn, client) = (namespace.clone(), conn.clone(), client.clone());
+            tokio::spawn(async move {
+                let decision = pending.await;
+                finish_connect(&namespace, &conn, &client, socket, decision);
+            });
             return;
         }
-        {
-            let mut inner = client.lock();
-            if inner.namespaces.connected(nsp).is_err() {
-                return;
-            }
-            inner.sockets.insert(nsp.to_owned(), socket.clone());
+        let decision = namespace.handler().authorize(&socket, packet.data.as_ref());
+        finish_connect(namespace, conn, client, socket, decision);
+    }
+}
+
+/// Answers a CONNECT once it is decided: CONNECT_ERROR, or the socket joins
+/// the namespace, the client gets its `sid` (and `pid`), and the handler's
+/// `on_connect` runs.
+fn finish_connect(
+    namespace: &Arc<Namespace>,
+    conn: &Arc<Conn>,
+    client: &Arc<Client>,
+    socket: Arc<Socket>,
+    decision: Result<(), ConnectRejection>,
+) {
+    let nsp = namespace.name();
+    if let Err(rejection) = decision {
+        let _ = conn.send_packet(&Packet::connect_error(nsp, &rejection.message, rejection.data).encode());
+        return;
+    }
+    if conn.is_closed() {
+        // Decided after the session ended (an asynchronous authorization).
+        return;
+    }
+    {
+        let mut inner = client.lock();
+        if inner.namespaces.connected(nsp).is_err() {
+            return;
         }
-        let id = socket.id_arc();
-        socket.set_connected(true);
-        namespace.add(&socket);
-        let mut answer = Map::new();
-        answer.insert("sid".to_owned(), Value::String(id.to_string()));
-        if let Some(pid) = socket.pid() {
-            answer.insert("pid".to_owned(), Value::String(pid.to_owned()));
-        }
-        let _ = conn.send_packet(&Packet::connect(nsp, Some(Value::Object(answer))).encode());
-        namespace.handler().on_connect(&socket);
-        if conn.is_closed() {
-            // The session died meanwhile; on_close may have run before the insert.
-            client.remove_socket(&socket, DisconnectReason::Transport(CloseReason::TransportClose));
-        }
+        inner.sockets.insert(nsp.to_owned(), socket.clone());
+    }
+    let id = socket.id_arc();
+    socket.set_connected(true);
+    namespace.add(&socket);
+    let mut answer = Map::new();
+    answer.insert("sid".to_owned(), Value::String(id.to_string()));
+    if let Some(pid) = socket.pid() {
+        answer.insert("pid".to_owned(), Value::String(pid.to_owned()));
+    }
+    let _ = conn.send_packet(&Packet::connect(nsp, Some(Value::Object(answer))).encode());
+    namespace.handler().on_connect(&socket);
+    if conn.is_closed() {
+        // The session died meanwhile; on_close may have run before the insert.
+        client.remove_socket(&socket, DisconnectReason::Transport(CloseReason::TransportClose));
     }
 }

@@ -62,6 +62,16 @@ pub trait NamespaceHandler: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Decides on a CONNECT asynchronously, when the decision needs I/O (a
+    /// shared store, say). `Some` replaces [`authorize`](Self::authorize) for
+    /// this CONNECT: the session stays usable meanwhile, and the client is
+    /// answered when the future resolves. The future must be bounded in time
+    /// (the session's connect timeout still applies). `None` (the default)
+    /// means "decide synchronously".
+    fn authorize_async(&self, _socket: &Arc<Socket>, _auth: Option<&Value>) -> Option<PendingAuthorization> {
+        None
+    }
+
     /// The socket is connected (the client has been sent its `sid`).
     fn on_connect(&self, _socket: &Arc<Socket>) {}
 
@@ -71,6 +81,10 @@ pub trait NamespaceHandler: Send + Sync + 'static {
     /// The socket left the namespace.
     fn on_disconnect(&self, _socket: &Arc<Socket>, _reason: DisconnectReason) {}
 }
+
+/// An authorization decided later (see [`NamespaceHandler::authorize_async`]).
+pub type PendingAuthorization =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConnectRejection>> + Send + 'static>>;
 
 const ROOM_SHARDS: usize = 16;
 
@@ -184,6 +198,29 @@ impl Namespace {
                 shard.remove(room);
             }
         }
+    }
+
+    /// The sockets in any of `rooms` (every socket when `rooms` is empty),
+    /// minus those in any of `except`.
+    pub fn sockets_in(&self, rooms: &[&str], except: &[&str]) -> Vec<Arc<Socket>> {
+        let mut out: Vec<Arc<Socket>> = Vec::new();
+        if rooms.is_empty() {
+            out.extend(lock(&self.sockets).values().cloned());
+        } else {
+            let mut seen: HashSet<Arc<str>> = HashSet::new();
+            for room in rooms {
+                if let Some(members) = self.room_shard(room).get(*room) {
+                    out.extend(members.values().filter(|s| seen.insert(s.id_arc())).cloned());
+                }
+            }
+        }
+        out.retain(|s| !s.in_any(except));
+        out
+    }
+
+    /// The names of the rooms that have members.
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.iter().flat_map(|shard| lock(shard).keys().map(|r| r.to_string()).collect::<Vec<_>>()).collect()
     }
 
     /// Queues `packet` to every socket `op` selects. The packet is encoded

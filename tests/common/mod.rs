@@ -97,3 +97,37 @@ pub fn assert_node_ok(out: &Output) {
     eprintln!("{stderr}");
     assert!(out.status.success(), "node run failed:\n{stdout}\n{stderr}");
 }
+
+/// Runs `node <script> <args>` from tests/node with extra environment
+/// variables and returns its output. Installs the pinned packages with
+/// `npm ci` first if any dependency of package.json is missing from
+/// node_modules (an install made before a dependency was added).
+pub async fn node_with_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    ensure_node_modules();
+    {
+        let _guard = NPM.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = node_dir();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("package.json")).unwrap()).unwrap();
+        let missing = manifest["dependencies"].as_object().is_some_and(|deps| {
+            deps.keys().any(|name| !dir.join("node_modules").join(name).join("package.json").exists())
+        });
+        if missing {
+            let status = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm is needed for the Node tests (Node.js 20 with npm)");
+            assert!(status.success(), "npm ci failed in {}", dir.display());
+        }
+    }
+    tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(node_dir())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node is needed for the Node tests")
+}

@@ -1,0 +1,504 @@
+//! The one task that owns this instance's subscription: it keeps the copies
+//! of the tenants' logs current, in `seq` order, and delivers.
+//!
+//! Everything that changes a copy goes through this task, one message at a
+//! time, so there is no race between a live event, a load and a fetch:
+//!
+//! - a tenant gets a copy when a socket of it first connects here
+//!   ([`Control::Load`]); live events arriving while it loads wait in a
+//!   bounded `pending` map and are applied after it;
+//! - a live event with the next `seq` is applied (stored and delivered under
+//!   the tenant's lock); an older one is a duplicate and dropped; a newer one
+//!   means a hole: it waits while the missing events are fetched from the
+//!   store, then everything is applied in order;
+//! - when the subscription drops, every copy is marked stale; once it is back,
+//!   each copy fetches what it missed. A copy that cannot be completed (the
+//!   missed events were evicted, or Redis lost its history) is reloaded and
+//!   the tenant's sockets here are closed, so their clients come back through
+//!   recovery or a snapshot rather than with a silent gap.
+//!
+//! Broadcasts from Node servers (or the emitter) are re-encoded once and
+//! queued to the local sockets they select; requests on the adapter's request
+//! channel are answered (see [`super::adapter`] for which).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::adapter::{self, Broadcast};
+use super::{Cluster, LogRead};
+use crate::feed::store::Applied;
+use crate::feed::{Feed, FeedError, StoredEvent, tenant_room};
+use crate::sio::{BroadcastOp, Namespace};
+use eventfeed_protocol::engine::session::CloseReason;
+use eventfeed_protocol::socket::Packet;
+
+/// Requests to the sync task.
+#[derive(Debug)]
+pub enum Control {
+    /// Make sure a copy of the tenant's log is here (a socket is connecting).
+    Load {
+        /// The tenant.
+        tenant: Arc<str>,
+        /// Answered once the copy is current (or cannot be made).
+        reply: oneshot::Sender<Result<(), FeedError>>,
+    },
+    /// The subscription of this generation stopped answering pings.
+    SubscriptionLost {
+        /// Which subscription.
+        generation: u64,
+    },
+}
+
+/// Live events of one tenant kept while its copy is loading or being
+/// completed; beyond this the copy is fetched again instead.
+fn max_pending(capacity: usize) -> usize {
+    capacity.saturating_mul(2).max(64)
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const PING_EVERY: Duration = Duration::from_secs(1);
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct TenantSync {
+    /// The copy exists (loaded once).
+    loaded: bool,
+    /// A fetch (load or completion) is in flight.
+    fetching: bool,
+    /// Fetch again when the current one is done (or when Redis is back).
+    needs_fetch: bool,
+    /// The next fetch reloads the whole copy and closes the tenant's sockets
+    /// (their history could not be completed).
+    reset: bool,
+    /// Live events waiting for the copy to catch up, by `seq`.
+    pending: BTreeMap<u64, Arc<StoredEvent>>,
+    /// Connecting sockets waiting for the first load.
+    waiters: Vec<oneshot::Sender<Result<(), FeedError>>>,
+}
+
+enum FetchKind {
+    Load,
+    After(u64),
+}
+
+struct Fetched {
+    tenant: Arc<str>,
+    kind: FetchKind,
+    result: Result<LogRead, FeedError>,
+}
+
+type FetchFuture = Pin<Box<dyn Future<Output = Fetched> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = redis::RedisResult<(PubSubSink, PubSubStream)>> + Send>>;
+
+struct SyncTask {
+    cluster: Arc<Cluster>,
+    feed: Arc<Feed>,
+    namespace: Arc<Namespace>,
+    tenants: HashMap<Arc<str>, TenantSync>,
+    fetches: FuturesUnordered<FetchFuture>,
+    subscribed: bool,
+}
+
+impl Cluster {
+    /// Starts this instance's tasks: the subscription (and delivery) and the
+    /// health ping. Runs until `shutdown`.
+    pub fn start(self: &Arc<Self>, feed: Arc<Feed>, namespace: Arc<Namespace>, shutdown: CancellationToken) {
+        let rx = self.control_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(rx) = rx else { return };
+        let task = SyncTask {
+            cluster: self.clone(),
+            feed,
+            namespace,
+            tenants: HashMap::new(),
+            fetches: FuturesUnordered::new(),
+            subscribed: false,
+        };
+        tokio::spawn(task.run(rx, shutdown.clone()));
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PING_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let was = cluster.commands_up.load(Ordering::Relaxed);
+                        let up = cluster.ping().await;
+                        if was != up {
+                            if up { tracing::info!("redis reachable"); } else { tracing::warn!("redis unreachable"); }
+                        }
+                    }
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    async fn subscribe(self: Arc<Self>) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.psubscribe(self.channels.pattern()).await?;
+        pubsub
+            .subscribe(&[
+                self.channels.request.as_str(),
+                self.channels.response.as_str(),
+                self.channels.specific_response.as_str(),
+            ])
+            .await?;
+        Ok(pubsub.split())
+    }
+}
+
+async fn next_message(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connected(connecting: &mut Option<Connecting>) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+    match connecting {
+        Some(c) => c.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl SyncTask {
+    async fn run(mut self, mut control: tokio::sync::mpsc::Receiver<Control>, shutdown: CancellationToken) {
+        let mut stream: Option<PubSubStream> = None;
+        let mut connecting: Option<Connecting> = Some(Box::pin(self.cluster.clone().subscribe()));
+        let mut retry_at: Option<Instant> = None;
+        let mut backoff = MIN_BACKOFF;
+        let mut generation = 0u64;
+        let mut retry = tokio::time::interval(RETRY_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(request) = control.recv() => match request {
+                    Control::Load { tenant, reply } => self.load(tenant, reply),
+                    Control::SubscriptionLost { generation: g } if g == generation && stream.is_some() => {
+                        tracing::warn!("redis subscription stopped answering; reconnecting");
+                        stream = None;
+                        self.lost();
+                        retry_at = Some(Instant::now() + backoff);
+                    }
+                    Control::SubscriptionLost { .. } => {}
+                },
+                Some(fetched) = self.fetches.next(), if !self.fetches.is_empty() => self.fetched(fetched),
+                result = connected(&mut connecting) => {
+                    connecting = None;
+                    match result {
+                        Ok((sink, s)) => {
+                            generation += 1;
+                            backoff = MIN_BACKOFF;
+                            stream = Some(s);
+                            self.subscribed = true;
+                            self.cluster.subscribed.store(true, Ordering::Relaxed);
+                            tokio::spawn(watch(sink, self.cluster.clone(), generation, shutdown.clone()));
+                            tracing::info!(uid = %self.cluster.uid, "redis subscription established");
+                            self.catch_up();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to redis");
+                            retry_at = Some(Instant::now() + backoff);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                }
+                _ = wait_until(retry_at) => {
+                    retry_at = None;
+                    connecting = Some(Box::pin(self.cluster.clone().subscribe()));
+                }
+                message = next_message(&mut stream) => match message {
+                    Some(message) => self.message(&message),
+                    None => {
+                        tracing::warn!("redis subscription closed; reconnecting");
+                        stream = None;
+                        self.lost();
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                },
+                _ = retry.tick() => {
+                    if self.subscribed {
+                        self.catch_up_flagged();
+                    }
+                }
+            }
+        }
+        self.cluster.subscribed.store(false, Ordering::Relaxed);
+    }
+
+    fn load(&mut self, tenant: Arc<str>, reply: oneshot::Sender<Result<(), FeedError>>) {
+        if let Some(t) = self.tenants.get_mut(&tenant) {
+            if t.loaded {
+                // A copy that may be catching up is still a gapless prefix:
+                // a snapshot from it is followed by what it fetches.
+                let _ = reply.send(Ok(()));
+            } else {
+                t.waiters.push(reply);
+            }
+            return;
+        }
+        if !self.subscribed {
+            let _ = reply.send(Err(FeedError::Unavailable { retry_after: 1 }));
+            return;
+        }
+        let mut t = TenantSync::default();
+        t.waiters.push(reply);
+        self.tenants.insert(tenant.clone(), t);
+        self.fetch(&tenant);
+    }
+
+    /// Starts a fetch for the tenant (or flags one if one is in flight).
+    fn fetch(&mut self, tenant: &Arc<str>) {
+        let Some(t) = self.tenants.get_mut(tenant) else { return };
+        if t.fetching {
+            t.needs_fetch = true;
+            return;
+        }
+        if !self.subscribed {
+            t.needs_fetch = true;
+            return;
+        }
+        t.fetching = true;
+        t.needs_fetch = false;
+        let kind = match self.feed.bus.last_seq(tenant) {
+            Some(last) if t.loaded && !t.reset => FetchKind::After(last),
+            _ => FetchKind::Load,
+        };
+        let cluster = self.cluster.clone();
+        let tenant = tenant.clone();
+        let capacity = cluster.capacity;
+        self.fetches.push(Box::pin(async move {
+            let result = match kind {
+                FetchKind::Load => cluster.read_log(&tenant, "latest", "", capacity).await,
+                FetchKind::After(seq) => cluster.read_log(&tenant, "after_seq", &seq.to_string(), capacity).await,
+            };
+            Fetched { tenant, kind, result }
+        }));
+    }
+
+    fn fetched(&mut self, fetched: Fetched) {
+        let Fetched { tenant, kind, result } = fetched;
+        let Some(t) = self.tenants.get_mut(&tenant) else { return };
+        t.fetching = false;
+        let read = match result {
+            Ok(read) => read,
+            Err(e) => {
+                if t.loaded {
+                    // Try again later (the retry tick, or the next subscription).
+                    t.needs_fetch = true;
+                } else {
+                    for waiter in t.waiters.drain(..) {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                    self.tenants.remove(&tenant);
+                }
+                return;
+            }
+        };
+        match kind {
+            FetchKind::Load => {
+                let reset = std::mem::take(&mut t.reset);
+                self.feed.bus.replace(&tenant, read.events, read.last_seq);
+                t.loaded = true;
+                for waiter in t.waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+                if reset {
+                    self.close_tenant_sockets(&tenant);
+                }
+            }
+            FetchKind::After(_) if read.status != 0 => {
+                tracing::warn!(tenant = %tenant, status = read.status, "missed events are no longer in the store; reloading and closing this tenant's sockets so they recover or resnapshot");
+                t.reset = true;
+                t.pending.clear();
+                self.fetch(&tenant);
+                return;
+            }
+            FetchKind::After(_) => {
+                for event in &read.events {
+                    if let Applied::Gap { .. } = self.feed.bus.apply(event) {
+                        // The fetch raced a trim; fetch again.
+                        t.needs_fetch = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.drain_pending(&tenant);
+    }
+
+    /// Applies the waiting live events that now follow the copy.
+    fn drain_pending(&mut self, tenant: &Arc<str>) {
+        let Some(t) = self.tenants.get_mut(tenant) else { return };
+        while let Some(entry) = t.pending.first_entry() {
+            match self.feed.bus.apply(entry.get()) {
+                Applied::Appended | Applied::Duplicate => {
+                    entry.remove();
+                }
+                Applied::Gap { .. } => {
+                    t.needs_fetch = true;
+                    break;
+                }
+            }
+        }
+        if t.needs_fetch {
+            self.fetch(tenant);
+        }
+    }
+
+    fn lost(&mut self) {
+        self.subscribed = false;
+        self.cluster.subscribed.store(false, Ordering::Relaxed);
+        for t in self.tenants.values_mut() {
+            t.needs_fetch = true;
+        }
+    }
+
+    /// After (re)subscribing: every copy fetches what it may have missed.
+    fn catch_up(&mut self) {
+        let tenants: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
+        for tenant in tenants {
+            if let Some(t) = self.tenants.get_mut(&tenant) {
+                t.needs_fetch = true;
+            }
+            self.fetch(&tenant);
+        }
+    }
+
+    fn catch_up_flagged(&mut self) {
+        let flagged: Vec<Arc<str>> =
+            self.tenants.iter().filter(|(_, t)| t.needs_fetch && !t.fetching).map(|(k, _)| k.clone()).collect();
+        for tenant in flagged {
+            self.fetch(&tenant);
+        }
+    }
+
+    fn close_tenant_sockets(&self, tenant: &str) {
+        let sockets = self.namespace.sockets_in(&[&tenant_room(tenant)], &[]);
+        for socket in sockets {
+            socket.conn().close(CloseReason::ForcedClose);
+        }
+    }
+
+    fn message(&mut self, message: &redis::Msg) {
+        let channel = message.get_channel_name();
+        let payload = message.get_payload_bytes();
+        let channels = &self.cluster.channels;
+        if channel == channels.request {
+            self.request(payload);
+        } else if channel.starts_with(channels.broadcast_prefix.as_str()) {
+            match adapter::decode_broadcast(payload) {
+                Ok(b) if b.uid == self.cluster.uid => {}
+                Ok(b) if b.uid == adapter::STORE_UID => self.stored_event(&b),
+                Ok(b) => self.broadcast(&b),
+                Err(e) => tracing::debug!(error = %e, channel, "ignoring a malformed adapter message"),
+            }
+        }
+        // Responses: this server sends no requests.
+    }
+
+    fn stored_event(&mut self, b: &Broadcast) {
+        let Some((_, fields)) = adapter::event_from_broadcast(b) else {
+            tracing::debug!("ignoring a malformed stored event");
+            return;
+        };
+        let Some(tenant) = fields.get("tenant_id").and_then(|t| t.as_str()) else { return };
+        let tenant: Arc<str> = tenant.into();
+        let Ok(event) = serde_json::to_string(fields) else { return };
+        // Only a tenant's own room carries its events.
+        if b.rooms.len() != 1 || b.rooms[0] != tenant_room(&tenant) {
+            return;
+        }
+        let Some(event) = StoredEvent::from_json(&tenant, event) else { return };
+        let event = Arc::new(event);
+        let limit = max_pending(self.cluster.capacity);
+        let Some(t) = self.tenants.get_mut(&tenant) else { return };
+        if !t.loaded || t.fetching || !t.pending.is_empty() {
+            if t.pending.len() >= limit {
+                // Bound hit: forget the waiting events; the next fetch
+                // brings them from the store.
+                t.pending.clear();
+                t.needs_fetch = true;
+            } else {
+                t.pending.insert(event.seq, event);
+            }
+            return;
+        }
+        if let Applied::Gap { .. } = self.feed.bus.apply(&event) {
+            t.pending.insert(event.seq, event);
+            self.fetch(&tenant);
+        }
+    }
+
+    /// A broadcast of a Node server or the emitter, to the local sockets it selects.
+    fn broadcast(&self, b: &Broadcast) {
+        if b.nsp != self.namespace.name() {
+            return;
+        }
+        let serde_json::Value::Array(data) = &b.data else { return };
+        let Some(name) = data.first().and_then(|n| n.as_str()) else { return };
+        let packet = Packet::event(&b.nsp, name, data[1..].to_vec(), None, b.attachments.clone()).encode();
+        let rooms: Vec<&str> = b.rooms.iter().map(String::as_str).collect();
+        let except: Vec<&str> = b.except.iter().map(String::as_str).collect();
+        let op = BroadcastOp { rooms: &rooms, except_rooms: &except, except_socket: None };
+        let stats = self.namespace.broadcast(&op, &packet);
+        self.feed.metrics.deliveries.inc_by(stats.delivered as u64);
+        self.feed.metrics.delivery_failures.inc_by(stats.failed as u64);
+    }
+
+    fn request(&self, payload: &[u8]) {
+        let (uid, request) = match adapter::decode_request(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "ignoring a malformed adapter request");
+                return;
+            }
+        };
+        if uid.as_deref() == Some(self.cluster.uid.as_str()) {
+            return;
+        }
+        let response = super::requests::answer(&self.namespace, &self.cluster.channels, request);
+        if let Some((channel, body)) = response {
+            let cluster = self.cluster.clone();
+            tokio::spawn(async move {
+                let _ = cluster.publish(&channel, body).await;
+            });
+        }
+    }
+}
+
+/// Pings through the subscription's connection; a missing answer means the
+/// subscription is dead even if the socket is open.
+async fn watch(mut sink: PubSubSink, cluster: Arc<Cluster>, generation: u64, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PING_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let ok = matches!(tokio::time::timeout(cluster.config.timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_)));
+        if !ok {
+            let _ = cluster.control.send(Control::SubscriptionLost { generation }).await;
+            return;
+        }
+    }
+}
