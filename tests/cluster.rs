@@ -1,0 +1,336 @@
+//! Redis mode with two `eventfeed` instances on one Redis (raw protocol
+//! clients): events posted on either instance over REST and over sockets reach
+//! every client of the tenant on both, exactly once and in `seq` order; reads
+//! answer alike on both; Redis down gives `unavailable` (REST 503 with
+//! `Retry-After`, socket error, `/readyz` 503) and delivery resumes by itself;
+//! Redis killed and restarted under load loses no acknowledged event and
+//! leaves no client with a hole.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+#[path = "common/feed.rs"]
+mod feed;
+#[path = "common/raw.rs"]
+mod raw;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cluster::{Instance, RedisServer};
+use feed::{A, B, FeedClient, Who, assert_feed_error, connect_packet, list_events, parse_event, post_event};
+use raw::Eio;
+use serde_json::Value;
+
+const NO_LIMITS: &[(&str, &str)] = &[
+    ("NB_BACKEND_RATE_LIMIT", "off"),
+    ("NB_BACKEND_TENANT_RATE_LIMIT", "off"),
+    ("NB_BACKEND_REDIS_TIMEOUT", "500"),
+    ("NB_BACKEND_LOG", "warn,eventfeed=info"),
+];
+
+/// Redis and two instances on it, ready.
+async fn cluster() -> (RedisServer, Instance, Instance) {
+    tokio::task::spawn_blocking(|| {
+        let redis = RedisServer::start();
+        let a = Instance::start(Some(&redis.url()), NO_LIMITS);
+        let b = Instance::start(Some(&redis.url()), NO_LIMITS);
+        a.wait_ready(Duration::from_secs(10));
+        b.wait_ready(Duration::from_secs(10));
+        (redis, a, b)
+    })
+    .await
+    .unwrap()
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+/// Waits (bounded) until `/readyz` of `addr` answers `status`.
+async fn readyz_becomes(addr: SocketAddr, status: u16) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let res = raw::request(addr, "GET", "/readyz", &[], b"").await;
+        if res.status == status {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "/readyz stayed {} ({})", res.status, res.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_both_instances_reach_every_client_once_in_seq_order() {
+    let (_redis, a, b) = cluster().await;
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for _ in 0..3 {
+        on_a.push(FeedClient::connect(a.addr(), A).await);
+        on_b.push(FeedClient::connect(b.addr(), A).await);
+    }
+    let mut other_a = FeedClient::connect(a.addr(), B).await;
+    let mut other_b = FeedClient::connect(b.addr(), B).await;
+    let mut socket_writer = FeedClient::connect(b.addr(), A).await;
+
+    // REST writers on both instances at once, and socket writes on B.
+    const REST_EACH: usize = 60;
+    const SOCKET: usize = 20;
+    let writers: Vec<_> = [a.addr(), b.addr()]
+        .into_iter()
+        .map(|addr| {
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..REST_EACH {
+                    let res = post_event(addr, A, &format!("rest {addr} {i}")).await;
+                    assert_eq!(res.status, 201, "{res:?}");
+                    ids.push(res.json()["id"].as_str().unwrap().to_owned());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written: HashSet<String> = HashSet::new();
+    for i in 0..SOCKET {
+        let ack = socket_writer.post(i as u64 + 1, &format!("socket {i}")).await;
+        written.insert(ack["event"]["id"].as_str().unwrap_or_else(|| panic!("{ack}")).to_owned());
+    }
+    for w in writers {
+        written.extend(w.await.unwrap());
+    }
+    let total = 2 * REST_EACH + SOCKET;
+    assert_eq!(written.len(), total);
+
+    for (i, client) in on_a.iter_mut().chain(on_b.iter_mut()).chain([&mut socket_writer]).enumerate() {
+        let got = client.events(total).await;
+        assert_eq!(seqs(&got), (1..=total as u64).collect::<Vec<_>>(), "client {i}: every seq once, in order");
+        let ids: HashSet<String> = got.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids, written, "client {i}: exactly the events written");
+        assert!(got.iter().all(|e| e["tenant_id"] == "company_a"));
+    }
+    // Nothing of company_a reached company_b: the first event they see is theirs.
+    let mine = post_event(a.addr(), B, "b's own").await.json();
+    for client in [&mut other_a, &mut other_b] {
+        let got = client.events(1).await;
+        assert_eq!(got[0]["id"], mine["id"], "company_b saw {}", got[0]);
+        assert_eq!(got[0]["seq"], 1);
+    }
+    // A client connecting now gets the same snapshot on either instance.
+    let late_a = FeedClient::connect(a.addr(), A).await;
+    let late_b = FeedClient::connect(b.addr(), A).await;
+    assert_eq!(late_a.snapshot.len(), 100);
+    assert_eq!(late_a.snapshot, late_b.snapshot);
+    assert_eq!(seqs(&late_a.snapshot), ((total as u64 - 99)..=total as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_alike_on_every_instance() {
+    let (_redis, a, b) = cluster().await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let res = post_event(a.addr(), A, &format!("m{i}")).await;
+        assert_eq!(res.status, 201);
+        assert_eq!(
+            res.header("location"),
+            Some(format!("/api/events/{}", res.json()["id"].as_str().unwrap()).as_str())
+        );
+        created.push(res.json());
+    }
+    let id = created[1]["id"].as_str().unwrap();
+    // Get by id on B: the very same JSON.
+    let [t, k] = feed::auth_headers(A);
+    let got = raw::request(b.addr(), "GET", &format!("/api/events/{id}"), &[t, k], b"").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json(), created[1]);
+    // Another tenant: 404, as if it did not exist.
+    let [t, k] = feed::auth_headers(B);
+    let other = raw::request(b.addr(), "GET", &format!("/api/events/{id}"), &[t, k], b"").await;
+    assert_feed_error(&other, 404, "not_found");
+    // sinceId and paging on B.
+    let page = list_events(b.addr(), A, &format!("sinceId={id}&limit=2")).await.json();
+    assert_eq!(seqs(page["events"].as_array().unwrap()), vec![3, 4]);
+    assert_eq!((page["hasMore"].as_bool(), page["gap"].as_bool()), (Some(true), Some(false)));
+    let unknown = list_events(b.addr(), A, &format!("sinceId={}", uuid_like())).await.json();
+    assert_eq!(
+        (seqs(unknown["events"].as_array().unwrap()), unknown["gap"].as_bool()),
+        (vec![1, 2, 3, 4, 5], Some(true))
+    );
+    let latest_a = list_events(a.addr(), A, "limit=3").await.json();
+    let latest_b = list_events(b.addr(), A, "limit=3").await.json();
+    assert_eq!(latest_a, latest_b);
+    assert_eq!(seqs(latest_a["events"].as_array().unwrap()), vec![3, 4, 5]);
+    // A replay over a socket on B, and a connect with sinceId on B.
+    let mut client = FeedClient::connect(b.addr(), A).await;
+    client.send(&format!(r#"42/events,7["replay",{{"sinceId":"{id}","limit":10}}]"#)).await;
+    let answer = client.ack(7).await;
+    assert_eq!(seqs(answer["events"].as_array().unwrap()), vec![3, 4, 5]);
+    let (mut ws, _) = Eio::new(b.addr(), "/socket.io/").ws_open().await;
+    raw::send_text(
+        &mut ws,
+        &format!(r#"40/events,{{"tenantId":"company_a","token":"token_admin_a","sinceId":"{id}"}}"#),
+    )
+    .await;
+    let mut replay = None;
+    while replay.is_none() {
+        let frame = feed::next_frame(&mut ws).await.unwrap();
+        if let Some((name, args)) = parse_event(&frame) {
+            assert_ne!(name, "snapshot", "sinceId replaces the snapshot");
+            if name == "replay_result" {
+                replay = Some(args[0].clone());
+            }
+        }
+    }
+    let replay = replay.unwrap();
+    assert_eq!((seqs(replay["events"].as_array().unwrap()), replay["gap"].as_bool()), (vec![3, 4, 5], Some(false)));
+}
+
+fn uuid_like() -> &'static str {
+    "00000000-0000-4000-8000-000000000000"
+}
+
+/// CONNECTs `who` on a fresh websocket session and returns the answer frame.
+async fn connect_answer(addr: SocketAddr, who: Who) -> String {
+    let (mut ws, _) = Eio::new(addr, "/socket.io/").ws_open().await;
+    raw::send_text(&mut ws, &connect_packet(who)).await;
+    feed::next_frame(&mut ws).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_answers_unavailable_and_delivery_resumes_by_itself() {
+    let (redis, a, b) = cluster().await;
+    let mut client_a = FeedClient::connect(a.addr(), A).await;
+    let mut client_b = FeedClient::connect(b.addr(), A).await;
+    let first = post_event(b.addr(), A, "before").await.json();
+    assert_eq!(client_a.events(1).await[0]["id"], first["id"]);
+    assert_eq!(client_b.events(1).await[0]["id"], first["id"]);
+
+    let redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.kill();
+        redis
+    })
+    .await
+    .unwrap();
+    readyz_becomes(a.addr(), 503).await;
+    readyz_becomes(b.addr(), 503).await;
+    let res = raw::request(a.addr(), "GET", "/readyz", &[], b"").await;
+    assert_eq!(res.json()["status"], "redis unavailable");
+
+    let res = post_event(a.addr(), A, "while down").await;
+    assert_feed_error(&res, 503, "unavailable");
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert_feed_error(&list_events(b.addr(), A, "").await, 503, "unavailable");
+    let ack = client_b.post(1, "while down, over the socket").await;
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+    // A tenant this instance has a copy of still connects (its snapshot is a
+    // gapless prefix); one it has never seen cannot until Redis is back.
+    let late = FeedClient::connect(a.addr(), A).await;
+    assert_eq!(seqs(&late.snapshot), vec![1]);
+    let refused = connect_answer(a.addr(), B).await;
+    assert!(refused.starts_with("44/events,"), "{refused}");
+    assert!(refused.contains("unavailable"), "{refused}");
+    feed::assert_serving(a.addr()).await;
+
+    let redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    readyz_becomes(a.addr(), 200).await;
+    readyz_becomes(b.addr(), 200).await;
+    let after = post_event(a.addr(), A, "after").await;
+    assert_eq!(after.status, 201, "{after:?}");
+    assert_eq!(after.json()["seq"], 2, "the history survived the restart (AOF)");
+    for client in [&mut client_a, &mut client_b] {
+        let got = client.events(1).await;
+        assert_eq!(got[0]["id"], after.json()["id"], "delivery resumed: {}", got[0]);
+    }
+    let connected = connect_answer(a.addr(), B).await;
+    assert!(connected.starts_with("40/events,"), "{connected}");
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_loses_no_acknowledged_event_and_leaves_no_hole() {
+    let (redis, a, b) = cluster().await;
+    let mut clients = Vec::new();
+    for addr in [a.addr(), b.addr()] {
+        for _ in 0..2 {
+            clients.push(FeedClient::connect(addr, A).await);
+        }
+    }
+    // Writers alternate between the instances until told to stop.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writers: Vec<_> = [a.addr(), b.addr()]
+        .into_iter()
+        .map(|addr| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut acked, mut refused) = (Vec::new(), 0usize);
+                let mut i = 0;
+                while !stop.is_cancelled() {
+                    let res = post_event(addr, A, &format!("load {i}")).await;
+                    match res.status {
+                        201 => acked.push(res.json()),
+                        503 => refused += 1,
+                        other => panic!("unexpected {other}: {res:?}"),
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (acked, refused)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.kill();
+        redis
+    })
+    .await
+    .unwrap();
+    readyz_becomes(a.addr(), 503).await;
+    let redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    readyz_becomes(a.addr(), 200).await;
+    readyz_becomes(b.addr(), 200).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for w in writers {
+        let (ok, no) = w.await.unwrap();
+        acked.extend(ok);
+        refused += no;
+    }
+    assert!(refused > 0, "some writes were refused while Redis was down");
+    let last = acked.iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap();
+    // Every acknowledged event is in the store; seqs have no holes.
+    let stored = list_events(a.addr(), A, "limit=1000").await.json();
+    let stored = stored["events"].as_array().unwrap().clone();
+    assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>(), "no hole in the store");
+    let stored_ids: HashSet<&str> = stored.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    for e in &acked {
+        assert!(stored_ids.contains(e["id"].as_str().unwrap()), "acknowledged event lost: {e}");
+    }
+    // Every client got every stored event once, in order (the copies caught up).
+    let total = stored.len();
+    assert!(total as u64 >= last);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let got = client.events(total).await;
+        assert_eq!(seqs(&got), (1..=total as u64).collect::<Vec<_>>(), "client {i}");
+        assert_eq!(got, stored, "client {i}: the same events as the store");
+    }
+    drop(redis);
+}
