@@ -25,11 +25,12 @@ LOADGEN_CPU="${LOADGEN_CPU:-1}" # the core the load generator runs on
 NODE="${NODE:-node}"
 
 STANDARD_CASES=(fanout_200 fanout_max connect_10k rest)
-ALL_CASES=("${STANDARD_CASES[@]}" big)
+CLUSTER_CASES=(cluster_200 cluster_max)
+ALL_CASES=("${STANDARD_CASES[@]}" big "${CLUSTER_CASES[@]}")
 
 usage() {
   cat <<EOF
-usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--no-build]
+usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--cluster] [--no-build]
                     [--servers eventfeed,baseline] [--out DIR]
        bench/run.sh --report DIR
 
@@ -37,6 +38,8 @@ usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--no-build
   --case NAME    run only this case (repeatable): ${ALL_CASES[*]}
   --repeats N    repeats per case and server (default 3; 1 with --quick)
   --big          add the 'big' case: 100,000 idle clients held, eventfeed only
+  --cluster      add the two-instance cases (cluster_200, cluster_max): receivers on
+                 instance A, publishers on instance B, one redis-server; beside one instance
   --no-build     use the binaries and node_modules already built
   --servers S    comma-separated subset of eventfeed,baseline (default both)
   --out DIR      results directory (default bench/results/<timestamp>)
@@ -49,6 +52,7 @@ QUICK=0
 REPEATS=""
 CASES=()
 BIG=0
+CLUSTER=0
 BUILD=1
 SERVERS="eventfeed,baseline"
 OUT=""
@@ -59,6 +63,7 @@ while [[ $# -gt 0 ]]; do
     --case) CASES+=("${2:?--case needs a name}"); shift ;;
     --repeats) REPEATS="${2:?--repeats needs a number}"; shift ;;
     --big) BIG=1 ;;
+    --cluster) CLUSTER=1 ;;
     --no-build) BUILD=0 ;;
     --servers) SERVERS="${2:?--servers needs a list}"; shift ;;
     --out) OUT="${2:?--out needs a directory}"; shift ;;
@@ -176,7 +181,7 @@ def fmt(x):
         return f"{x:,.0f}"
     return f"{x:.3g}"
 
-servers = ["eventfeed", "baseline"]
+servers = ["eventfeed", "baseline", "cluster"]
 order = []
 for r in runs:
     if r["case"] not in order:
@@ -226,12 +231,16 @@ for case in order:
         + (f", {p['failed']} with failed checks" if p["failed"] else "")
         for s, p in per.items()))
     lines.append("")
-    lines.append("| figure | eventfeed | baseline | eventfeed / baseline | target |")
+    # The cluster cases compare two instances on one Redis (publish on B,
+    # receive on A) with one instance; the others eventfeed with the baseline.
+    left, right = ("cluster", "eventfeed") if case.startswith("cluster_") else ("eventfeed", "baseline")
+    heads = {"cluster": "2 instances + Redis", "eventfeed": "eventfeed" if left == "eventfeed" else "1 instance", "baseline": "baseline"}
+    lines.append(f"| figure | {heads[left]} | {heads[right]} | {heads[left]} / {heads[right]} | target |")
     lines.append("| --- | ---: | ---: | ---: | --- |")
     ratios = {}
     for key, label, _lower in keys:
-        ef = per.get("eventfeed", {}).get("median", {}).get(key)
-        bl = per.get("baseline", {}).get("median", {}).get(key)
+        ef = per.get(left, {}).get("median", {}).get(key)
+        bl = per.get(right, {}).get("median", {}).get(key)
         ratio = ef / bl if ef is not None and bl not in (None, 0) else None
         ratios[key] = ratio
         t = TARGETS.get((case, key))
@@ -252,7 +261,7 @@ for case in order:
         lines.append(f"| {label} | {fmt(ef)} | {fmt(bl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict} |")
     summary[case]["ratio"] = ratios
     lines.append("")
-lines.append("Medians of the runs; ratio = eventfeed median / baseline median. "
+lines.append("Medians of the runs; ratio = the left column's median / the right column's median. "
              "Server CPU per unit of work comes from /proc/PID/stat (utime+stime) over the measured window.")
 text = "\n".join(lines)
 with open(os.path.join(out, "summary.md"), "w") as f:
@@ -276,6 +285,7 @@ fi
 if [[ ${#CASES[@]} -eq 0 ]]; then
   CASES=("${STANDARD_CASES[@]}")
   [[ $BIG == 1 ]] && CASES+=(big)
+  [[ $CLUSTER == 1 ]] && CASES+=("${CLUSTER_CASES[@]}")
 elif [[ $BIG == 1 ]] && [[ " ${CASES[*]} " != *" big "* ]]; then
   CASES+=(big)
 fi
@@ -296,6 +306,8 @@ case_args() {
       connect_10k) echo "connect --clients 500 --rate 500 --hold 1" ;;
       rest) echo "rest --connections 8 --duration 2 --limit 50" ;;
       big) echo "connect --clients 2000 --rate 1000 --hold 1 --source-ips 2" ;;
+      cluster_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1" ;;
+      cluster_max) echo "fanout --tenants 4 --clients 10 --rate max --duration 2 --publish mixed --drain 1" ;;
     esac
   else
     case "$1" in
@@ -304,6 +316,8 @@ case_args() {
       connect_10k) echo "connect --clients 10000 --rate 1000 --hold 5" ;;
       rest) echo "rest --connections 64 --duration 10 --limit 50" ;;
       big) echo "connect --clients 100000 --rate 2000 --hold 10 --source-ips 8" ;;
+      cluster_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest" ;;
+      cluster_max) echo "fanout --tenants 10 --clients 50 --rate max --duration 10 --publish mixed" ;;
     esac
   fi
 }
@@ -311,6 +325,12 @@ case_args() {
 # case_servers CASE: which servers run it.
 case_servers() {
   local s
+  if [[ $1 == cluster_* ]]; then
+    # One instance, then two instances on one Redis: side by side.
+    echo eventfeed
+    echo cluster
+    return
+  fi
   for s in "${SERVER_LIST[@]}"; do
     if [[ $1 == big && $s != eventfeed ]]; then continue; fi
     echo "$s"
@@ -347,6 +367,9 @@ NCPU=$(nproc)
 taskset -c "$SERVER_CPU" true 2>/dev/null || die "cannot pin to core $SERVER_CPU (set SERVER_CPU)"
 taskset -c "$LOADGEN_CPU" true 2>/dev/null || die "cannot pin to core $LOADGEN_CPU (set LOADGEN_CPU)"
 command -v python3 >/dev/null || die "python3 is needed to aggregate the results"
+if [[ " ${CASES[*]} " == *" cluster_"* ]]; then
+  command -v redis-server >/dev/null || die "the cluster cases need redis-server: apt-get install redis-server"
+fi
 
 # ---------------------------------------------------------------- build
 
@@ -381,31 +404,72 @@ mkdir -p "$OUT"
 
 SERVER_PID=""
 LOADGEN_PID=""
+EXTRA_PIDS=()   # the cluster case's instance B and redis-server
+PUBLISH_ARGS=() # the cluster case's --publish-url
 
 cleanup() {
   if [[ -n $LOADGEN_PID ]]; then
     kill -TERM "$LOADGEN_PID" 2>/dev/null || true # timeout(1) passes it on to the generator
     wait "$LOADGEN_PID" 2>/dev/null || true
   fi
-  if [[ -n $SERVER_PID ]]; then stop_server; fi
+  if [[ -n $SERVER_PID || ${#EXTRA_PIDS[@]} -gt 0 ]]; then stop_server; fi
 }
 trap cleanup EXIT
 trap 'echo "run.sh: interrupted" >&2; exit 130' INT TERM
 
-# start_server KIND LOGFILE: starts it fresh on a free port, pinned; sets SERVER_PID and PORT.
+# start_eventfeed LOGFILE [ENV...]: an eventfeed instance on a free port, pinned; sets SERVER_PID.
+start_eventfeed() {
+  local logf=$1
+  shift
+  env NB_BACKEND_HOST=127.0.0.1 NB_BACKEND_PORT=0 NB_BACKEND_TOKENS_FILE="$TOKENS" \
+    NB_BACKEND_RATE_LIMIT=off NB_BACKEND_TENANT_RATE_LIMIT=off NB_BACKEND_MAX_QUEUE=4096 \
+    NB_BACKEND_MAX_CONNECTIONS=1000000 NB_BACKEND_MAX_TENANT_CONNECTIONS=1000000 \
+    NB_BACKEND_LOG="warn,eventfeed=info" NO_COLOR=1 "$@" \
+    taskset -c "$SERVER_CPU" "$EVENTFEED_BIN" >"$logf" 2>&1 &
+  SERVER_PID=$!
+}
+
+# start_server KIND LOGFILE: starts it fresh on a free port, pinned; sets SERVER_PID and PORT
+# (for "cluster": redis-server, instance B for the publishers, then instance A for the
+# receivers, all on the server core; SERVER_PID and PORT are A's).
 start_server() {
   local kind=$1 logf=$2
+  PUBLISH_ARGS=()
+  if [[ $kind == cluster ]]; then
+    local rport
+    rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # In memory (no AOF): the figures are the servers', not the disk's.
+    taskset -c "$SERVER_CPU" redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+      --protected-mode no >"$logf.redis" 2>&1 &
+    EXTRA_PIDS+=($!)
+    local deadline=$((SECONDS + 10))
+    until redis-cli -p "$rport" ping >/dev/null 2>&1 || python3 -c "import socket; socket.create_connection(('127.0.0.1',$rport),0.2)" 2>/dev/null; do
+      (( SECONDS < deadline )) || die "redis-server did not start (log: $logf.redis)"
+      sleep 0.05
+    done
+    start_eventfeed "$logf.b" NB_BACKEND_REDIS_URL="redis://127.0.0.1:$rport"
+    wait_listening "$logf.b" "cluster instance B"
+    EXTRA_PIDS+=("$SERVER_PID")
+    PUBLISH_ARGS=(--publish-url "http://127.0.0.1:$PORT")
+    start_eventfeed "$logf" NB_BACKEND_REDIS_URL="redis://127.0.0.1:$rport"
+    wait_listening "$logf" "cluster instance A"
+    return
+  fi
   if [[ $kind == eventfeed ]]; then
-    env NB_BACKEND_HOST=127.0.0.1 NB_BACKEND_PORT=0 NB_BACKEND_TOKENS_FILE="$TOKENS" \
-      NB_BACKEND_RATE_LIMIT=off NB_BACKEND_TENANT_RATE_LIMIT=off NB_BACKEND_MAX_QUEUE=4096 \
-      NB_BACKEND_MAX_CONNECTIONS=1000000 NB_BACKEND_MAX_TENANT_CONNECTIONS=1000000 \
-      NB_BACKEND_LOG="warn,eventfeed=info" NO_COLOR=1 \
-      taskset -c "$SERVER_CPU" "$EVENTFEED_BIN" >"$logf" 2>&1 &
+    start_eventfeed "$logf"
+    wait_listening "$logf" "$kind"
+    return
   else
     env NB_BACKEND_HOST=127.0.0.1 NB_BACKEND_PORT=0 NB_BACKEND_TOKENS_FILE="$TOKENS" \
       taskset -c "$SERVER_CPU" "$NODE" "$BASELINE_DIR/server.mjs" >"$logf" 2>&1 &
   fi
   SERVER_PID=$!
+  wait_listening "$logf" "$kind"
+}
+
+# wait_listening LOGFILE KIND: waits (bounded) for SERVER_PID's listening line; sets PORT.
+wait_listening() {
+  local logf=$1 kind=$2
   PORT=""
   local deadline=$((SECONDS + 30)) line
   while [[ -z $PORT ]]; do
@@ -416,7 +480,7 @@ start_server() {
       die "$kind exited before listening (log: $logf)"
     fi
     (( SECONDS < deadline )) || die "$kind did not print its listening line within 30 s (log: $logf)"
-    line=$(sed 's/\x1b\[[0-9;]*m//g' "$logf" | grep -m1 'listening' || true)
+    line=$(sed 's/\x1b\[[0-9;]*m//g' "$logf" 2>/dev/null | grep -m1 'listening' || true)
     if [[ -n $line ]]; then
       PORT=$(sed -nE 's/.*listening.*[^0-9]([0-9]{1,3}(\.[0-9]{1,3}){3}):([0-9]+).*/\3/p' <<<"$line")
       [[ -n $PORT ]] || die "$kind: no port in its listening line: $line"
@@ -426,10 +490,17 @@ start_server() {
   done
 }
 
-# stop_server: SIGTERM, up to 15 s to exit, then SIGKILL.
+# stop_server: SIGTERM, up to 15 s to exit, then SIGKILL (the cluster's other processes too).
 stop_server() {
-  local pid=$SERVER_PID
+  local pid=$SERVER_PID extra
   SERVER_PID=""
+  for extra in "${EXTRA_PIDS[@]}"; do
+    kill -TERM "$extra" 2>/dev/null || true
+  done
+  for extra in "${EXTRA_PIDS[@]}"; do
+    wait "$extra" 2>/dev/null || true
+  done
+  EXTRA_PIDS=()
   [[ -n $pid ]] || return 0
   kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + 15))
@@ -455,7 +526,7 @@ for c in "${CASES[@]}"; do
       rc=0
       # In the background and waited for, so an interrupt is handled at once.
       taskset -c "$LOADGEN_CPU" timeout --kill-after=10 "$BOUND" \
-        "$LOADGEN_BIN" "${ARGS[@]}" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --json \
+        "$LOADGEN_BIN" "${ARGS[@]}" "${PUBLISH_ARGS[@]}" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --json \
         >"$OUT/$base.out" 2>"$OUT/$base.err" &
       LOADGEN_PID=$!
       wait "$LOADGEN_PID" || rc=$?

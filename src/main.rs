@@ -131,6 +131,11 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
         ..ServerConfig::default()
     };
     let drained = server::serve(listener, app.router(), server_config, shutdown).await;
+    if let Some(cluster) = app.feed.cluster()
+        && !cluster.finish_writes(std::time::Duration::from_secs(2)).await
+    {
+        tracing::warn!("some sessions kept for recovery were not written to redis before exit");
+    }
     tracing::info!(drained, "eventfeed stopped");
     ExitCode::SUCCESS
 }

@@ -136,6 +136,37 @@ impl Metrics {
         }
     }
 
+    /// Registers the metrics of Redis mode.
+    pub fn register_cluster(&mut self, cluster: &crate::cluster::ClusterMetrics) {
+        self.registry.register(
+            "redis_up",
+            "1 while Redis answers and the subscription is up",
+            cluster.redis_up.clone(),
+        );
+        let counters = [
+            ("redis_errors", "Redis calls that failed or timed out", &cluster.redis_errors),
+            (
+                "cluster_missed_events_fetched",
+                "Events fetched from the store to fill a hole in a tenant's copy",
+                &cluster.missed_events_fetched,
+            ),
+            (
+                "cluster_resets",
+                "Tenant copies reloaded because their hole could not be filled (sockets closed)",
+                &cluster.resets,
+            ),
+            (
+                "adapter_broadcasts_received",
+                "Broadcasts received from other socket.io servers",
+                &cluster.remote_broadcasts,
+            ),
+            ("adapter_requests_answered", "Requests of other socket.io servers answered", &cluster.requests_answered),
+        ];
+        for (name, help, counter) in counters {
+            self.registry.register(name, help, counter.clone());
+        }
+    }
+
     /// Counts one refusal by `limit`.
     pub fn reject(&self, limit: &'static str) {
         self.limit_rejections.get_or_create(&vec![("limit", limit)]).inc();

@@ -252,6 +252,16 @@ async fn redis_down_answers_unavailable_and_delivery_resumes_by_itself() {
     }
     let connected = connect_answer(a.addr(), B).await;
     assert!(connected.starts_with("40/events,"), "{connected}");
+    // The outage is in the metrics.
+    let metrics = raw::request(a.addr(), "GET", "/metrics", &[], b"").await;
+    let text = metrics.text();
+    let errors = text
+        .lines()
+        .find_map(|l| l.strip_prefix("eventfeed_redis_errors_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no redis_errors metric:\n{text}"));
+    assert!(errors >= 1.0, "{text}");
+    assert!(text.contains("# TYPE eventfeed_redis_up gauge"), "{text}");
     drop(redis);
 }
 

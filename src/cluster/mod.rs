@@ -41,6 +41,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value as RValue};
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +53,23 @@ use crate::feed::recovery::Kept;
 use crate::feed::{FeedError, NewEvent, Page, StoredEvent, tenant_room};
 
 pub use sync::Control;
+
+/// The counters of Redis mode (registered by [`Metrics::register_cluster`](crate::metrics::Metrics::register_cluster)).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    /// 1 while Redis answers and the subscription is up.
+    pub redis_up: Gauge,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: Counter,
+    /// Events fetched from the store to fill holes.
+    pub missed_events_fetched: Counter,
+    /// Tenant copies reloaded (their sockets closed) because a hole could not be filled.
+    pub resets: Counter,
+    /// Broadcasts of other servers received.
+    pub remote_broadcasts: Counter,
+    /// Requests of other servers answered.
+    pub requests_answered: Counter,
+}
 
 /// Settings of Redis mode.
 #[derive(Debug, Clone)]
@@ -176,6 +195,10 @@ pub struct Cluster {
     subscribed: AtomicBool,
     control: mpsc::Sender<Control>,
     control_rx: std::sync::Mutex<Option<mpsc::Receiver<Control>>>,
+    /// Writes that must land before the process exits (kept sessions).
+    writes: tokio_util::task::TaskTracker,
+    /// Counters.
+    pub metrics: ClusterMetrics,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -223,6 +246,8 @@ impl Cluster {
             subscribed: AtomicBool::new(false),
             control,
             control_rx: std::sync::Mutex::new(Some(rx)),
+            writes: tokio_util::task::TaskTracker::new(),
+            metrics: ClusterMetrics::default(),
             config,
         }))
     }
@@ -254,12 +279,14 @@ impl Cluster {
                 Ok(v)
             }
             Ok(Err(e)) => {
+                self.metrics.redis_errors.inc();
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
                     self.commands_up.store(false, Ordering::Relaxed);
                 }
                 Err(unavailable(e))
             }
             Err(_) => {
+                self.metrics.redis_errors.inc();
                 self.commands_up.store(false, Ordering::Relaxed);
                 Err(unavailable("timed out"))
             }
@@ -377,6 +404,22 @@ impl Cluster {
             .ignore();
         let mut conn = self.conn.clone();
         self.call(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Keeps a session in the background ([`keep_session`](Self::keep_session));
+    /// [`finish_writes`](Self::finish_writes) waits for it at shutdown.
+    pub fn spawn_keep_session(self: &Arc<Self>, pid: String, kept: Kept, window: Duration) {
+        let cluster = self.clone();
+        self.writes.spawn(async move {
+            let _ = cluster.keep_session(&pid, &kept, window).await;
+        });
+    }
+
+    /// Waits (at most `within`) for the background writes, e.g. the sessions
+    /// kept when the server shut down, so clients can recover elsewhere.
+    pub async fn finish_writes(&self, within: Duration) -> bool {
+        self.writes.close();
+        tokio::time::timeout(within, self.writes.wait()).await.is_ok()
     }
 
     /// Takes the session kept under `pid` if these credentials opened it.

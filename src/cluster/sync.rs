@@ -134,6 +134,7 @@ impl Cluster {
                     _ = tick.tick() => {
                         let was = cluster.commands_up.load(Ordering::Relaxed);
                         let up = cluster.ping().await;
+                        cluster.metrics.redis_up.set(i64::from(up && cluster.is_ready()));
                         if was != up {
                             if up { tracing::info!("redis reachable"); } else { tracing::warn!("redis unreachable"); }
                         }
@@ -330,12 +331,17 @@ impl SyncTask {
                 tracing::warn!(tenant = %tenant, status = read.status, "missed events are no longer in the store; reloading and closing this tenant's sockets so they recover or resnapshot");
                 t.reset = true;
                 t.pending.clear();
+                self.cluster.metrics.resets.inc();
                 self.fetch(&tenant);
                 return;
             }
             FetchKind::After(_) => {
                 for event in &read.events {
-                    if let Applied::Gap { .. } = self.feed.bus.apply(event) {
+                    let applied = self.feed.bus.apply(event);
+                    if applied == Applied::Appended {
+                        self.cluster.metrics.missed_events_fetched.inc();
+                    }
+                    if let Applied::Gap { .. } = applied {
                         // The fetch raced a trim; fetch again.
                         t.needs_fetch = true;
                         break;
@@ -460,6 +466,7 @@ impl SyncTask {
         let rooms: Vec<&str> = b.rooms.iter().map(String::as_str).collect();
         let except: Vec<&str> = b.except.iter().map(String::as_str).collect();
         let op = BroadcastOp { rooms: &rooms, except_rooms: &except, except_socket: None };
+        self.cluster.metrics.remote_broadcasts.inc();
         let stats = self.namespace.broadcast(&op, &packet);
         self.feed.metrics.deliveries.inc_by(stats.delivered as u64);
         self.feed.metrics.delivery_failures.inc_by(stats.failed as u64);
@@ -478,6 +485,7 @@ impl SyncTask {
         }
         let response = super::requests::answer(&self.namespace, &self.cluster.channels, request);
         if let Some((channel, body)) = response {
+            self.cluster.metrics.requests_answered.inc();
             let cluster = self.cluster.clone();
             tokio::spawn(async move {
                 let _ = cluster.publish(&channel, body).await;

@@ -406,13 +406,8 @@ impl NamespaceHandler for Gateway {
             };
             match self.feed.cluster() {
                 None => self.feed.recovery.keep(pid.to_owned(), kept),
-                Some(cluster) => {
-                    // Kept in Redis, so the client can come back on any instance.
-                    let (cluster, pid, window) = (cluster.clone(), pid.to_owned(), self.feed.config.recovery_window);
-                    tokio::spawn(async move {
-                        let _ = cluster.keep_session(&pid, &kept, window).await;
-                    });
-                }
+                // Kept in Redis, so the client can come back on any instance.
+                Some(cluster) => cluster.spawn_keep_session(pid.to_owned(), kept, self.feed.config.recovery_window),
             }
         }
     }

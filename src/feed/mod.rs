@@ -251,6 +251,9 @@ impl App {
         let engine_metrics = EngineMetrics::default();
         let mut metrics = Metrics::new();
         metrics.register_runtime(&engine_metrics, &sio_config.metrics);
+        if let Some(cluster) = &config.cluster {
+            metrics.register_cluster(&cluster.metrics);
+        }
         let metrics = Arc::new(metrics);
         let recovery = recovery::Recovery::new(config.recovery_window, config.max_kept_sessions);
         let delivery = Arc::new(SocketDelivery {

@@ -96,6 +96,10 @@ pub struct FanoutArgs {
     /// Bind clients to K source addresses 127.0.1.1 … (see `connect`).
     #[arg(long)]
     pub source_ips: Option<u32>,
+    /// Publish to this server instead of `--url` (another instance of a
+    /// cluster: measures cross-instance delivery). Receivers stay on `--url`.
+    #[arg(long)]
+    pub publish_url: Option<String>,
 }
 
 /// What every receiver shares.
@@ -236,6 +240,14 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     let target = Arc::new(Target::resolve(&c.url).await?);
     let sources = SourceIps::choose(args.source_ips, receivers, &target)?;
     let cfg = Arc::new(c.client_config(&target));
+    let (pub_target, pub_cfg) = match &args.publish_url {
+        Some(url) => {
+            let t = Arc::new(Target::resolve(url).await?);
+            let cfg = Arc::new(c.client_config(&t));
+            (t, cfg)
+        }
+        None => (Arc::clone(&target), Arc::clone(&cfg)),
+    };
     let tenants: Vec<Arc<str>> = (0..args.tenants).map(|i| Arc::from(c.tenant(i))).collect();
     let rate_text = match args.rate {
         Rate::Max => format!("max (window {})", args.window),
@@ -305,7 +317,8 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     let mut pub_sockets = Vec::new();
     if use_socket {
         for tenant in &tenants {
-            let s = ws::open(&cfg, tenant, None).await.map_err(|e| anyhow!("publisher socket for {tenant}: {e:#}"))?;
+            let s =
+                ws::open(&pub_cfg, tenant, None).await.map_err(|e| anyhow!("publisher socket for {tenant}: {e:#}"))?;
             pub_sockets.push(s);
         }
     }
@@ -313,7 +326,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     if use_rest {
         for t in 0..args.tenants {
             for _ in 0..args.window {
-                let mut client = HttpClient::new(Arc::clone(&target), None, c.timeout());
+                let mut client = HttpClient::new(Arc::clone(&pub_target), None, c.timeout());
                 client.ensure_connected().await?;
                 rest_clients.push((t, client));
             }
@@ -350,7 +363,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     }
     for (t, session) in pub_sockets.into_iter().enumerate() {
         pubs.push(tokio::spawn(socket_publisher(
-            Arc::clone(&cfg),
+            Arc::clone(&pub_cfg),
             session,
             t,
             Arc::clone(&tenants[t]),
