@@ -4,7 +4,10 @@
 //! answer alike on both; Redis down gives `unavailable` (REST 503 with
 //! `Retry-After`, socket error, `/readyz` 503) and delivery resumes by itself;
 //! Redis killed and restarted under load loses no acknowledged event and
-//! leaves no client with a hole.
+//! leaves no client with a hole; a dropped subscription is filled from the
+//! store; a store that lost its history closes the sockets instead of leaving
+//! a silent gap; a slow Redis gets `unavailable` within the deadline; an
+//! instance started before Redis serves once it is up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -343,4 +346,142 @@ async fn redis_killed_under_load_loses_no_acknowledged_event_and_leaves_no_hole(
         assert_eq!(got, stored, "client {i}: the same events as the store");
     }
     drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_its_history_is_never_a_silent_gap() {
+    let (redis, a, b) = cluster().await;
+    let mut on_a = FeedClient::connect(a.addr(), A).await;
+    let mut on_b = FeedClient::connect(b.addr(), A).await;
+    for i in 0..3 {
+        assert_eq!(post_event(a.addr(), A, &format!("old {i}")).await.status, 201);
+    }
+    assert_eq!(seqs(&on_a.events(3).await), vec![1, 2, 3]);
+    assert_eq!(seqs(&on_b.events(3).await), vec![1, 2, 3]);
+    // Redis loses everything (as a restart without persistence would).
+    assert_eq!(redis.redis_cmd(&["FLUSHALL"]).trim(), "+OK");
+    let fresh = post_event(b.addr(), A, "new history").await.json();
+    assert_eq!(fresh["seq"], 1, "the store began again");
+    // The clients are not fed the new seq 1 as if it followed 3, nor left
+    // waiting: their sessions are closed, so they come back.
+    for client in [&mut on_a, &mut on_b] {
+        loop {
+            match client.next_frame().await {
+                None => break,
+                Some(frame) if frame == "1" => break,
+                Some(frame) => {
+                    if let Some((name, _)) = parse_event(&frame) {
+                        assert_ne!(name, "event_created", "no event across the lost history: {frame}");
+                    }
+                }
+            }
+        }
+    }
+    // Coming back: a snapshot of the new history.
+    let back = FeedClient::connect(a.addr(), A).await;
+    assert_eq!(back.snapshot.len(), 1);
+    assert_eq!(back.snapshot[0]["id"], fresh["id"]);
+    let metrics = raw::request(a.addr(), "GET", "/metrics", &[], b"").await;
+    assert!(
+        metrics.text().lines().any(|l| l.starts_with("eventfeed_cluster_resets_total ") && !l.ends_with(" 0")),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_missed_by_a_dropped_subscription_are_filled_in_order() {
+    let (redis, a, b) = cluster().await;
+    let mut clients = [FeedClient::connect(a.addr(), A).await, FeedClient::connect(b.addr(), A).await];
+    let writer = {
+        let addr = b.addr();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..150 {
+                let res = post_event(addr, A, &format!("w{i}")).await;
+                assert_eq!(res.status, 201, "{res:?}");
+                seqs.push(res.json()["seq"].as_u64().unwrap());
+            }
+            seqs
+        })
+    };
+    // Cut every subscription a few times while events are written.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let killed = redis.redis_cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert!(killed.starts_with(':'), "{killed}");
+    }
+    let written = writer.await.unwrap();
+    assert_eq!(written, (1..=150).collect::<Vec<_>>());
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(seqs(&client.events(150).await), written, "client {i}: every event once, in order");
+    }
+    // The holes were real: events came from the store, not the subscription.
+    let fetched: f64 = [a.addr(), b.addr()]
+        .into_iter()
+        .map(|addr| async move { raw::request(addr, "GET", "/metrics", &[], b"").await.text().to_owned() })
+        .collect::<futures_util::future::JoinAll<_>>()
+        .await
+        .iter()
+        .filter_map(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("eventfeed_cluster_missed_events_fetched_total ")?.trim().parse::<f64>().ok()
+            })
+        })
+        .sum();
+    assert!(fetched > 0.0, "no event was fetched to fill a hole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_answers_unavailable_within_the_deadline_then_serves_again() {
+    let (redis, a, _b) = cluster().await;
+    let mut client = FeedClient::connect(a.addr(), A).await;
+    // Redis stops answering for 2 s (every client paused).
+    assert_eq!(redis.redis_cmd(&["CLIENT", "PAUSE", "2000", "ALL"]).trim(), "+OK");
+    let started = std::time::Instant::now();
+    let res = post_event(a.addr(), A, "while slow").await;
+    assert_feed_error(&res, 503, "unavailable");
+    // Bounded by NB_BACKEND_REDIS_TIMEOUT (500 ms), not by Redis.
+    assert!(started.elapsed() < Duration::from_millis(1900), "{:?}", started.elapsed());
+    readyz_becomes(a.addr(), 503).await;
+    feed::assert_serving(a.addr()).await;
+    readyz_becomes(a.addr(), 200).await;
+    let after = post_event(a.addr(), A, "after").await;
+    assert_eq!(after.status, 201, "{after:?}");
+    // Whatever happened to "while slow" (its outcome is unknown), the client
+    // sees the store's events once, in order, ending with "after".
+    let stored = list_events(a.addr(), A, "").await.json()["events"].as_array().unwrap().clone();
+    assert_eq!(client.events(stored.len()).await, stored);
+    assert_eq!(stored.last().unwrap()["id"], after.json()["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_before_redis_serves_once_redis_is_up() {
+    let redis = tokio::task::spawn_blocking(|| {
+        let mut redis = RedisServer::start();
+        redis.kill();
+        redis
+    })
+    .await
+    .unwrap();
+    let url = redis.url();
+    let a = tokio::task::spawn_blocking(move || Instance::start(Some(&url), NO_LIMITS)).await.unwrap();
+    feed::assert_serving(a.addr()).await;
+    let res = raw::request(a.addr(), "GET", "/readyz", &[], b"").await;
+    assert_eq!((res.status, res.json()["status"].as_str()), (503, Some("redis unavailable")));
+    assert_feed_error(&post_event(a.addr(), A, "too early").await, 503, "unavailable");
+    let refused = connect_answer(a.addr(), A).await;
+    assert!(refused.starts_with("44/events,") && refused.contains("unavailable"), "{refused}");
+    let _redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    readyz_becomes(a.addr(), 200).await;
+    let mut client = FeedClient::connect(a.addr(), A).await;
+    let created = post_event(a.addr(), A, "now").await;
+    assert_eq!(created.status, 201);
+    assert_eq!(client.events(1).await[0]["id"], created.json()["id"]);
 }

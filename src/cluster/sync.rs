@@ -327,6 +327,11 @@ impl SyncTask {
                     self.close_tenant_sockets(&tenant);
                 }
             }
+            FetchKind::After(_) if t.reset => {
+                // The copy is to be reloaded: what was fetched for it no longer applies.
+                self.fetch(&tenant);
+                return;
+            }
             FetchKind::After(_) if read.status != 0 => {
                 tracing::warn!(tenant = %tenant, status = read.status, "missed events are no longer in the store; reloading and closing this tenant's sockets so they recover or resnapshot");
                 t.reset = true;
@@ -355,11 +360,13 @@ impl SyncTask {
     /// Applies the waiting live events that now follow the copy.
     fn drain_pending(&mut self, tenant: &Arc<str>) {
         let Some(t) = self.tenants.get_mut(tenant) else { return };
+        let mut duplicates = Vec::new();
         while let Some(entry) = t.pending.first_entry() {
             match self.feed.bus.apply(entry.get()) {
-                Applied::Appended | Applied::Duplicate => {
+                Applied::Appended => {
                     entry.remove();
                 }
+                Applied::Duplicate => duplicates.push(entry.remove()),
                 Applied::Gap { .. } => {
                     t.needs_fetch = true;
                     break;
@@ -368,6 +375,9 @@ impl SyncTask {
         }
         if t.needs_fetch {
             self.fetch(tenant);
+        }
+        for event in duplicates {
+            self.check_duplicate(tenant, &event);
         }
     }
 
@@ -449,10 +459,33 @@ impl SyncTask {
             }
             return;
         }
-        if let Applied::Gap { .. } = self.feed.bus.apply(&event) {
-            t.pending.insert(event.seq, event);
-            self.fetch(&tenant);
+        match self.feed.bus.apply(&event) {
+            Applied::Gap { .. } => {
+                t.pending.insert(event.seq, event);
+                self.fetch(&tenant);
+            }
+            Applied::Duplicate => self.check_duplicate(&tenant, &event),
+            Applied::Appended => {}
         }
+    }
+
+    /// A live event whose `seq` this copy already has: a true duplicate has
+    /// the same id. Another id means the store's history was lost and begun
+    /// again (a Redis restarted without its data, a flush): the copy is
+    /// reloaded and the tenant's sockets here closed, so their clients start
+    /// over with a snapshot instead of silently missing the new events.
+    fn check_duplicate(&mut self, tenant: &Arc<str>, event: &StoredEvent) {
+        let Some(known) = self.feed.bus.id_at(tenant, event.seq) else { return };
+        if known == event.id {
+            return;
+        }
+        tracing::warn!(tenant = %tenant, seq = event.seq, "the store's history of this tenant was lost and began again; reloading and closing this tenant's sockets");
+        if let Some(t) = self.tenants.get_mut(tenant) {
+            t.reset = true;
+            t.pending.clear();
+        }
+        self.cluster.metrics.resets.inc();
+        self.fetch(tenant);
     }
 
     /// A broadcast of a Node server or the emitter, to the local sockets it selects.

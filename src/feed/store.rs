@@ -286,6 +286,14 @@ impl EventBus {
         lock(&log).replace(events, last_seq, self.capacity);
     }
 
+    /// The id of the tenant's event `seq`, if this log still has it.
+    pub fn id_at(&self, tenant: &str, seq: u64) -> Option<Uuid> {
+        let log = self.log(tenant)?;
+        let log = lock(&log);
+        let pos = log.position(seq)?;
+        log.events.get(pos).map(|e| e.id)
+    }
+
     /// The `seq` of the tenant's newest event, if its log exists here.
     pub fn last_seq(&self, tenant: &str) -> Option<u64> {
         self.log(tenant).map(|l| lock(&l).last_seq())
@@ -463,6 +471,9 @@ mod tests {
         assert_eq!(seqs(&copy.latest("b", 10)), vec![3, 4, 5]);
         assert_eq!(copy.last_seq("b"), Some(5));
         assert_eq!(copy.last_seq("nobody"), None);
+        assert_eq!(copy.id_at("b", 4), Some(made[3].id));
+        assert_eq!(copy.id_at("b", 2), None, "evicted");
+        assert_eq!(copy.id_at("b", 6), None, "not yet");
     }
 
     #[test]
