@@ -485,3 +485,20 @@ async fn an_instance_started_before_redis_serves_once_redis_is_up() {
     assert_eq!(created.status, 201);
     assert_eq!(client.events(1).await[0]["id"], created.json()["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sockets_writes_keep_their_order() {
+    let (_redis, a, _b) = cluster().await;
+    let mut writer = FeedClient::connect(a.addr(), A).await;
+    // 40 post_events sent at once, without waiting for any ack.
+    for i in 1..=40u64 {
+        writer.send(&format!(r#"42/events,{i}["post_event",{{"message":"in order {i}"}}]"#)).await;
+    }
+    let mut seqs_by_ack = Vec::new();
+    for i in 1..=40u64 {
+        let ack = writer.ack(i).await;
+        assert_eq!(ack["event"]["message"], format!("in order {i}"), "{ack}");
+        seqs_by_ack.push(ack["event"]["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs_by_ack, (1..=40).collect::<Vec<_>>(), "seq follows the order the socket sent them");
+}

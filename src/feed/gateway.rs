@@ -16,8 +16,9 @@
 //! id) gets `replay_result {events, hasMore, gap}` with everything after it
 //! instead of the snapshot — that works across restarts, where `pid` cannot.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -52,7 +53,22 @@ struct Session {
     /// The last `seq` the socket was sent in full at connect (snapshot,
     /// replay or recovery point), for a later recovery without an offset.
     base_seq: AtomicU64,
+    /// `post_event`s waiting for Redis, in the order they came (Redis mode).
+    writes: Mutex<Writes>,
 }
+
+/// A socket's writes in Redis mode: stored one after another, so one
+/// client's events get `seq`s in the order it sent them, as in memory mode.
+#[derive(Default)]
+struct Writes {
+    queue: VecDeque<Event>,
+    /// A task is storing them.
+    running: bool,
+}
+
+/// `post_event`s one socket may have waiting for Redis; more are refused
+/// (`rate_limited`) until some are done.
+const MAX_QUEUED_WRITES: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Start {
@@ -262,7 +278,70 @@ impl Gateway {
         {
             start = Start::Resume(id);
         }
-        let _ = socket.set_data(Session { principal, token_digest, start, base_seq: AtomicU64::new(0) });
+        let _ = socket.set_data(Session {
+            principal,
+            token_digest,
+            start,
+            base_seq: AtomicU64::new(0),
+            writes: Mutex::new(Writes::default()),
+        });
+    }
+}
+
+/// Creates the event a `post_event` asks for and answers it.
+async fn post_event(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
+    let Some(session) = socket.data::<Session>() else { return };
+    let who = &session.principal;
+    let result = match post_args(&event.args) {
+        Ok(message) => feed.post(who, message).await,
+        Err(e) => Err(e),
+    };
+    let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+    let result = match result {
+        Ok(e) => {
+            tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
+            Ok(raw(format!(r#"{{"event":{}}}"#, e.json().get())))
+        }
+        Err(e) => {
+            tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
+            Err(e)
+        }
+    };
+    answer(&socket, event, result, None);
+}
+
+/// Redis mode: queues a `post_event` behind the socket's earlier ones, and
+/// starts the task that stores them in order if none runs.
+fn queue_write(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
+    let Some(session) = socket.data::<Session>() else { return };
+    let start = {
+        let mut writes = session.writes.lock().unwrap_or_else(|e| e.into_inner());
+        if writes.queue.len() >= MAX_QUEUED_WRITES {
+            // Bound hit: the client writes faster than Redis stores; refuse this one.
+            drop(writes);
+            answer(&socket, event, Err(FeedError::RateLimited { retry_after: 1 }), None);
+            return;
+        }
+        writes.queue.push_back(event);
+        !std::mem::replace(&mut writes.running, true)
+    };
+    if start {
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let Some(session) = socket.data::<Session>() else { return };
+                    let mut writes = session.writes.lock().unwrap_or_else(|e| e.into_inner());
+                    match writes.queue.pop_front() {
+                        Some(event) => event,
+                        None => {
+                            writes.running = false;
+                            return;
+                        }
+                    }
+                };
+                post_event(feed.clone(), socket.clone(), next).await;
+            }
+        });
     }
 }
 
@@ -361,26 +440,8 @@ impl NamespaceHandler for Gateway {
                 };
                 answer(&socket, event, result, Some("replay_result"));
             }),
-            "post_event" => run_now_or_spawn(async move {
-                let Some(session) = socket.data::<Session>() else { return };
-                let who = &session.principal;
-                let result = match post_args(&event.args) {
-                    Ok(message) => feed.post(who, message).await,
-                    Err(e) => Err(e),
-                };
-                let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
-                let result = match result {
-                    Ok(e) => {
-                        tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
-                        Ok(raw(format!(r#"{{"event":{}}}"#, e.json().get())))
-                    }
-                    Err(e) => {
-                        tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
-                        Err(e)
-                    }
-                };
-                answer(&socket, event, result, None);
-            }),
+            "post_event" if feed.cluster().is_none() => run_now_or_spawn(post_event(feed, socket, event)),
+            "post_event" => queue_write(feed, socket, event),
             _ => {}
         }
     }

@@ -73,28 +73,27 @@ async function ask(verb, which) {
 async function proxy(target) {
   const p = { target, conns: new Set(), forwarded: {}, refused: 0 };
   const server = net.createServer((client) => {
-    const t = new URL(p.target);
+    const target = p.target;
+    const t = new URL(target);
     const up = net.connect(Number(t.port), t.hostname);
     const pair = { client, up };
     p.conns.add(pair);
-    let counted = false;
+    let connected = false;
     up.on("connect", () => {
-      counted = true;
-      p.forwarded[p.target] = (p.forwarded[p.target] || 0) + 1;
+      connected = true;
+      p.forwarded[target] = (p.forwarded[target] || 0) + 1;
     });
     const close = () => {
-      if (!counted && !up.destroyed) p.refused++;
       client.destroy();
       up.destroy();
       p.conns.delete(pair);
     };
     client.on("error", close);
-    up.on("error", (e) => {
-      if (!counted) p.refused++;
-      counted = true;
-      close(e);
-    });
     client.on("close", close);
+    up.on("error", () => {
+      if (!connected) p.refused++;
+      close();
+    });
     up.on("close", close);
     client.pipe(up);
     up.pipe(client);
