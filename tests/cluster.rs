@@ -49,6 +49,26 @@ async fn cluster() -> (RedisServer, Instance, Instance) {
     .unwrap()
 }
 
+/// Kills Redis (SIGKILL), off the runtime's threads.
+async fn kill_redis(mut redis: RedisServer) -> RedisServer {
+    tokio::task::spawn_blocking(move || {
+        redis.kill();
+        redis
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts Redis again on its port and data, off the runtime's threads.
+async fn restart_redis(mut redis: RedisServer) -> RedisServer {
+    tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap()
+}
+
 fn seqs(events: &[Value]) -> Vec<u64> {
     events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
 }
@@ -210,13 +230,7 @@ async fn redis_down_answers_unavailable_and_delivery_resumes_by_itself() {
     assert_eq!(client_a.events(1).await[0]["id"], first["id"]);
     assert_eq!(client_b.events(1).await[0]["id"], first["id"]);
 
-    let redis = tokio::task::spawn_blocking(move || {
-        let mut redis = redis;
-        redis.kill();
-        redis
-    })
-    .await
-    .unwrap();
+    let redis = kill_redis(redis).await;
     readyz_becomes(a.addr(), 503).await;
     readyz_becomes(b.addr(), 503).await;
     let res = raw::request(a.addr(), "GET", "/readyz", &[], b"").await;
@@ -237,13 +251,7 @@ async fn redis_down_answers_unavailable_and_delivery_resumes_by_itself() {
     assert!(refused.contains("unavailable"), "{refused}");
     feed::assert_serving(a.addr()).await;
 
-    let redis = tokio::task::spawn_blocking(move || {
-        let mut redis = redis;
-        redis.restart();
-        redis
-    })
-    .await
-    .unwrap();
+    let redis = restart_redis(redis).await;
     readyz_becomes(a.addr(), 200).await;
     readyz_becomes(b.addr(), 200).await;
     let after = post_event(a.addr(), A, "after").await;
@@ -301,21 +309,9 @@ async fn redis_killed_under_load_loses_no_acknowledged_event_and_leaves_no_hole(
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let redis = tokio::task::spawn_blocking(move || {
-        let mut redis = redis;
-        redis.kill();
-        redis
-    })
-    .await
-    .unwrap();
+    let redis = kill_redis(redis).await;
     readyz_becomes(a.addr(), 503).await;
-    let redis = tokio::task::spawn_blocking(move || {
-        let mut redis = redis;
-        redis.restart();
-        redis
-    })
-    .await
-    .unwrap();
+    let redis = restart_redis(redis).await;
     readyz_becomes(a.addr(), 200).await;
     readyz_becomes(b.addr(), 200).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -472,13 +468,7 @@ async fn an_instance_started_before_redis_serves_once_redis_is_up() {
     assert_feed_error(&post_event(a.addr(), A, "too early").await, 503, "unavailable");
     let refused = connect_answer(a.addr(), A).await;
     assert!(refused.starts_with("44/events,") && refused.contains("unavailable"), "{refused}");
-    let _redis = tokio::task::spawn_blocking(move || {
-        let mut redis = redis;
-        redis.restart();
-        redis
-    })
-    .await
-    .unwrap();
+    let _redis = restart_redis(redis).await;
     readyz_becomes(a.addr(), 200).await;
     let mut client = FeedClient::connect(a.addr(), A).await;
     let created = post_event(a.addr(), A, "now").await;

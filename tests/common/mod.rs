@@ -58,19 +58,28 @@ pub fn node_dir() -> PathBuf {
 
 static NPM: Mutex<bool> = Mutex::new(false);
 
-/// Installs the pinned Node packages (`npm ci`) unless they are there.
+/// Installs the pinned Node packages (`npm ci`) unless every dependency of
+/// package.json is there already (an install made before a dependency was
+/// added counts as missing).
 pub fn ensure_node_modules() {
     let mut done = NPM.lock().unwrap_or_else(|e| e.into_inner());
     if *done {
         return;
     }
     let dir = node_dir();
-    if !dir.join("node_modules").join(".package-lock.json").exists() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("package.json")).expect("tests/node/package.json"))
+            .expect("tests/node/package.json is JSON");
+    let missing = !dir.join("node_modules").join(".package-lock.json").exists()
+        || manifest["dependencies"].as_object().is_some_and(|deps| {
+            deps.keys().any(|name| !dir.join("node_modules").join(name).join("package.json").exists())
+        });
+    if missing {
         let status = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
             .status()
-            .expect("npm is needed for the conformance tests (Node.js 20 with npm)");
+            .expect("npm is needed for the Node tests (Node.js 20 with npm)");
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
     *done = true;
@@ -78,15 +87,7 @@ pub fn ensure_node_modules() {
 
 /// Runs `node <script> <args>` from tests/node and returns its output.
 pub async fn node(script: &str, args: &[&str]) -> Output {
-    ensure_node_modules();
-    tokio::process::Command::new("node")
-        .arg(script)
-        .args(args)
-        .current_dir(node_dir())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("node is needed for the conformance tests")
+    node_with_env(script, args, &[]).await
 }
 
 /// Asserts that a node run succeeded, printing its output either way.
@@ -99,28 +100,9 @@ pub fn assert_node_ok(out: &Output) {
 }
 
 /// Runs `node <script> <args>` from tests/node with extra environment
-/// variables and returns its output. Installs the pinned packages with
-/// `npm ci` first if any dependency of package.json is missing from
-/// node_modules (an install made before a dependency was added).
+/// variables and returns its output.
 pub async fn node_with_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     ensure_node_modules();
-    {
-        let _guard = NPM.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = node_dir();
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("package.json")).unwrap()).unwrap();
-        let missing = manifest["dependencies"].as_object().is_some_and(|deps| {
-            deps.keys().any(|name| !dir.join("node_modules").join(name).join("package.json").exists())
-        });
-        if missing {
-            let status = std::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is needed for the Node tests (Node.js 20 with npm)");
-            assert!(status.success(), "npm ci failed in {}", dir.display());
-        }
-    }
     tokio::process::Command::new("node")
         .arg(script)
         .args(args)

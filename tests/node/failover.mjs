@@ -22,7 +22,7 @@ import { io } from "socket.io-client";
 import net from "node:net";
 import readline from "node:readline";
 import assert from "node:assert/strict";
-import { check, finish, until } from "./harness.mjs";
+import { check, finish, rest, until } from "./harness.mjs";
 
 const SCENARIO = process.argv[2];
 let EF_A = process.env.EF_A;
@@ -113,19 +113,6 @@ async function proxy(target) {
 
 // --------------------------------------------------------------------- REST
 
-async function rest(base, method, path, who, body) {
-  const headers = { "X-TENANT-ID": who.tenant, "X-User-Token": who.token };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json, text };
-}
 
 /// POSTs an event; asserts the 201 and returns the event.
 async function post(base, who, message) {

@@ -7,7 +7,7 @@
 
 import { io } from "socket.io-client";
 import assert from "node:assert/strict";
-import { check, finish, once, until } from "./harness.mjs";
+import { check, finish, once, rest as restAt, until } from "./harness.mjs";
 
 const base = process.argv[2];
 const bufferSize = Number(process.argv[3] || 500);
@@ -17,32 +17,7 @@ const R = { tenant: "company_a", token: "token_reader_a", user: "reader_a" };
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const TS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-
-function headers(who, extra = {}) {
-  const h = { ...extra };
-  if (who) {
-    h["X-TENANT-ID"] = who.tenant;
-    h["X-User-Token"] = who.token;
-  }
-  return h;
-}
-
-async function rest(method, path, who, body, extraHeaders = {}) {
-  const init = { method, headers: headers(who, extraHeaders) };
-  if (body !== undefined) {
-    init.body = typeof body === "string" ? body : JSON.stringify(body);
-    if (!("Content-Type" in extraHeaders)) init.headers["Content-Type"] = "application/json";
-  }
-  const res = await fetch(base + path, init);
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, json, text };
-}
+const rest = (method, path, who, body, extraHeaders = {}) => restAt(base, method, path, who, body, extraHeaders);
 
 const post = (who, message) => rest("POST", "/api/events", who, { message });
 

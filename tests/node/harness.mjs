@@ -35,6 +35,31 @@ export async function until(pred, what, ms = 8000) {
   }
 }
 
+/// One REST call to the feed at `base` as `who` ({tenant, token}; none: no
+/// credentials), with a JSON body when `body` is given (a string is sent as
+/// is). Resolves with {status, headers, json (undefined if not JSON), text}.
+export async function rest(base, method, path, who, body, extraHeaders = {}) {
+  const headers = { ...extraHeaders };
+  if (who) {
+    headers["X-TENANT-ID"] = who.tenant;
+    headers["X-User-Token"] = who.token;
+  }
+  const init = { method, headers };
+  if (body !== undefined) {
+    init.body = typeof body === "string" ? body : JSON.stringify(body);
+    if (!("Content-Type" in extraHeaders)) headers["Content-Type"] = "application/json";
+  }
+  const res = await fetch(base + path, init);
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, json, text };
+}
+
 /// Prints the closing line and exits non-zero if any check failed.
 export function finish() {
   const passed = results.filter(Boolean).length;

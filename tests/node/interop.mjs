@@ -18,7 +18,7 @@ import { createClient } from "redis";
 import { createRequire } from "node:module";
 import http from "node:http";
 import assert from "node:assert/strict";
-import { check as checkWithTimeout, finish, once, until } from "./harness.mjs";
+import { check as checkWithTimeout, finish, once, rest, until } from "./harness.mjs";
 
 // The adapter's own msgpack codec, to read the wire format as its peers do.
 const require = createRequire(import.meta.url);
@@ -152,19 +152,6 @@ const isEventfeed = (c) => c.server === "A" || c.server === "B";
 
 // ---------------------------------------------------------------- REST
 
-async function rest(base, method, path, who, body) {
-  const headers = { "X-TENANT-ID": who.tenant, "X-User-Token": who.token };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json, text };
-}
 async function post(base, who, message) {
   const res = await rest(base, "POST", "/api/events", who, { message });
   assert.equal(res.status, 201, res.text);
