@@ -492,3 +492,30 @@ async fn one_sockets_writes_keep_their_order() {
     }
     assert_eq!(seqs_by_ack, (1..=40).collect::<Vec<_>>(), "seq follows the order the socket sent them");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_on_one_socket_is_bounded_and_each_gets_one_answer() {
+    let (_redis, a, _b) = cluster().await;
+    assert_eq!(post_event(a.addr(), A, "one").await.status, 201);
+    let mut client = FeedClient::connect(a.addr(), A).await;
+    const N: u64 = 300;
+    for i in 1..=N {
+        client.send(&format!(r#"42/events,{i}["replay",{{"limit":1}}]"#)).await;
+    }
+    let (mut pages, mut refused) = (0, 0);
+    for i in 1..=N {
+        let ack = client.ack(i).await;
+        if ack["events"].is_array() {
+            assert_eq!(ack["events"][0]["message"], "one");
+            pages += 1;
+        } else {
+            assert_eq!(ack["error"]["code"], "rate_limited", "{ack}");
+            refused += 1;
+        }
+    }
+    assert_eq!(pages + refused, N);
+    assert!(pages >= 64, "at least a queue's worth answered: {pages}");
+    // The socket is still fine.
+    let ack = client.post(N + 1, "still here").await;
+    assert_eq!(ack["event"]["message"], "still here");
+}

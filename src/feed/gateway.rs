@@ -53,22 +53,25 @@ struct Session {
     /// The last `seq` the socket was sent in full at connect (snapshot,
     /// replay or recovery point), for a later recovery without an offset.
     base_seq: AtomicU64,
-    /// `post_event`s waiting for Redis, in the order they came (Redis mode).
-    writes: Mutex<Writes>,
+    /// `replay`s and `post_event`s waiting for Redis, in the order they came
+    /// (Redis mode).
+    requests: Mutex<Requests>,
 }
 
-/// A socket's writes in Redis mode: stored one after another, so one
-/// client's events get `seq`s in the order it sent them, as in memory mode.
+/// A socket's requests in Redis mode, carried out one after another: one
+/// client's events get `seq`s in the order it sent them, as in memory mode,
+/// and a client cannot have more than [`MAX_QUEUED_REQUESTS`] Redis calls
+/// pending.
 #[derive(Default)]
-struct Writes {
+struct Requests {
     queue: VecDeque<Event>,
-    /// A task is storing them.
+    /// A task is carrying them out.
     running: bool,
 }
 
-/// `post_event`s one socket may have waiting for Redis; more are refused
-/// (`rate_limited`) until some are done.
-const MAX_QUEUED_WRITES: usize = 64;
+/// `replay`s and `post_event`s one socket may have waiting for Redis; more
+/// are refused (`rate_limited`) until some are done.
+const MAX_QUEUED_REQUESTS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Start {
@@ -283,9 +286,22 @@ impl Gateway {
             token_digest,
             start,
             base_seq: AtomicU64::new(0),
-            writes: Mutex::new(Writes::default()),
+            requests: Mutex::new(Requests::default()),
         });
     }
+}
+
+/// Answers a `replay`.
+async fn replay(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
+    let Some(session) = socket.data::<Session>() else { return };
+    let result = match replay_args(&event.args) {
+        Ok((since, limit)) => feed
+            .read(&session.principal, since.as_ref(), limit)
+            .await
+            .map(|page| raw(page_json(&page.events, page.has_more, page.gap))),
+        Err(e) => Err(e),
+    };
+    answer(&socket, event, result, Some("replay_result"));
 }
 
 /// Creates the event a `post_event` asks for and answers it.
@@ -310,14 +326,14 @@ async fn post_event(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
     answer(&socket, event, result, None);
 }
 
-/// Redis mode: queues a `post_event` behind the socket's earlier ones, and
-/// starts the task that stores them in order if none runs.
-fn queue_write(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
+/// Redis mode: queues a `replay` or `post_event` behind the socket's earlier
+/// ones, and starts the task that carries them out in order if none runs.
+fn queue_request(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
     let Some(session) = socket.data::<Session>() else { return };
     let start = {
-        let mut writes = session.writes.lock().unwrap_or_else(|e| e.into_inner());
-        if writes.queue.len() >= MAX_QUEUED_WRITES {
-            // Bound hit: the client writes faster than Redis stores; refuse this one.
+        let mut writes = session.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if writes.queue.len() >= MAX_QUEUED_REQUESTS {
+            // Bound hit: the client asks faster than Redis answers; refuse this one.
             drop(writes);
             answer(&socket, event, Err(FeedError::RateLimited { retry_after: 1 }), None);
             return;
@@ -330,16 +346,20 @@ fn queue_write(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
             loop {
                 let next = {
                     let Some(session) = socket.data::<Session>() else { return };
-                    let mut writes = session.writes.lock().unwrap_or_else(|e| e.into_inner());
-                    match writes.queue.pop_front() {
+                    let mut requests = session.requests.lock().unwrap_or_else(|e| e.into_inner());
+                    match requests.queue.pop_front() {
                         Some(event) => event,
                         None => {
-                            writes.running = false;
+                            requests.running = false;
                             return;
                         }
                     }
                 };
-                post_event(feed.clone(), socket.clone(), next).await;
+                if next.name == "replay" {
+                    replay(feed.clone(), socket.clone(), next).await;
+                } else {
+                    post_event(feed.clone(), socket.clone(), next).await;
+                }
             }
         });
     }
@@ -429,19 +449,9 @@ impl NamespaceHandler for Gateway {
         }
         let (feed, socket) = (self.feed.clone(), socket.clone());
         match event.name.as_str() {
-            "replay" => run_now_or_spawn(async move {
-                let Some(session) = socket.data::<Session>() else { return };
-                let result = match replay_args(&event.args) {
-                    Ok((since, limit)) => feed
-                        .read(&session.principal, since.as_ref(), limit)
-                        .await
-                        .map(|page| raw(page_json(&page.events, page.has_more, page.gap))),
-                    Err(e) => Err(e),
-                };
-                answer(&socket, event, result, Some("replay_result"));
-            }),
-            "post_event" if feed.cluster().is_none() => run_now_or_spawn(post_event(feed, socket, event)),
-            "post_event" => queue_write(feed, socket, event),
+            "replay" | "post_event" if feed.cluster().is_some() => queue_request(feed, socket, event),
+            "replay" => run_now_or_spawn(replay(feed, socket, event)),
+            "post_event" => run_now_or_spawn(post_event(feed, socket, event)),
             _ => {}
         }
     }
