@@ -37,10 +37,16 @@ const NO_LIMITS: &[(&str, &str)] = &[
 
 /// Redis and two instances on it, ready.
 async fn cluster() -> (RedisServer, Instance, Instance) {
-    tokio::task::spawn_blocking(|| {
+    cluster_with(&[]).await
+}
+
+/// Redis and two instances on it with these settings too, ready.
+async fn cluster_with(extra: &'static [(&'static str, &'static str)]) -> (RedisServer, Instance, Instance) {
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = NO_LIMITS.iter().chain(extra).copied().collect();
         let redis = RedisServer::start();
-        let a = Instance::start(Some(&redis.url()), NO_LIMITS);
-        let b = Instance::start(Some(&redis.url()), NO_LIMITS);
+        let a = Instance::start(Some(&redis.url()), &env);
+        let b = Instance::start(Some(&redis.url()), &env);
         a.wait_ready(Duration::from_secs(10));
         b.wait_ready(Duration::from_secs(10));
         (redis, a, b)
@@ -346,14 +352,16 @@ async fn redis_killed_under_load_loses_no_acknowledged_event_and_leaves_no_hole(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_lost_its_history_is_never_a_silent_gap() {
-    let (redis, a, b) = cluster().await;
+    // A buffer of 3 and 10 events: the copies no longer hold seq 1 when the
+    // new history's seq 1 arrives.
+    let (redis, a, b) = cluster_with(&[("NB_BACKEND_EVENTS_BUFFER_SIZE", "3")]).await;
     let mut on_a = FeedClient::connect(a.addr(), A).await;
     let mut on_b = FeedClient::connect(b.addr(), A).await;
-    for i in 0..3 {
+    for i in 0..10 {
         assert_eq!(post_event(a.addr(), A, &format!("old {i}")).await.status, 201);
     }
-    assert_eq!(seqs(&on_a.events(3).await), vec![1, 2, 3]);
-    assert_eq!(seqs(&on_b.events(3).await), vec![1, 2, 3]);
+    assert_eq!(seqs(&on_a.events(10).await), (1..=10).collect::<Vec<_>>());
+    assert_eq!(seqs(&on_b.events(10).await), (1..=10).collect::<Vec<_>>());
     // Redis loses everything (as a restart without persistence would).
     assert_eq!(redis.redis_cmd(&["FLUSHALL"]).trim(), "+OK");
     let fresh = post_event(b.addr(), A, "new history").await.json();
@@ -518,4 +526,32 @@ async fn a_flood_of_requests_on_one_socket_is_bounded_and_each_gets_one_answer()
     // The socket is still fine.
     let ack = client.post(N + 1, "still here").await;
     assert_eq!(ack["event"]["message"], "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_with_other_prefixes_on_one_redis_do_not_mix() {
+    let (redis, a, b) = tokio::task::spawn_blocking(|| {
+        let redis = RedisServer::start();
+        let env_a: Vec<(&str, &str)> = NO_LIMITS.iter().copied().chain([("NB_BACKEND_REDIS_PREFIX", "prod")]).collect();
+        let env_b: Vec<(&str, &str)> =
+            NO_LIMITS.iter().copied().chain([("NB_BACKEND_REDIS_PREFIX", "staging")]).collect();
+        let a = Instance::start(Some(&redis.url()), &env_a);
+        let b = Instance::start(Some(&redis.url()), &env_b);
+        a.wait_ready(Duration::from_secs(10));
+        b.wait_ready(Duration::from_secs(10));
+        (redis, a, b)
+    })
+    .await
+    .unwrap();
+    let mut prod = FeedClient::connect(a.addr(), A).await;
+    let staging_event = post_event(b.addr(), A, "staging only").await.json();
+    assert_eq!(staging_event["seq"], 1);
+    let prod_event = post_event(a.addr(), A, "prod only").await.json();
+    assert_eq!(prod_event["seq"], 1, "each deployment has its own history");
+    let got = prod.events(1).await;
+    assert_eq!(got[0]["id"], prod_event["id"], "prod saw staging's event: {}", got[0]);
+    assert!(prod.pending.iter().all(|f| !f.contains("staging only")));
+    assert_eq!(list_events(a.addr(), A, "").await.json()["events"].as_array().unwrap().len(), 1);
+    assert!(redis.redis_cmd(&["EXISTS", "prod:{company_a}:log"]).contains(":1"));
+    assert!(redis.redis_cmd(&["EXISTS", "staging:{company_a}:log"]).contains(":1"));
 }

@@ -289,10 +289,19 @@ pub fn decode_broadcast(msg: &[u8]) -> Result<Broadcast, AdapterError> {
     broadcast_from_nodes(uid, packet, opts)
 }
 
-/// Recognises a stored feed event published by our store ([`event_template`]): uid [`STORE_UID`] and
-/// `data == ["event_created", {…, "seq": <u64>, …}]`. Returns its `seq` and the event object.
+/// The uid of the stored events of the deployment whose keys start with `prefix`: `eventfeed-store:<prefix>`.
+/// Pub/sub channels are global to a Redis server (not per database, not per key prefix), so the uid tells the
+/// deployments sharing one apart.
+pub fn store_uid(prefix: &str) -> String {
+    format!("{STORE_UID}:{prefix}")
+}
+
+/// Recognises a stored feed event published by a store ([`event_template`]): a uid [`STORE_UID`] or
+/// [`store_uid`]`(…)` and `data == ["event_created", {…, "seq": <u64>, …}]`. Returns its `seq` and the event
+/// object. Which deployment's store it comes from is the caller's check.
 pub fn event_from_broadcast(b: &Broadcast) -> Option<(u64, &Map<String, Value>)> {
-    if b.uid != STORE_UID {
+    let ours = b.uid.strip_prefix(STORE_UID).is_some_and(|rest| rest.is_empty() || rest.starts_with(':'));
+    if !ours {
         return None;
     }
     match b.data.as_array()?.as_slice() {
@@ -374,7 +383,7 @@ fn w_opts<R: AsRef<str>, E: AsRef<str>>(out: &mut Vec<u8>, rooms: &[R], except: 
 // Stored feed events
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The msgpack bytes of `[STORE_UID, {type: 2, data: ["event_created", event], nsp}, {rooms: [room], except: [],
+/// The msgpack bytes of `[uid, {type: 2, data: ["event_created", event], nsp}, {rooms: [room], except: [],
 /// flags: {}}]` split around the value of the event's `seq` field: `head` ends right after the msgpack key `"seq"`;
 /// the Lua script publishes `head .. cmsgpack.pack(seq) .. tail` on [`Channels::broadcast`]`(&[room])`.
 ///
@@ -403,22 +412,30 @@ impl EventTemplate {
     }
 }
 
-/// Builds the [`EventTemplate`] of a stored feed event for namespace `nsp` and `room`. The event object's fields are
-/// in this exact order: `id`, `seq` (spliced in by the script), `tenant_id`, `message`, `timestamp`, `author` (all
-/// strings but `seq`). The packet and opts keys are in the order the adapter produces (`type, data, nsp` and
-/// `rooms, except, flags`).
-pub fn event_template(
-    nsp: &str,
-    room: &str,
-    id: &str,
-    tenant_id: &str,
-    message: &str,
-    timestamp: &str,
-    author: &str,
-) -> EventTemplate {
+/// The fields of a stored feed event but its `seq` (the store assigns it).
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    /// The event id.
+    pub id: &'a str,
+    /// The tenant.
+    pub tenant_id: &'a str,
+    /// The message.
+    pub message: &'a str,
+    /// The timestamp, as in the event's JSON.
+    pub timestamp: &'a str,
+    /// The author.
+    pub author: &'a str,
+}
+
+/// Builds the [`EventTemplate`] of a stored feed event published by `uid` for namespace `nsp` and `room`. The event
+/// object's fields are in this exact order: `id`, `seq` (spliced in by the script), `tenant_id`, `message`,
+/// `timestamp`, `author` (all strings but `seq`). The packet and opts keys are in the order the adapter produces
+/// (`type, data, nsp` and `rooms, except, flags`).
+pub fn event_template(uid: &str, nsp: &str, room: &str, event: &EventFields<'_>) -> EventTemplate {
+    let EventFields { id, tenant_id, message, timestamp, author } = *event;
     let mut head = Vec::with_capacity(128 + message.len());
     w_array_header(&mut head, 3);
-    w_str(&mut head, STORE_UID);
+    w_str(&mut head, uid);
     w_map_header(&mut head, 3);
     w_str(&mut head, "type");
     w_uint(&mut head, PACKET_TYPE_EVENT);
@@ -1847,13 +1864,16 @@ mod tests {
 
     fn template() -> EventTemplate {
         event_template(
+            STORE_UID,
             "/events",
             "tenant:acme",
-            "0b7c6d1e-8f00-4e2b-9a4c-1d2e3f405162",
-            "acme",
-            "héllo wörld — a message longer than thirty-one bytes ✓",
-            "2026-11-27T12:00:00.123Z",
-            "alice",
+            &EventFields {
+                id: "0b7c6d1e-8f00-4e2b-9a4c-1d2e3f405162",
+                tenant_id: "acme",
+                message: "héllo wörld — a message longer than thirty-one bytes ✓",
+                timestamp: "2026-11-27T12:00:00.123Z",
+                author: "alice",
+            },
         )
     }
 
@@ -1890,6 +1910,10 @@ mod tests {
         assert!(event_from_broadcast(&b).is_some());
         b.uid = "abc123".into();
         assert!(event_from_broadcast(&b).is_none());
+        b.uid = "eventfeed-storex".into();
+        assert!(event_from_broadcast(&b).is_none());
+        b.uid = store_uid("staging");
+        assert!(event_from_broadcast(&b).is_some(), "a prefixed store uid");
         b.uid = STORE_UID.into();
         b.data = json!(["event_created", {"seq": "7"}]);
         assert!(event_from_broadcast(&b).is_none());

@@ -117,9 +117,12 @@ return seq
 
 /// Reads a tenant's log consistently. KEYS: seq, log, ids. ARGV: mode
 /// (`latest`, `after_id`, `after_seq`, `get`), its argument, limit.
-/// Returns `{last_seq, first_seq, status, has_more, events…}`; status 0 is
-/// fine, 1 means the id or `seq` asked for is no longer retained (gap), 2
-/// means the `seq` asked for is newer than the newest (the history was lost).
+/// Returns `{last_seq, first_seq, status, has_more, anchor, events…}`;
+/// status 0 is fine, 1 means the id or `seq` asked for is no longer retained
+/// (gap), 2 means the `seq` asked for is newer than the newest (the history
+/// was lost). `anchor` is, for `after_seq`, the id of the event at that `seq`
+/// when it is retained (so the caller can tell it is the same history), else
+/// empty. An index entry that does not match the log is treated as absent.
 const READ: &str = r#"
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n = redis.call('LLEN', KEYS[2])
@@ -128,25 +131,31 @@ local mode = ARGV[1]
 local limit = tonumber(ARGV[3])
 local start = 0
 local status = 0
+local anchor = ''
+local function id_of(e) return string.sub(e, 8, 43) end
 if mode == 'latest' then
   start = n - limit
   if start < 0 then start = 0 end
 elseif mode == 'after_id' then
   local s = redis.call('HGET', KEYS[3], ARGV[2])
-  if s then start = tonumber(s) - first + 1 else status = 1 end
+  if s then start = tonumber(s) - first + 1 end
+  if not s or start < 1 or start > n then start = 0; status = 1 end
 elseif mode == 'after_seq' then
   local s = tonumber(ARGV[2])
-  if s > last then return {last, first, 2, 0} end
-  if s + 1 < first then return {last, first, 1, 0} end
+  if s > last then return {last, first, 2, 0, ''} end
+  if s + 1 < first then return {last, first, 1, 0, ''} end
+  if s >= first then anchor = id_of(redis.call('LINDEX', KEYS[2], s - first)) end
   start = s - first + 1
 elseif mode == 'get' then
   local s = redis.call('HGET', KEYS[3], ARGV[2])
-  if not s then return {last, first, 1, 0} end
-  local e = redis.call('LINDEX', KEYS[2], tonumber(s) - first)
-  if not e then return {last, first, 1, 0} end
-  return {last, first, 0, 0, e}
+  if not s then return {last, first, 1, 0, ''} end
+  local i = tonumber(s) - first
+  if i < 0 or i >= n then return {last, first, 1, 0, ''} end
+  local e = redis.call('LINDEX', KEYS[2], i)
+  if not e or id_of(e) ~= ARGV[2] then return {last, first, 1, 0, ''} end
+  return {last, first, 0, 0, '', e}
 end
-local out = {last, first, status, 0}
+local out = {last, first, status, 0, anchor}
 if start < n and limit > 0 then
   local events = redis.call('LRANGE', KEYS[2], start, start + limit - 1)
   for i = 1, #events do out[#out + 1] = events[i] end
@@ -173,6 +182,8 @@ pub(crate) struct LogRead {
     pub last_seq: u64,
     pub status: i64,
     pub has_more: bool,
+    /// For `after_seq`: the id of the event at that `seq` in the store.
+    pub anchor: Option<Uuid>,
     pub events: Vec<Arc<StoredEvent>>,
 }
 
@@ -185,6 +196,8 @@ pub struct Cluster {
     client: redis::Client,
     /// This instance's adapter uid: broadcasts carrying it are our own.
     uid: String,
+    /// The uid of this deployment's stored events ([`adapter::store_uid`]).
+    store_uid: String,
     channels: adapter::Channels,
     append: Script,
     read: Script,
@@ -238,6 +251,7 @@ impl Cluster {
             conn,
             client,
             uid,
+            store_uid: adapter::store_uid(&config.prefix),
             channels,
             append: Script::new(APPEND),
             read: Script::new(READ),
@@ -299,15 +313,14 @@ impl Cluster {
         let prepared = PreparedEvent::new(new, tenant.into());
         let room = tenant_room(tenant);
         let id = prepared.id.to_string();
-        let template = adapter::event_template(
-            &self.namespace,
-            &room,
-            &id,
-            tenant,
-            &prepared.message,
-            &prepared.timestamp,
-            &prepared.author,
-        );
+        let fields = adapter::EventFields {
+            id: &id,
+            tenant_id: tenant,
+            message: &prepared.message,
+            timestamp: &prepared.timestamp,
+            author: &prepared.author,
+        };
+        let template = adapter::event_template(&self.store_uid, &self.namespace, &room, &fields);
         let channel = self.channels.broadcast(&[room.as_str()]);
         let mut conn = self.conn.clone();
         let mut invocation = self.append.prepare_invoke();
@@ -368,17 +381,19 @@ impl Cluster {
         Ok(read.events.into_iter().next())
     }
 
-    /// Makes sure this instance has a current copy of the tenant's log (a
-    /// socket of it is connecting). Fails when Redis cannot be reached and
-    /// there is no copy yet.
-    pub async fn ensure_tenant(&self, tenant: &str) -> Result<(), FeedError> {
-        let (reply, answer) = oneshot::channel();
-        let request = Control::Load { tenant: tenant.into(), reply };
-        if self.control.send(request).await.is_err() {
-            return Err(FeedError::Unavailable { retry_after: 1 });
-        }
-        match tokio::time::timeout(self.config.timeout * 2, answer).await {
-            Ok(Ok(result)) => result,
+    /// Makes sure this instance has a copy of the tenant's log (a socket of
+    /// it is connecting); with `fresh`, one that has caught up with the store
+    /// as of now (the socket resumes from an event id it may have seen on
+    /// another instance a moment ago). Fails when Redis cannot be reached and
+    /// there is no copy yet. Bounded in time.
+    pub async fn ensure_tenant(&self, tenant: &str, fresh: bool) -> Result<(), FeedError> {
+        let ask = async {
+            let (reply, answer) = oneshot::channel();
+            self.control.send(Control::Load { tenant: tenant.into(), fresh, reply }).await.ok()?;
+            answer.await.ok()
+        };
+        match tokio::time::timeout(self.config.timeout * 2, ask).await {
+            Ok(Some(result)) => result,
             _ => Err(FeedError::Unavailable { retry_after: 1 }),
         }
     }
@@ -467,6 +482,10 @@ fn parse_read(tenant: &str, reply: Vec<RValue>) -> Option<LogRead> {
     let _first = int(&it.next()?)?;
     let status = int(&it.next()?)?;
     let has_more = int(&it.next()?)? != 0;
+    let anchor = match it.next()? {
+        RValue::BulkString(b) => std::str::from_utf8(&b).ok().and_then(|s| Uuid::try_parse(s).ok()),
+        _ => None,
+    };
     let tenant: Arc<str> = tenant.into();
     let mut events = Vec::with_capacity(it.len());
     for v in it {
@@ -474,5 +493,5 @@ fn parse_read(tenant: &str, reply: Vec<RValue>) -> Option<LogRead> {
         let json = String::from_utf8(bytes).ok()?;
         events.push(Arc::new(StoredEvent::from_json(&tenant, json)?));
     }
-    Some(LogRead { last_seq: u64::try_from(last).ok()?, status, has_more, events })
+    Some(LogRead { last_seq: u64::try_from(last).ok()?, status, has_more, anchor, events })
 }

@@ -11,8 +11,13 @@
 //!   the tenant's lock); an older one is a duplicate and dropped; a newer one
 //!   means a hole: it waits while the missing events are fetched from the
 //!   store, then everything is applied in order;
+//! - an event whose `seq` the copy has under another id, or a fetch whose
+//!   anchor (the id at the copy's newest `seq`) differs, means the store's
+//!   history was lost and began again: the copy is reset (below);
+//! - stored events of another deployment on the same Redis (another key
+//!   prefix: another store uid) are ignored;
 //! - when the subscription drops, every copy is marked stale; once it is back,
-//!   each copy fetches what it missed. A copy that cannot be completed (the
+//!   each copy fetches what it missed (at most 32 reads in flight). A copy that cannot be completed (the
 //!   missed events were evicted, or Redis lost its history) is reloaded and
 //!   the tenant's sockets here are closed, so their clients come back through
 //!   recovery or a snapshot rather than with a silent gap.
@@ -50,7 +55,9 @@ pub enum Control {
     Load {
         /// The tenant.
         tenant: Arc<str>,
-        /// Answered once the copy is current (or cannot be made).
+        /// The copy must have caught up with the store as of now (not just exist).
+        fresh: bool,
+        /// Answered once the copy is there (or cannot be made).
         reply: oneshot::Sender<Result<(), FeedError>>,
     },
     /// The subscription of this generation stopped answering pings.
@@ -79,13 +86,17 @@ struct TenantSync {
     fetching: bool,
     /// Fetch again when the current one is done (or when Redis is back).
     needs_fetch: bool,
+    /// Waiting in [`SyncTask::queue`] for a fetch slot.
+    queued: bool,
     /// The next fetch reloads the whole copy and closes the tenant's sockets
     /// (their history could not be completed).
     reset: bool,
     /// Live events waiting for the copy to catch up, by `seq`.
     pending: BTreeMap<u64, Arc<StoredEvent>>,
-    /// Connecting sockets waiting for the first load.
-    waiters: Vec<oneshot::Sender<Result<(), FeedError>>>,
+    /// Connecting sockets waiting for the next fetch to start and end.
+    waiting: Vec<oneshot::Sender<Result<(), FeedError>>>,
+    /// Connecting sockets waiting for the fetch in flight.
+    inflight: Vec<oneshot::Sender<Result<(), FeedError>>>,
 }
 
 enum FetchKind {
@@ -108,8 +119,14 @@ struct SyncTask {
     namespace: Arc<Namespace>,
     tenants: HashMap<Arc<str>, TenantSync>,
     fetches: FuturesUnordered<FetchFuture>,
+    /// Tenants waiting for a fetch slot (at most [`MAX_FETCHES`] in flight).
+    queue: std::collections::VecDeque<Arc<str>>,
     subscribed: bool,
 }
+
+/// Reads of the store in flight at once; more wait their turn (a
+/// resubscription with many tenants does not flood Redis).
+const MAX_FETCHES: usize = 32;
 
 impl Cluster {
     /// Starts this instance's tasks: the subscription (and delivery) and the
@@ -123,6 +140,7 @@ impl Cluster {
             namespace,
             tenants: HashMap::new(),
             fetches: FuturesUnordered::new(),
+            queue: std::collections::VecDeque::new(),
             subscribed: false,
         };
         tokio::spawn(task.run(rx, shutdown.clone()));
@@ -192,7 +210,7 @@ impl SyncTask {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(request) = control.recv() => match request {
-                    Control::Load { tenant, reply } => self.load(tenant, reply),
+                    Control::Load { tenant, fresh, reply } => self.load(tenant, fresh, reply),
                     Control::SubscriptionLost { generation: g } if g == generation && stream.is_some() => {
                         tracing::warn!("redis subscription stopped answering; reconnecting");
                         stream = None;
@@ -246,14 +264,17 @@ impl SyncTask {
         self.cluster.subscribed.store(false, Ordering::Relaxed);
     }
 
-    fn load(&mut self, tenant: Arc<str>, reply: oneshot::Sender<Result<(), FeedError>>) {
+    fn load(&mut self, tenant: Arc<str>, fresh: bool, reply: oneshot::Sender<Result<(), FeedError>>) {
         if let Some(t) = self.tenants.get_mut(&tenant) {
-            if t.loaded {
+            if t.loaded && (!fresh || !self.subscribed) {
                 // A copy that may be catching up is still a gapless prefix:
                 // a snapshot from it is followed by what it fetches.
                 let _ = reply.send(Ok(()));
+            } else if !t.loaded && t.fetching {
+                t.inflight.push(reply);
             } else {
-                t.waiters.push(reply);
+                t.waiting.push(reply);
+                self.fetch(&tenant);
             }
             return;
         }
@@ -262,24 +283,30 @@ impl SyncTask {
             return;
         }
         let mut t = TenantSync::default();
-        t.waiters.push(reply);
+        t.waiting.push(reply);
         self.tenants.insert(tenant.clone(), t);
         self.fetch(&tenant);
     }
 
-    /// Starts a fetch for the tenant (or flags one if one is in flight).
+    /// Starts a fetch for the tenant (or flags one if one is in flight, Redis
+    /// is away, or too many are in flight).
     fn fetch(&mut self, tenant: &Arc<str>) {
         let Some(t) = self.tenants.get_mut(tenant) else { return };
-        if t.fetching {
+        if t.fetching || !self.subscribed {
             t.needs_fetch = true;
             return;
         }
-        if !self.subscribed {
+        if self.fetches.len() >= MAX_FETCHES {
             t.needs_fetch = true;
+            if !std::mem::replace(&mut t.queued, true) {
+                self.queue.push_back(tenant.clone());
+            }
             return;
         }
         t.fetching = true;
         t.needs_fetch = false;
+        let waiting = std::mem::take(&mut t.waiting);
+        t.inflight.extend(waiting);
         let kind = match self.feed.bus.last_seq(tenant) {
             Some(last) if t.loaded && !t.reset => FetchKind::After(last),
             _ => FetchKind::Load,
@@ -296,18 +323,40 @@ impl SyncTask {
         }));
     }
 
+    /// Gives queued tenants the fetch slots that are free.
+    fn start_queued(&mut self) {
+        while self.fetches.len() < MAX_FETCHES
+            && let Some(tenant) = self.queue.pop_front()
+        {
+            if let Some(t) = self.tenants.get_mut(&tenant) {
+                t.queued = false;
+                if t.needs_fetch {
+                    self.fetch(&tenant);
+                }
+            }
+        }
+    }
+
     fn fetched(&mut self, fetched: Fetched) {
+        self.apply_fetched(fetched);
+        self.start_queued();
+    }
+
+    fn apply_fetched(&mut self, fetched: Fetched) {
         let Fetched { tenant, kind, result } = fetched;
         let Some(t) = self.tenants.get_mut(&tenant) else { return };
         t.fetching = false;
+        let inflight = std::mem::take(&mut t.inflight);
         let read = match result {
             Ok(read) => read,
             Err(e) => {
                 if t.loaded {
-                    // Try again later (the retry tick, or the next subscription).
+                    // Try again later (the retry tick, or the next subscription);
+                    // the copy there is a gapless prefix meanwhile.
                     t.needs_fetch = true;
+                    inflight.into_iter().for_each(|w| drop(w.send(Ok(()))));
                 } else {
-                    for waiter in t.waiters.drain(..) {
+                    for waiter in inflight.into_iter().chain(t.waiting.drain(..)) {
                         let _ = waiter.send(Err(e.clone()));
                     }
                     self.tenants.remove(&tenant);
@@ -315,32 +364,43 @@ impl SyncTask {
                 return;
             }
         };
+        let mut progressed = true;
         match kind {
             FetchKind::Load => {
                 let reset = std::mem::take(&mut t.reset);
                 self.feed.bus.replace(&tenant, read.events, read.last_seq);
                 t.loaded = true;
-                for waiter in t.waiters.drain(..) {
-                    let _ = waiter.send(Ok(()));
-                }
+                inflight.into_iter().for_each(|w| drop(w.send(Ok(()))));
                 if reset {
                     self.close_tenant_sockets(&tenant);
                 }
             }
             FetchKind::After(_) if t.reset => {
-                // The copy is to be reloaded: what was fetched for it no longer applies.
+                // The copy is to be reloaded: what was fetched for it no longer
+                // applies, and sockets connecting now wait for the reload.
+                t.waiting.extend(inflight);
                 self.fetch(&tenant);
                 return;
             }
-            FetchKind::After(_) if read.status != 0 => {
-                tracing::warn!(tenant = %tenant, status = read.status, "missed events are no longer in the store; reloading and closing this tenant's sockets so they recover or resnapshot");
-                t.reset = true;
-                t.pending.clear();
-                self.cluster.metrics.resets.inc();
-                self.fetch(&tenant);
-                return;
-            }
-            FetchKind::After(_) => {
+            FetchKind::After(seq) => {
+                let mine = self.feed.bus.id_at(&tenant, seq);
+                let same_history = match (read.anchor, mine) {
+                    (Some(theirs), Some(mine)) => theirs == mine,
+                    _ => true,
+                };
+                if read.status != 0 || !same_history {
+                    tracing::warn!(tenant = %tenant, status = read.status, same_history, "the store no longer has what this copy missed (evicted, or its history was lost); reloading and closing this tenant's sockets so they recover or start from a snapshot");
+                    t.reset = true;
+                    t.pending.clear();
+                    t.waiting.extend(inflight);
+                    self.cluster.metrics.resets.inc();
+                    self.fetch(&tenant);
+                    return;
+                }
+                progressed = !read.events.is_empty();
+                if read.has_more {
+                    t.needs_fetch = true;
+                }
                 for event in &read.events {
                     let applied = self.feed.bus.apply(event);
                     if applied == Applied::Appended {
@@ -352,13 +412,16 @@ impl SyncTask {
                         break;
                     }
                 }
+                inflight.into_iter().for_each(|w| drop(w.send(Ok(()))));
             }
         }
-        self.drain_pending(&tenant);
+        self.drain_pending(&tenant, progressed);
     }
 
-    /// Applies the waiting live events that now follow the copy.
-    fn drain_pending(&mut self, tenant: &Arc<str>) {
+    /// Applies the waiting live events that now follow the copy. A hole that
+    /// remains is fetched at once if the last fetch made progress, else on the
+    /// next retry tick (a hole the store cannot fill is not retried in a loop).
+    fn drain_pending(&mut self, tenant: &Arc<str>, refetch_now: bool) {
         let Some(t) = self.tenants.get_mut(tenant) else { return };
         let mut duplicates = Vec::new();
         while let Some(entry) = t.pending.first_entry() {
@@ -373,7 +436,7 @@ impl SyncTask {
                 }
             }
         }
-        if t.needs_fetch {
+        if t.needs_fetch && refetch_now {
             self.fetch(tenant);
         }
         for event in duplicates {
@@ -424,7 +487,10 @@ impl SyncTask {
         } else if channel.starts_with(channels.broadcast_prefix.as_str()) {
             match adapter::decode_broadcast(payload) {
                 Ok(b) if b.uid == self.cluster.uid => {}
-                Ok(b) if b.uid == adapter::STORE_UID => self.stored_event(&b),
+                Ok(b) if b.uid == self.cluster.store_uid => self.stored_event(&b),
+                // Another deployment's store on the same Redis (channels are
+                // global to the server, not per database or key prefix).
+                Ok(b) if b.uid.starts_with(adapter::STORE_UID) => {}
                 Ok(b) => self.broadcast(&b),
                 Err(e) => tracing::debug!(error = %e, channel, "ignoring a malformed adapter message"),
             }
@@ -448,7 +514,7 @@ impl SyncTask {
         let event = Arc::new(event);
         let limit = max_pending(self.cluster.capacity);
         let Some(t) = self.tenants.get_mut(&tenant) else { return };
-        if !t.loaded || t.fetching || !t.pending.is_empty() {
+        let wait = |t: &mut TenantSync, event: Arc<StoredEvent>| {
             if t.pending.len() >= limit {
                 // Bound hit: forget the waiting events; the next fetch
                 // brings them from the store.
@@ -457,15 +523,19 @@ impl SyncTask {
             } else {
                 t.pending.insert(event.seq, event);
             }
+        };
+        if !t.loaded || t.fetching {
+            wait(t, event);
             return;
         }
         match self.feed.bus.apply(&event) {
+            Applied::Appended if t.pending.is_empty() => {}
+            Applied::Appended => self.drain_pending(&tenant, false),
             Applied::Gap { .. } => {
-                t.pending.insert(event.seq, event);
+                wait(t, event);
                 self.fetch(&tenant);
             }
             Applied::Duplicate => self.check_duplicate(&tenant, &event),
-            Applied::Appended => {}
         }
     }
 
@@ -473,19 +543,22 @@ impl SyncTask {
     /// the same id. Another id means the store's history was lost and begun
     /// again (a Redis restarted without its data, a flush): the copy is
     /// reloaded and the tenant's sockets here closed, so their clients start
-    /// over with a snapshot instead of silently missing the new events.
+    /// over with a snapshot instead of silently missing the new events. When
+    /// the copy no longer holds that `seq`, a fetch compares the histories.
     fn check_duplicate(&mut self, tenant: &Arc<str>, event: &StoredEvent) {
-        let Some(known) = self.feed.bus.id_at(tenant, event.seq) else { return };
-        if known == event.id {
-            return;
+        match self.feed.bus.id_at(tenant, event.seq) {
+            Some(known) if known == event.id => {}
+            Some(_) => {
+                tracing::warn!(tenant = %tenant, seq = event.seq, "the store's history of this tenant was lost and began again; reloading and closing this tenant's sockets");
+                if let Some(t) = self.tenants.get_mut(tenant) {
+                    t.reset = true;
+                    t.pending.clear();
+                }
+                self.cluster.metrics.resets.inc();
+                self.fetch(tenant);
+            }
+            None => self.fetch(tenant),
         }
-        tracing::warn!(tenant = %tenant, seq = event.seq, "the store's history of this tenant was lost and began again; reloading and closing this tenant's sockets");
-        if let Some(t) = self.tenants.get_mut(tenant) {
-            t.reset = true;
-            t.pending.clear();
-        }
-        self.cluster.metrics.resets.inc();
-        self.fetch(tenant);
     }
 
     /// A broadcast of a Node server or the emitter, to the local sockets it selects.

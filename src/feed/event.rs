@@ -214,6 +214,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(e.json().get()).unwrap();
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["id", "seq", "tenant_id", "message", "timestamp", "author"]);
+        // The Redis store's scripts read the id at this very place (string.sub(json, 8, 43)).
+        assert_eq!(&e.json().get()[..7], r#"{"id":""#);
+        assert_eq!(e.json().get()[7..43], e.id.to_string());
         assert_eq!(v["seq"], 42);
         assert_eq!(v["tenant_id"], "company_a");
         assert_eq!(v["author"], "admin_a");

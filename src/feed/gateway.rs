@@ -398,7 +398,7 @@ impl NamespaceHandler for Gateway {
             let who = &admission.principal;
             // The snapshot, recovery and replay on connect come from this
             // instance's copy of the tenant's log: make sure it is there.
-            if let Err(e) = cluster.ensure_tenant(&who.tenant).await {
+            if let Err(e) = cluster.ensure_tenant(&who.tenant, admission.since.is_some()).await {
                 return Err(ConnectRejection { message: "unavailable".into(), data: Some(e.to_value()) });
             }
             let kept = match &admission.pid {

@@ -103,6 +103,10 @@ struct ClientInner {
     decoder: Decoder,
     namespaces: Namespaces,
     sockets: HashMap<String, Arc<Socket>>,
+    /// Namespaces whose CONNECT is being authorized asynchronously: another
+    /// CONNECT to one of them is ignored until it is answered (one pending
+    /// authorization per namespace and session, so a flood spawns nothing).
+    authorizing: Vec<String>,
 }
 
 impl Client {
@@ -137,6 +141,7 @@ impl engine::Handler for SocketIo {
                 decoder: Decoder::new(self.config.max_attachments),
                 namespaces: Namespaces::new(engine::now(), self.config.connect_timeout, self.config.max_namespaces),
                 sockets: HashMap::new(),
+                authorizing: Vec::new(),
             }),
         })
     }
@@ -227,6 +232,11 @@ impl SocketIo {
             let _ = conn.send_packet(&Packet::connect_error(nsp, "Invalid namespace", None).encode());
             return;
         };
+        if client.lock().authorizing.iter().any(|n| n == nsp) {
+            // Bound: one authorization in flight per namespace; this CONNECT
+            // is answered by that one's outcome.
+            return;
+        }
         let check = client.lock().namespaces.check_connect(nsp);
         match check {
             Ok(()) => {}
@@ -253,9 +263,11 @@ impl SocketIo {
             self.config.metrics.ack_limit_rejections.clone(),
         ));
         if let Some(pending) = namespace.handler().authorize_async(&socket, packet.data.as_ref()) {
+            client.lock().authorizing.push(nsp.to_owned());
             let (namespace, conn, client) = (namespace.clone(), conn.clone(), client.clone());
             tokio::spawn(async move {
                 let decision = pending.await;
+                client.lock().authorizing.retain(|n| n != namespace.name());
                 finish_connect(&namespace, &conn, &client, socket, decision);
             });
             return;
@@ -302,7 +314,11 @@ fn finish_connect(
     let _ = conn.send_packet(&Packet::connect(nsp, Some(Value::Object(answer))).encode());
     namespace.handler().on_connect(&socket);
     if conn.is_closed() {
-        // The session died meanwhile; on_close may have run before the insert.
-        client.remove_socket(&socket, DisconnectReason::Transport(CloseReason::TransportClose));
+        // The session died meanwhile: on_close may have run before the insert,
+        // or after it but before the socket was marked connected (then its
+        // cleanup did nothing). Cleaning up runs once, so do both.
+        let reason = DisconnectReason::Transport(CloseReason::TransportClose);
+        client.remove_socket(&socket, reason);
+        socket.cleanup(reason);
     }
 }
