@@ -555,3 +555,90 @@ async fn deployments_with_other_prefixes_on_one_redis_do_not_mix() {
     assert!(redis.redis_cmd(&["EXISTS", "prod:{company_a}:log"]).contains(":1"));
     assert!(redis.redis_cmd(&["EXISTS", "staging:{company_a}:log"]).contains(":1"));
 }
+
+/// CONNECTs with `auth` on a fresh websocket to `addr`; returns the socket
+/// and the CONNECT answer's data.
+async fn raw_connect(addr: SocketAddr, auth: Value) -> (raw::Ws, Value) {
+    let (mut ws, _) = Eio::new(addr, "/socket.io/").ws_open().await;
+    raw::send_text(&mut ws, &format!("40/events,{auth}")).await;
+    let answer = feed::next_frame(&mut ws).await.unwrap();
+    let (kind, _, data) = feed::parse_frame(&answer).unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(kind, '0', "CONNECT refused: {answer}");
+    (ws, data)
+}
+
+/// The next event frame: its name and arguments.
+async fn next_event(ws: &mut raw::Ws) -> (String, Vec<Value>) {
+    loop {
+        let frame = feed::next_frame(ws).await.expect("the socket ended");
+        if let Some(event) = parse_event(&frame) {
+            return event;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_recovers_on_another_instance_after_its_own_crashed() {
+    let (redis, mut a, b) = cluster().await;
+    let auth = serde_json::json!({"tenantId": "company_a", "token": "token_admin_a"});
+    let (mut ws, answer) = raw_connect(a.addr(), auth.clone()).await;
+    let (sid, pid) = (answer["sid"].as_str().unwrap().to_owned(), answer["pid"].as_str().unwrap().to_owned());
+    assert_eq!(next_event(&mut ws).await.0, "snapshot");
+    for i in 0..2 {
+        assert_eq!(post_event(a.addr(), A, &format!("seen {i}")).await.status, 201);
+    }
+    let mut offset = String::new();
+    for seq in 1..=2 {
+        let (name, args) = next_event(&mut ws).await;
+        assert_eq!((name.as_str(), args[0]["seq"].as_u64()), ("event_created", Some(seq)));
+        offset = args[1].as_str().unwrap().to_owned();
+    }
+    // The session is in Redis while the socket lives (written at connect).
+    let key = format!("eventfeed:session:{pid}");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !redis.redis_cmd(&["EXISTS", &key]).contains(":1") {
+        assert!(std::time::Instant::now() < end, "the session was not written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ttl = redis.redis_int(&["PTTL", &key]);
+    assert!(ttl > 0 && ttl <= 120_000, "expires with the window: {ttl}");
+    // A crashes: nothing of its sockets is written any more.
+    tokio::task::spawn_blocking(move || {
+        a.kill9();
+        a
+    })
+    .await
+    .unwrap();
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        missed.push(post_event(b.addr(), A, &format!("missed {i}")).await.json());
+    }
+    // Another tenant's token with the pid: no recovery (and the owner still can).
+    let thief = serde_json::json!({"tenantId": "company_b", "token": "token_admin_b", "pid": pid, "offset": offset});
+    let (mut other, stolen) = raw_connect(b.addr(), thief).await;
+    assert_ne!(stolen["sid"], sid.as_str());
+    assert_eq!(next_event(&mut other).await.0, "snapshot");
+    // The owner comes back on B with its pid and offset.
+    let mut back_auth = auth.clone();
+    back_auth["pid"] = pid.clone().into();
+    back_auth["offset"] = offset.clone().into();
+    let (mut back, again) = raw_connect(b.addr(), back_auth).await;
+    assert_eq!((again["sid"].as_str(), again["pid"].as_str()), (Some(sid.as_str()), Some(pid.as_str())), "recovered");
+    for expected in &missed {
+        let (name, args) = next_event(&mut back).await;
+        assert_eq!(name, "event_created", "no snapshot on recovery");
+        assert_eq!(&args[0], expected);
+    }
+    // Then live ones.
+    let live = post_event(b.addr(), A, "live").await.json();
+    let (name, args) = next_event(&mut back).await;
+    assert_eq!((name.as_str(), &args[0]), ("event_created", &live));
+    // A normal disconnect keeps nothing: the session is deleted.
+    assert!(redis.redis_cmd(&["EXISTS", &key]).contains(":1"), "written again on recovery");
+    raw::send_text(&mut back, "41/events,").await;
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !redis.redis_cmd(&["EXISTS", &key]).contains(":0") {
+        assert!(std::time::Instant::now() < end, "the session outlived a normal disconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -5,9 +5,9 @@
 //! stdout/stdin, to SIGKILL, SIGTERM or restart an instance at the moment it
 //! chooses.
 //!
-//! - `failover_by_cursor`: 24 clients on A (websocket-only and default
-//!   transports; `auth` a function sending `sinceId` of the last event seen), a
-//!   publisher on B; A SIGKILLed midway and restarted; every client sees every
+//! - `failover_by_cursor` (recovery off): 24 clients on A (websocket-only and
+//!   default transports; `auth` a function sending `sinceId` of the last event
+//!   seen), a publisher on B; A SIGKILLed midway and restarted; every client sees every
 //!   acknowledged event exactly once, in `seq` order, and nothing of the other
 //!   tenant; the restarted A serves the same history.
 //! - `recovery_across_instances`: A stopped with SIGTERM; the clients' own
@@ -56,7 +56,12 @@ struct Pair {
 
 impl Pair {
     fn start(redis: &RedisServer) -> Pair {
-        let env = [("NB_BACKEND_RECOVERY_WINDOW", "60000")];
+        Pair::start_with(redis, "60000")
+    }
+
+    /// Two instances with this recovery window (ms; "0": off).
+    fn start_with(redis: &RedisServer, recovery_window: &str) -> Pair {
+        let env = [("NB_BACKEND_RECOVERY_WINDOW", recovery_window)];
         let a = Instance::start(Some(&redis.url()), &env);
         let b = Instance::start(Some(&redis.url()), &env);
         a.wait_ready(Duration::from_secs(10));
@@ -226,7 +231,10 @@ fn get_a(inst: &Instance, path: &str) -> (u16, serde_json::Value) {
 #[test]
 fn failover_by_cursor() {
     let redis = RedisServer::start();
-    let mut pair = Pair::start(&redis);
+    // Recovery off: the clients come back by their cursor (`sinceId`) alone.
+    // (With it on, they would recover their sessions on B instead: see
+    // tests/cluster.rs, a_session_recovers_on_another_instance_after_its_own_crashed.)
+    let mut pair = Pair::start_with(&redis, "0");
     let (a_before, b_before) = (pair.a.pid(), pair.b.pid());
     run_scenario("failover", &redis, &mut pair);
     // The script had A SIGKILLed and restarted: a new process; B the same.

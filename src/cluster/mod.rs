@@ -22,7 +22,8 @@
 //!   filled (evicted meanwhile), the tenant's sockets here are disconnected so
 //!   they come back through recovery or a snapshot — never a silent gap.
 //! - Sessions kept for connection state recovery are stored in Redis with the
-//!   window as their expiry, so a client recovers on any instance.
+//!   window as their expiry ([`sessions`]), so a client recovers on any
+//!   instance, even when its own crashed.
 //! - **Redis down or slow**: every call has a deadline
 //!   (`NB_BACKEND_REDIS_TIMEOUT`); writes and reads answer `unavailable`
 //!   (REST 503 with `Retry-After`), `/readyz` fails, connections reconnect
@@ -35,6 +36,7 @@
 
 pub mod adapter;
 mod requests;
+mod sessions;
 mod sync;
 
 use std::sync::Arc;
@@ -208,8 +210,9 @@ pub struct Cluster {
     subscribed: AtomicBool,
     control: mpsc::Sender<Control>,
     control_rx: std::sync::Mutex<Option<mpsc::Receiver<Control>>>,
-    /// Writes that must land before the process exits (kept sessions).
-    writes: tokio_util::task::TaskTracker,
+    /// Session writes for recovery, in order ([`sessions`]).
+    sessions: mpsc::Sender<sessions::SessionOp>,
+    sessions_rx: std::sync::Mutex<Option<mpsc::Receiver<sessions::SessionOp>>>,
     /// Counters.
     pub metrics: ClusterMetrics,
 }
@@ -245,6 +248,7 @@ impl Cluster {
         let uid = crate::engine::new_sid()[..12].to_owned();
         let channels = adapter::Channels::new(&config.adapter_key, namespace, &uid);
         let (control, rx) = mpsc::channel(CONTROL_QUEUE);
+        let (session_tx, session_rx) = mpsc::channel(sessions::QUEUE);
         Ok(Arc::new(Cluster {
             namespace: namespace.to_owned(),
             capacity: capacity.max(1),
@@ -260,7 +264,8 @@ impl Cluster {
             subscribed: AtomicBool::new(false),
             control,
             control_rx: std::sync::Mutex::new(Some(rx)),
-            writes: tokio_util::task::TaskTracker::new(),
+            sessions: session_tx,
+            sessions_rx: std::sync::Mutex::new(Some(session_rx)),
             metrics: ClusterMetrics::default(),
             config,
         }))
@@ -396,45 +401,6 @@ impl Cluster {
             Ok(Some(result)) => result,
             _ => Err(FeedError::Unavailable { retry_after: 1 }),
         }
-    }
-
-    /// Keeps a session for recovery on any instance, for `window`.
-    pub async fn keep_session(&self, pid: &str, kept: &Kept, window: Duration) -> Result<(), FeedError> {
-        let key = self.session_key(pid);
-        let digest: String = kept.token_digest.iter().map(|b| format!("{b:02x}")).collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("sid", kept.sid.as_str()),
-                    ("tenant", &kept.tenant),
-                    ("user", &kept.user),
-                    ("digest", &digest),
-                    ("base_seq", &kept.base_seq.to_string()),
-                ],
-            )
-            .ignore()
-            .pexpire(&key, window.as_millis().max(1) as i64)
-            .ignore();
-        let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await
-    }
-
-    /// Keeps a session in the background ([`keep_session`](Self::keep_session));
-    /// [`finish_writes`](Self::finish_writes) waits for it at shutdown.
-    pub fn spawn_keep_session(self: &Arc<Self>, pid: String, kept: Kept, window: Duration) {
-        let cluster = self.clone();
-        self.writes.spawn(async move {
-            let _ = cluster.keep_session(&pid, &kept, window).await;
-        });
-    }
-
-    /// Waits (at most `within`) for the background writes, e.g. the sessions
-    /// kept when the server shut down, so clients can recover elsewhere.
-    pub async fn finish_writes(&self, within: Duration) -> bool {
-        self.writes.close();
-        tokio::time::timeout(within, self.writes.wait()).await.is_ok()
     }
 
     /// Takes the session kept under `pid` if these credentials opened it.

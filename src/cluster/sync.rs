@@ -136,14 +136,22 @@ impl Cluster {
         let Some(rx) = rx else { return };
         let task = SyncTask {
             cluster: self.clone(),
-            feed,
-            namespace,
+            feed: feed.clone(),
+            namespace: namespace.clone(),
             tenants: HashMap::new(),
             fetches: FuturesUnordered::new(),
             queue: std::collections::VecDeque::new(),
             subscribed: false,
         };
         tokio::spawn(task.run(rx, shutdown.clone()));
+        let sessions = self.sessions_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let window = feed.config.recovery_window;
+        if let Some(sessions) = sessions
+            && !window.is_zero()
+        {
+            tokio::spawn(self.clone().write_sessions(sessions, window));
+            tokio::spawn(self.clone().renew_sessions(namespace.clone(), window, shutdown.clone()));
+        }
         let cluster = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PING_EVERY);

@@ -365,6 +365,19 @@ fn queue_request(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
     }
 }
 
+/// What is kept of a socket for its recovery.
+fn kept(socket: &Socket, session: &Session) -> Kept {
+    let who = &session.principal;
+    Kept {
+        sid: socket.id().to_owned(),
+        tenant: who.tenant.clone(),
+        user: who.user.clone(),
+        token_digest: session.token_digest,
+        rooms: vec![tenant_room(&who.tenant)],
+        base_seq: session.base_seq.load(Ordering::Relaxed),
+    }
+}
+
 /// Runs a handler's work now when it needs no waiting (in-memory mode),
 /// else on its own task (Redis mode).
 fn run_now_or_spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -441,6 +454,12 @@ impl NamespaceHandler for Gateway {
             };
             session.base_seq.store(base, Ordering::Relaxed);
         });
+        // Redis mode: the session is kept from now on (renewed while the
+        // socket lives), so the client can recover elsewhere even if this
+        // instance crashes.
+        if let (Some(cluster), Some(pid)) = (self.feed.cluster(), socket.pid()) {
+            cluster.keep_session_later(pid, kept(socket, session));
+        }
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: Event) {
@@ -466,20 +485,13 @@ impl NamespaceHandler for Gateway {
         // Keep the session for recovery only when the client lost it without
         // meaning to.
         let abnormal = matches!(reason, DisconnectReason::Transport(r) if r.is_abnormal());
-        if abnormal && let Some(pid) = socket.pid() {
-            let kept = Kept {
-                sid: socket.id().to_owned(),
-                tenant: who.tenant.clone(),
-                user: who.user.clone(),
-                token_digest: session.token_digest,
-                rooms: vec![tenant_room(&who.tenant)],
-                base_seq: session.base_seq.load(Ordering::Relaxed),
-            };
-            match self.feed.cluster() {
-                None => self.feed.recovery.keep(pid.to_owned(), kept),
-                // Kept in Redis, so the client can come back on any instance.
-                Some(cluster) => cluster.spawn_keep_session(pid.to_owned(), kept, self.feed.config.recovery_window),
-            }
+        let Some(pid) = socket.pid() else { return };
+        match (self.feed.cluster(), abnormal) {
+            (None, true) => self.feed.recovery.keep(pid.to_owned(), kept(socket, session)),
+            (None, false) => {}
+            // Kept in Redis, so the client can come back on any instance.
+            (Some(cluster), true) => cluster.keep_session_later(pid, kept(socket, session)),
+            (Some(cluster), false) => cluster.forget_session_later(pid),
         }
     }
 }
