@@ -8,7 +8,11 @@
 //! takes more reads), and messages and frames are capped at
 //! `maxPayload` — over it the socket is closed with code 1009.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use eventfeed_protocol::engine::session::{CloseReason, ProbeAction, Received};
@@ -18,7 +22,8 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 
@@ -112,21 +117,24 @@ pub(super) fn upgrade<H: Handler>(
             }
         };
         let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        // This task lives as long as the connection: it keeps one copy of the
+        // websocket and lends it out, and the futures that only a refused or
+        // upgrading socket needs are boxed, so an idle connection's task is small.
         match target {
             Target::Refuse => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
                     let _ = ws.close(None).await;
                     while let Some(Ok(_)) = ws.next().await {}
-                })
+                }))
                 .await;
             }
             Target::New(entry) => {
-                serve(&engine2, &entry, ws, true).await;
+                serve(&engine2, &entry, &mut ws, true).await;
                 engine2.finish(&entry);
             }
             Target::Upgrade(entry) => {
-                if let Some(ws) = probe(&entry, ws).await {
-                    serve(&engine2, &entry, ws, false).await
+                if Box::pin(probe(&entry, &mut ws)).await {
+                    serve(&engine2, &entry, &mut ws, false).await
                 }
             }
         }
@@ -141,9 +149,9 @@ pub(super) fn upgrade<H: Handler>(
         .map_err(|_| EngineError::BadRequest.into())
 }
 
-/// The upgrade handshake on the new websocket. Returns it once `5` arrived,
-/// or `None` when the upgrade failed (the session stays on polling).
-async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
+/// The upgrade handshake on the new websocket. Returns true once `5`
+/// arrived, false when the upgrade failed (the session stays on polling).
+async fn probe<S>(entry: &Entry<S>, ws: &mut Ws) -> bool {
     let conn = &entry.conn;
     let deadline = tokio::time::Instant::now() + conn.config().session.upgrade_timeout;
     let outcome = loop {
@@ -177,14 +185,41 @@ async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
             // Release any poll still pending; the websocket writes from now on.
             conn.wake.notify_one();
             conn.upgrade_settled.notify_waiters();
-            Some(ws)
+            true
         }
         _ => {
             conn.lock().fsm.abort_upgrade();
             conn.upgrade_settled.notify_waiters();
             let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
-            None
+            false
         }
+    }
+}
+
+/// What the websocket task woke up for.
+enum Wakeup {
+    /// A message (or the end of the stream, or a read error).
+    Read(Option<Result<WsMessage, tungstenite::Error>>),
+    /// Packets were queued, the session closed, or timers ran.
+    Other,
+}
+
+/// The waker the websocket's reads are polled with: it records that the
+/// socket has something for the reader before waking the task, so the task
+/// tries a read only then, not on every wake-up for queued packets.
+struct ReadSignal {
+    conn: Arc<super::Conn>,
+    ready: AtomicBool,
+}
+
+impl Wake for ReadSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        self.conn.writer.wake();
     }
 }
 
@@ -192,36 +227,54 @@ async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
 ///
 /// `timers`: the session has no supervisor (it began on websocket), so this
 /// task also runs its heartbeat and application deadlines.
-async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: Ws, timers: bool) {
+async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut Ws, timers: bool) {
     let conn = &entry.conn;
-    let mut batch: Vec<Frame> = Vec::new();
     let mut close_code = CloseCode::Normal;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let run = || engine.run_timers(entry);
     let mut timers =
         Timers { run: timers.then_some(&run as &(dyn Fn() -> Option<tokio::time::Instant> + Sync)), sleep };
+    // Nothing is known about the socket yet: the first pass reads.
+    let signal = Arc::new(ReadSignal { conn: conn.clone(), ready: AtomicBool::new(true) });
+    let read_waker = Waker::from(signal.clone());
     loop {
         // Write everything queued, with one flush.
-        if !write_queued(conn, &mut ws, &mut batch, timers.reborrow()).await {
+        if !write_queued(conn, ws, &mut timers).await {
             conn.close(CloseReason::TransportError);
             break;
         }
         if conn.is_closed() {
             break;
         }
-        let msg = tokio::select! {
-            msg = ws.next() => msg,
-            _ = conn.wake.notified() => continue,
-            _ = timers.tick() => continue,
-            _ = conn.timer.notified(), if timers.run.is_some() => {
-                // A deadline moved earlier: look again.
-                if let Some(next) = engine.run_timers(entry) {
-                    timers.sleep.as_mut().reset(next);
+        // Every source is looked at on every pass (none can starve another);
+        // each is a flag, set before the task is woken. The socket is read
+        // only when its waker fired since the last read.
+        let wakeup = std::future::poll_fn(|cx| {
+            conn.writer.register(cx.waker());
+            let mut woke = conn.writer_pending.swap(false, Ordering::AcqRel);
+            if timers.run.is_some() {
+                if conn.timer_moved.swap(false, Ordering::AcqRel) {
+                    // A deadline moved earlier: look again.
+                    if let Some(next) = engine.run_timers(entry) {
+                        timers.sleep.as_mut().reset(next);
+                    }
+                    woke = true;
                 }
-                continue;
+                woke |= timers.poll_tick(cx).is_ready();
             }
-        };
+            if signal.ready.swap(false, Ordering::AcqRel) {
+                let mut read_cx = Context::from_waker(&read_waker);
+                if let Poll::Ready(msg) = ws.poll_next_unpin(&mut read_cx) {
+                    // More may be buffered already: read again next time.
+                    signal.ready.store(true, Ordering::Release);
+                    return Poll::Ready(Wakeup::Read(msg));
+                }
+            }
+            if woke { Poll::Ready(Wakeup::Other) } else { Poll::Pending }
+        })
+        .await;
+        let Wakeup::Read(msg) = wakeup else { continue };
         match msg {
             Some(Ok(WsMessage::Text(text))) => {
                 let packet = match decode_text(text.as_str()) {
@@ -265,17 +318,18 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
             }
         }
     }
-    // Deliver what is left (a close packet, say), then a close frame.
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        write_queued(conn, &mut ws, &mut batch, Timers { run: None, sleep: timers.sleep.as_mut() }).await;
+    // Deliver what is left (a close packet, say), then a close frame. Boxed:
+    // only a closing session pays for this future's space.
+    let closing = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+        write_queued(conn, ws, &mut Timers { run: None, sleep: timers.sleep.as_mut() }).await;
         let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
         // After the client's close frame `close` sends nothing (the state is
         // "closed by peer"); the reply tungstenite queued goes out on a flush
         // (RFC 6455 §5.5.1: a close frame is answered with a close frame).
         let _ = ws.flush().await;
-    })
-    .await;
+    }));
+    let _ = closing.await;
 }
 
 fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
@@ -283,33 +337,45 @@ fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
 }
 
 /// Writes every queued frame and flushes once. Returns false on a write error.
-async fn write_queued(conn: &super::Conn, ws: &mut Ws, batch: &mut Vec<Frame>, mut timers: Timers<'_>) -> bool {
-    batch.clear();
-    batch.extend(conn.lock().outbox.drain(..));
+///
+/// The queue is taken whole (its buffer with it): an idle session keeps no
+/// queue buffer, and nothing is copied.
+async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> bool {
+    let mut batch = std::mem::take(&mut conn.lock().outbox);
     if batch.is_empty() {
         return true;
     }
-    let write = async {
-        for frame in batch.drain(..) {
-            let msg = match frame {
-                Frame::Text(_) => ws_text(&frame),
-                Frame::Binary(b) => WsMessage::Binary(b),
-            };
-            ws.feed(msg).await?;
+    // A session already closed still gets its last frames out (bounded by
+    // the caller); otherwise its closing ends the write.
+    let closed_before = conn.is_closed();
+    std::future::poll_fn(|cx| {
+        // The write usually completes at once.
+        if let Poll::Ready(r) = poll_write(ws, &mut batch, cx) {
+            return Poll::Ready(r.is_ok());
         }
-        ws.flush().await
-    };
-    tokio::pin!(write);
-    // A peer that stops reading blocks this write; the session closing
-    // (slow-consumer policy, ping timeout, shutdown) must still end it, so the
-    // timers keep running meanwhile.
-    loop {
-        tokio::select! {
-            r = &mut write => return r.is_ok(),
-            _ = conn.closed(), if !conn.is_closed() => return false,
-            _ = timers.tick() => {}
+        // A peer that stops reading blocks the write; the session closing
+        // (slow-consumer policy, ping timeout, shutdown) must still end it,
+        // so the timers keep running meanwhile. A close wakes `writer`.
+        conn.writer.register(cx.waker());
+        if !closed_before && conn.is_closed() {
+            return Poll::Ready(false);
+        }
+        while timers.poll_tick(cx).is_ready() {}
+        if !closed_before && conn.is_closed() { Poll::Ready(false) } else { Poll::Pending }
+    })
+    .await
+}
+
+/// Feeds `batch` to the websocket, then flushes it (what `feed` for each
+/// frame and then `flush` do, without a future per frame).
+fn poll_write(ws: &mut Ws, batch: &mut VecDeque<Frame>, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+    while !batch.is_empty() {
+        std::task::ready!(ws.poll_ready_unpin(cx))?;
+        if let Some(frame) = batch.pop_front() {
+            ws.start_send_unpin(ws_message(frame))?;
         }
     }
+    ws.poll_flush_unpin(cx)
 }
 
 /// The heartbeat and application deadlines of a session whose websocket task
@@ -320,24 +386,36 @@ struct Timers<'a> {
 }
 
 impl Timers<'_> {
-    /// Waits for the next deadline and runs what is due; pending forever when
-    /// there is nothing to run.
-    async fn tick(&mut self) {
-        let Some(run) = self.run else { return std::future::pending().await };
-        (&mut self.sleep).await;
+    /// Runs what is due once the deadline passed (ready then); pending until
+    /// it does, and for good when there is nothing to run or the session closed.
+    fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(run) = self.run else { return Poll::Pending };
+        std::task::ready!(self.sleep.as_mut().poll(cx));
         match run() {
-            Some(next) => self.sleep.as_mut().reset(next),
-            // Closed: nothing more to wait for (the task notices the close).
-            None => std::future::pending::<()>().await,
+            Some(next) => {
+                self.sleep.as_mut().reset(next);
+                Poll::Ready(())
+            }
+            None => {
+                // Closed: nothing more to wait for (the task notices the close).
+                self.run = None;
+                Poll::Pending
+            }
         }
-    }
-
-    fn reborrow(&mut self) -> Timers<'_> {
-        Timers { run: self.run, sleep: self.sleep.as_mut() }
     }
 }
 
 fn ws_text(frame: &Frame) -> WsMessage {
     // `Frame::Text` is valid UTF-8 by construction; the check is cheap.
     WsMessage::Text(Utf8Bytes::try_from(frame.bytes().clone()).unwrap_or_default())
+}
+
+/// The websocket message of a queued frame. A text frame goes out as a raw
+/// text frame: its bytes are valid UTF-8 by construction (`Frame::Text`), and a
+/// broadcast is not validated again for every recipient.
+fn ws_message(frame: Frame) -> WsMessage {
+    match frame {
+        Frame::Text(b) => WsMessage::Frame(WsFrame::message(b, OpCode::Data(OpData::Text), true)),
+        Frame::Binary(b) => WsMessage::Binary(b),
+    }
 }
