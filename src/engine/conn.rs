@@ -204,7 +204,9 @@ impl Conn {
         }
         let was_empty = inner.outbox.is_empty();
         inner.outbox.push_back(first.clone());
-        inner.outbox.extend(rest.iter().cloned());
+        if !rest.is_empty() {
+            inner.outbox.extend(rest.iter().cloned());
+        }
         drop(inner);
         self.metrics.frames_queued.inc_by(count as u64);
         if was_empty {

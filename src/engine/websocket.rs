@@ -4,7 +4,7 @@
 //!
 //! One task per websocket reads and writes it. Writes coalesce: everything
 //! queued since the last write goes out with a single flush. Buffers are
-//! small (a 1 KiB read chunk: idle sockets cost little; a large message just
+//! small (a 256-byte read chunk: idle sockets cost little; a large message just
 //! takes more reads), and messages and frames are capped at
 //! `maxPayload` — over it the socket is closed with code 1009.
 
@@ -97,7 +97,9 @@ pub(super) fn upgrade<H: Handler>(
     let slot = req.extensions_mut().remove::<crate::server::ConnectionSlot>();
     let engine2 = engine.clone();
     let config = WebSocketConfig::default()
-        .read_buffer_size(1024)
+        // Client messages are small (pongs, acks, a CONNECT, a post_event);
+        // the buffer stays allocated for the connection's life.
+        .read_buffer_size(256)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(engine.config.max_payload.saturating_mul(2).max(64 * 1024))
         .max_message_size(Some(engine.config.max_payload))
