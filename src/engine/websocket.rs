@@ -206,15 +206,16 @@ enum Wakeup {
     Other,
 }
 
-/// The waker the websocket's reads are polled with: it records that the
-/// socket has something for the reader before waking the task, so the task
-/// tries a read only then, not on every wake-up for queued packets.
-struct ReadSignal {
+/// The waker the websocket's reads and the heartbeat timer are polled with:
+/// it records that the socket or the timer has something for the task before
+/// waking it, so the task tries a read and looks at the timer only then, not
+/// on every wake-up for queued packets.
+struct Signal {
     conn: Arc<super::Conn>,
     ready: AtomicBool,
 }
 
-impl Wake for ReadSignal {
+impl Wake for Signal {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -234,12 +235,17 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
     let mut close_code = CloseCode::Normal;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
+    // Nothing is known about the socket or the timers yet: the first pass
+    // reads and runs them.
+    let signal = Arc::new(Signal { conn: conn.clone(), ready: AtomicBool::new(true) });
+    let waker = Waker::from(signal.clone());
     let run = || engine.run_timers(entry);
-    let mut timers =
-        Timers { run: timers.then_some(&run as &(dyn Fn() -> Option<tokio::time::Instant> + Sync)), sleep };
-    // Nothing is known about the socket yet: the first pass reads.
-    let signal = Arc::new(ReadSignal { conn: conn.clone(), ready: AtomicBool::new(true) });
-    let read_waker = Waker::from(signal.clone());
+    let mut timers = Timers {
+        run: timers.then_some(&run as &(dyn Fn() -> Option<tokio::time::Instant> + Sync)),
+        sleep,
+        signal: &signal,
+        waker: &waker,
+    };
     loop {
         // Write everything queued, with one flush.
         if !write_queued(conn, ws, &mut timers).await {
@@ -250,23 +256,21 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
             break;
         }
         // Every source is looked at on every pass (none can starve another);
-        // each is a flag, set before the task is woken. The socket is read
-        // only when its waker fired since the last read.
+        // each is a flag, set before the task is woken. The socket is read,
+        // and the timer polled, only when their waker fired since.
         let wakeup = std::future::poll_fn(|cx| {
             conn.writer.register(cx.waker());
             let mut woke = conn.writer_pending.swap(false, Ordering::AcqRel);
-            if timers.run.is_some() {
-                if conn.timer_moved.swap(false, Ordering::AcqRel) {
-                    // A deadline moved earlier: look again.
-                    if let Some(next) = engine.run_timers(entry) {
-                        timers.sleep.as_mut().reset(next);
-                    }
-                    woke = true;
+            if timers.run.is_some() && conn.timer_moved.swap(false, Ordering::AcqRel) {
+                // A deadline moved earlier: look again.
+                if let Some(next) = engine.run_timers(entry) {
+                    timers.reset(next);
                 }
-                woke |= timers.poll_tick(cx).is_ready();
+                woke = true;
             }
             if signal.ready.swap(false, Ordering::AcqRel) {
-                let mut read_cx = Context::from_waker(&read_waker);
+                woke |= timers.poll_tick().is_ready();
+                let mut read_cx = Context::from_waker(&waker);
                 if let Poll::Ready(msg) = ws.poll_next_unpin(&mut read_cx) {
                     // More may be buffered already: read again next time.
                     signal.ready.store(true, Ordering::Release);
@@ -323,7 +327,7 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
     // Deliver what is left (a close packet, say), then a close frame. Boxed:
     // only a closing session pays for this future's space.
     let closing = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-        write_queued(conn, ws, &mut Timers { run: None, sleep: timers.sleep.as_mut() }).await;
+        write_queued(conn, ws, &mut Timers { run: None, ..timers }).await;
         let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
         // After the client's close frame `close` sends nothing (the state is
@@ -362,7 +366,7 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
         if !closed_before && conn.is_closed() {
             return Poll::Ready(false);
         }
-        while timers.poll_tick(cx).is_ready() {}
+        while timers.poll_tick().is_ready() {}
         if !closed_before && conn.is_closed() { Poll::Ready(false) } else { Poll::Pending }
     })
     .await
@@ -385,17 +389,20 @@ fn poll_write(ws: &mut Ws, batch: &mut VecDeque<Frame>, cx: &mut Context<'_>) ->
 struct Timers<'a> {
     run: Option<&'a (dyn Fn() -> Option<tokio::time::Instant> + Sync)>,
     sleep: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    /// The timer is polled with `waker`, which sets `signal` when it fires.
+    signal: &'a Signal,
+    waker: &'a Waker,
 }
 
 impl Timers<'_> {
     /// Runs what is due once the deadline passed (ready then); pending until
     /// it does, and for good when there is nothing to run or the session closed.
-    fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_tick(&mut self) -> Poll<()> {
         let Some(run) = self.run else { return Poll::Pending };
-        std::task::ready!(self.sleep.as_mut().poll(cx));
+        std::task::ready!(self.sleep.as_mut().poll(&mut Context::from_waker(self.waker)));
         match run() {
             Some(next) => {
-                self.sleep.as_mut().reset(next);
+                self.reset(next);
                 Poll::Ready(())
             }
             None => {
@@ -404,6 +411,13 @@ impl Timers<'_> {
                 Poll::Pending
             }
         }
+    }
+
+    /// Moves the deadline; the next pass polls the timer again (registering
+    /// the new deadline).
+    fn reset(&mut self, deadline: tokio::time::Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.signal.ready.store(true, Ordering::Release);
     }
 }
 
