@@ -22,8 +22,7 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 
@@ -233,6 +232,7 @@ impl Wake for Signal {
 async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut Ws, timers: bool) {
     let conn = &entry.conn;
     let mut close_code = CloseCode::Normal;
+    let mut peer_closed = false;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     // Nothing is known about the socket or the timers yet: the first pass
@@ -306,7 +306,13 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
                 }
             }
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-            Some(Ok(WsMessage::Close(_))) | None => conn.close(CloseReason::TransportClose),
+            Some(Ok(WsMessage::Close(_))) | None => {
+                // Nothing may follow the close frame tungstenite answers with
+                // (RFC 6455 §5.5.1): what is still queued is dropped.
+                conn.close(CloseReason::TransportClose);
+                peer_closed = true;
+                break;
+            }
             Some(Err(e)) => {
                 close_code = match &e {
                     // Bound hit: a message or frame over maxPayload.
@@ -327,7 +333,9 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
     // Deliver what is left (a close packet, say), then a close frame. Boxed:
     // only a closing session pays for this future's space.
     let closing = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-        write_queued(conn, ws, &mut Timers { run: None, ..timers }).await;
+        if !peer_closed {
+            write_queued(conn, ws, &mut Timers { run: None, ..timers }).await;
+        }
         let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
         // After the client's close frame `close` sends nothing (the state is
@@ -342,10 +350,12 @@ fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
     conn.lock().fsm.on_packet(now(), packet)
 }
 
-/// Writes every queued frame and flushes once. Returns false on a write error.
+/// Writes every queued frame, in as few writes as the socket takes. Returns
+/// false on a write error.
 ///
 /// The queue is taken whole (its buffer with it): an idle session keeps no
-/// queue buffer, and nothing is copied.
+/// queue buffer, and nothing is copied. Frames go straight to the socket
+/// ([`poll_write_frames`]), not through tungstenite.
 async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> bool {
     let mut batch = std::mem::take(&mut conn.lock().outbox);
     if batch.is_empty() {
@@ -354,9 +364,10 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     // A session already closed still gets its last frames out (bounded by
     // the caller); otherwise its closing ends the write.
     let closed_before = conn.is_closed();
+    let mut sent = 0;
     std::future::poll_fn(|cx| {
         // The write usually completes at once.
-        if let Poll::Ready(r) = poll_write(ws, &mut batch, cx) {
+        if let Poll::Ready(r) = poll_write_frames(ws, &mut batch, &mut sent, cx) {
             return Poll::Ready(r.is_ok());
         }
         // A peer that stops reading blocks the write; the session closing
@@ -372,16 +383,100 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     .await
 }
 
-/// Feeds `batch` to the websocket, then flushes it (what `feed` for each
-/// frame and then `flush` do, without a future per frame).
-fn poll_write(ws: &mut Ws, batch: &mut VecDeque<Frame>, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+/// Frames written with one `writev` at most.
+const FRAMES_PER_WRITE: usize = 16;
+
+/// Writes `batch` to the websocket's socket as final, unmasked websocket
+/// frames (text or binary), a header and the shared payload bytes each, with
+/// vectored writes: no per-recipient framing copy, one system call for up to
+/// [`FRAMES_PER_WRITE`] frames. `sent` counts the bytes of the first frame
+/// already written (a write may stop mid-frame); written frames leave `batch`.
+///
+/// Anything tungstenite itself buffered (a pong, a close reply) is flushed
+/// first, so frames never interleave on the wire. Tungstenite writes again
+/// only once this returned ready (it runs between the task's writes).
+fn poll_write_frames(
+    ws: &mut Ws,
+    batch: &mut VecDeque<Frame>,
+    sent: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    if *sent == 0 {
+        std::task::ready!(ws.poll_flush_unpin(cx)).map_err(std::io::Error::other)?;
+    }
     while !batch.is_empty() {
-        std::task::ready!(ws.poll_ready_unpin(cx))?;
-        if let Some(frame) = batch.pop_front() {
-            ws.start_send_unpin(ws_message(frame))?;
+        // Small arrays for the usual one or two frames (they are filled
+        // before every write).
+        let written = if batch.len() <= 2 {
+            std::task::ready!(write_chunk::<2, 4>(ws, batch, *sent, cx))?
+        } else {
+            std::task::ready!(write_chunk::<FRAMES_PER_WRITE, { 2 * FRAMES_PER_WRITE }>(ws, batch, *sent, cx))?
+        };
+        if written == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        // Drop the frames written whole; remember how far into the next one.
+        let mut progress = *sent + written;
+        while let Some(frame) = batch.front() {
+            let len = frame_header(&mut [0; 10], frame.is_text(), frame.bytes().len()) + frame.bytes().len();
+            if progress < len {
+                break;
+            }
+            progress -= len;
+            batch.pop_front();
+        }
+        *sent = progress;
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// One vectored write of the first `N` frames of `batch` at most (`S` = 2 `N`
+/// slices: a header and a payload each), skipping the `sent` bytes already
+/// written.
+fn write_chunk<const N: usize, const S: usize>(
+    ws: &mut Ws,
+    batch: &VecDeque<Frame>,
+    sent: usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    use tokio::io::AsyncWrite;
+
+    let mut headers = [[0u8; 10]; N];
+    let mut slices = [std::io::IoSlice::new(&[]); S];
+    let mut used = 0;
+    let mut skip = sent;
+    for (header, frame) in headers.iter_mut().zip(batch.iter()) {
+        let payload = frame.bytes();
+        let header_len = frame_header(header, frame.is_text(), payload.len());
+        for part in [&header[..header_len], &payload[..]] {
+            if skip >= part.len() {
+                skip -= part.len();
+            } else if let Some(slot) = slices.get_mut(used) {
+                *slot = std::io::IoSlice::new(&part[skip..]);
+                skip = 0;
+                used += 1;
+            }
         }
     }
-    ws.poll_flush_unpin(cx)
+    std::pin::Pin::new(ws.get_mut()).poll_write_vectored(cx, &slices[..used])
+}
+
+/// Writes the header of a final, unmasked (server-to-client) websocket frame
+/// carrying `len` bytes of text or binary data into `out`; returns its length.
+fn frame_header(out: &mut [u8; 10], text: bool, len: usize) -> usize {
+    out[0] = 0x80 | if text { 0x1 } else { 0x2 };
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
 }
 
 /// The heartbeat and application deadlines of a session whose websocket task
@@ -424,14 +519,4 @@ impl Timers<'_> {
 fn ws_text(frame: &Frame) -> WsMessage {
     // `Frame::Text` is valid UTF-8 by construction; the check is cheap.
     WsMessage::Text(Utf8Bytes::try_from(frame.bytes().clone()).unwrap_or_default())
-}
-
-/// The websocket message of a queued frame. A text frame goes out as a raw
-/// text frame: its bytes are valid UTF-8 by construction (`Frame::Text`), and a
-/// broadcast is not validated again for every recipient.
-fn ws_message(frame: Frame) -> WsMessage {
-    match frame {
-        Frame::Text(b) => WsMessage::Frame(WsFrame::message(b, OpCode::Data(OpData::Text), true)),
-        Frame::Binary(b) => WsMessage::Binary(b),
-    }
 }
