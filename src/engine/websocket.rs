@@ -3,10 +3,12 @@
 //! bounded by the upgrade timeout.
 //!
 //! One task per websocket reads and writes it. Writes coalesce: everything
-//! queued since the last write goes out with a single flush. Buffers are
-//! small (a 256-byte read chunk: idle sockets cost little; a large message just
-//! takes more reads), and messages and frames are capped at
-//! `maxPayload` — over it the socket is closed with code 1009.
+//! queued since the last write goes out in vectored writes (up to 16 frames
+//! each), the frames built around the queued bytes without copying them (a
+//! lone small frame is copied next to its header and sent with a plain write).
+//! Buffers are small (a 256-byte read chunk: idle sockets cost little; a
+//! large message just takes more reads), and messages and frames are capped
+//! at `maxPayload` — over it the socket is closed with code 1009.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -383,14 +385,19 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     .await
 }
 
+/// The largest frame payload sent by copying it next to its header.
+const SMALL_FRAME: usize = 502;
+
 /// Frames written with one `writev` at most.
 const FRAMES_PER_WRITE: usize = 16;
 
 /// Writes `batch` to the websocket's socket as final, unmasked websocket
 /// frames (text or binary), a header and the shared payload bytes each, with
 /// vectored writes: no per-recipient framing copy, one system call for up to
-/// [`FRAMES_PER_WRITE`] frames. `sent` counts the bytes of the first frame
-/// already written (a write may stop mid-frame); written frames leave `batch`.
+/// [`FRAMES_PER_WRITE`] frames (a lone frame of at most [`SMALL_FRAME`]
+/// bytes is copied next to its header and sent with a plain write). `sent`
+/// counts the bytes of the first frame already written (a write may stop
+/// mid-frame); written frames leave `batch`.
 ///
 /// Anything tungstenite itself buffered (a pong, a close reply) is flushed
 /// first, so frames never interleave on the wire. Tungstenite writes again
@@ -401,13 +408,26 @@ fn poll_write_frames(
     sent: &mut usize,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<()>> {
+    use tokio::io::AsyncWrite;
+
     if *sent == 0 {
         std::task::ready!(ws.poll_flush_unpin(cx)).map_err(std::io::Error::other)?;
     }
     while !batch.is_empty() {
-        // Small arrays for the usual one or two frames (they are filled
-        // before every write).
-        let written = if batch.len() <= 2 {
+        // A lone small frame (the usual case at a low rate) is copied and
+        // sent with a plain write, cheaper in the kernel than `writev`.
+        let written = if let [frame] = batch.as_slices().0
+            && batch.len() == 1
+            && frame.bytes().len() <= SMALL_FRAME
+        {
+            let mut buf = [0u8; SMALL_FRAME + 10];
+            let mut header = [0u8; 10];
+            let header_len = frame_header(&mut header, frame.is_text(), frame.bytes().len());
+            buf[..header_len].copy_from_slice(&header[..header_len]);
+            let len = header_len + frame.bytes().len();
+            buf[header_len..len].copy_from_slice(frame.bytes());
+            std::task::ready!(std::pin::Pin::new(ws.get_mut()).poll_write(cx, &buf[*sent..len]))?
+        } else if batch.len() <= 2 {
             std::task::ready!(write_chunk::<2, 4>(ws, batch, *sent, cx))?
         } else {
             std::task::ready!(write_chunk::<FRAMES_PER_WRITE, { 2 * FRAMES_PER_WRITE }>(ws, batch, *sent, cx))?
