@@ -250,10 +250,13 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
     };
     loop {
         // Write everything queued, with one flush.
-        if !write_queued(conn, ws, &mut timers).await {
+        let Some(written) = write_queued(conn, ws, &mut timers).await else {
             conn.close(CloseReason::TransportError);
             break;
-        }
+        };
+        // Frames piled up while the last ones were written: the server is
+        // busy, and waiting a turn before the next write makes it larger.
+        let busy = written > 1;
         if conn.is_closed() {
             break;
         }
@@ -282,7 +285,16 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
             if woke { Poll::Ready(Wakeup::Other) } else { Poll::Pending }
         })
         .await;
-        let Wakeup::Read(msg) = wakeup else { continue };
+        let Wakeup::Read(msg) = wakeup else {
+            if busy {
+                // Let the tasks already runnable (publishers, the I/O
+                // driver's wake-ups) queue more first: under load, fewer and
+                // larger writes for the same frames. (At a low rate a frame
+                // goes out at once.)
+                tokio::task::yield_now().await;
+            }
+            continue;
+        };
         match msg {
             Some(Ok(WsMessage::Text(text))) => {
                 let packet = match decode_text(text.as_str()) {
@@ -353,15 +365,16 @@ fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
 }
 
 /// Writes every queued frame, in as few writes as the socket takes. Returns
-/// false on a write error.
+/// how many there were, or `None` on a write error.
 ///
 /// The queue is taken whole (its buffer with it): an idle session keeps no
 /// queue buffer, and nothing is copied. Frames go straight to the socket
 /// ([`poll_write_frames`]), not through tungstenite.
-async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> bool {
+async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> Option<usize> {
     let mut batch = std::mem::take(&mut conn.lock().outbox);
-    if batch.is_empty() {
-        return true;
+    let count = batch.len();
+    if count == 0 {
+        return Some(0);
     }
     // A session already closed still gets its last frames out (bounded by
     // the caller); otherwise its closing ends the write.
@@ -370,17 +383,17 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     std::future::poll_fn(|cx| {
         // The write usually completes at once.
         if let Poll::Ready(r) = poll_write_frames(ws, &mut batch, &mut sent, cx) {
-            return Poll::Ready(r.is_ok());
+            return Poll::Ready(r.ok().map(|()| count));
         }
         // A peer that stops reading blocks the write; the session closing
         // (slow-consumer policy, ping timeout, shutdown) must still end it,
         // so the timers keep running meanwhile. A close wakes `writer`.
         conn.writer.register(cx.waker());
         if !closed_before && conn.is_closed() {
-            return Poll::Ready(false);
+            return Poll::Ready(None);
         }
         while timers.poll_tick().is_ready() {}
-        if !closed_before && conn.is_closed() { Poll::Ready(false) } else { Poll::Pending }
+        if !closed_before && conn.is_closed() { Poll::Ready(None) } else { Poll::Pending }
     })
     .await
 }
