@@ -171,7 +171,33 @@ impl Default for ServerConfig {
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains.
 /// Returns whether the drain finished in time.
+///
+/// The accept loop runs as a task of the runtime, not in the caller's future:
+/// under `Runtime::block_on` the caller is not a worker thread, and accepting
+/// there would cost two cross-thread wake-ups per connection (the worker that
+/// polls the listener wakes the caller, which hands the connection back to a
+/// worker). Dropping the returned future still stops the server at once.
 pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, shutdown: CancellationToken) -> bool {
+    let mut task = AbortOnDrop(tokio::spawn(accept_loop(listener, router, config, shutdown)));
+    match (&mut task.0).await {
+        Ok(drained) => drained,
+        Err(e) => {
+            tracing::error!(error = %e, "the accept loop ended abnormally");
+            false
+        }
+    }
+}
+
+/// Aborts the task when dropped (the caller of [`serve`] gave up on it).
+struct AbortOnDrop(tokio::task::JoinHandle<bool>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, router: Router, config: ServerConfig, shutdown: CancellationToken) -> bool {
     let tracker = TaskTracker::new();
     let router = Arc::new(router);
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections));

@@ -5,7 +5,8 @@
 //! websocket task), the session's supervisor task, and the layer above, which
 //! queues packets with [`Conn::send`] from any thread — a broadcast pushes the
 //! same [`Frame`] into many queues. The lock is a `std::sync::Mutex` held only
-//! for short, non-async sections.
+//! for short, non-async sections. The websocket task is woken through a flag
+//! and a waker (no lock), a pending GET through a `Notify`.
 //!
 //! The queue is bounded ([`EngineConfig::max_queue`]). A client that does not
 //! read fills it, and then the session is closed (`forced close`, counted in
@@ -14,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -21,9 +23,9 @@ use bytes::Bytes;
 use eventfeed_protocol::engine::session::{CloseReason, Session, Timeout};
 use eventfeed_protocol::engine::{Frame, Transport, payload};
 use eventfeed_protocol::socket::Encoded;
+use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::EngineConfig;
 
@@ -68,13 +70,24 @@ pub struct Conn {
     sid: Arc<str>,
     peer: Option<SocketAddr>,
     inner: Mutex<Inner>,
-    /// Wakes the current writer (a pending GET, or the websocket task).
+    /// Wakes a pending GET (the writer of a polling session).
     pub(crate) wake: Notify,
+    /// Wakes the websocket task. It waits on no `Notify`: a flag and a waker
+    /// take no lock, on the path every delivery takes.
+    pub(crate) writer: AtomicWaker,
+    /// Set when the websocket task has something to do: packets queued, the
+    /// session closed, a ping due.
+    pub(crate) writer_pending: AtomicBool,
+    /// Set by [`Conn::reschedule`] for the websocket task.
+    pub(crate) timer_moved: AtomicBool,
     /// Wakes the supervisor when a deadline moved earlier.
     pub(crate) timer: Notify,
     /// Wakes polls waiting for an upgrade under way to finish (or fail).
     pub(crate) upgrade_settled: Notify,
-    closed: CancellationToken,
+    /// Set once the session is closed (read without taking the lock).
+    closed: AtomicBool,
+    /// Wakes whoever waits in [`Conn::closed`].
+    closed_notify: Notify,
     config: Arc<EngineConfig>,
     metrics: Arc<EngineMetrics>,
 }
@@ -104,9 +117,13 @@ impl Conn {
                 farewell_noop: false,
             }),
             wake: Notify::new(),
+            writer: AtomicWaker::new(),
+            writer_pending: AtomicBool::new(false),
+            timer_moved: AtomicBool::new(false),
             timer: Notify::new(),
             upgrade_settled: Notify::new(),
-            closed: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+            closed_notify: Notify::new(),
             config,
             metrics,
         }
@@ -139,12 +156,18 @@ impl Conn {
 
     /// Whether the session is closed.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Resolves when the session closes.
     pub async fn closed(&self) {
-        self.closed.cancelled().await
+        let notified = self.closed_notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a close in between still wakes it.
+        notified.as_mut().enable();
+        if !self.is_closed() {
+            notified.await;
+        }
     }
 
     /// Why the session closed, if it did.
@@ -181,11 +204,13 @@ impl Conn {
         }
         let was_empty = inner.outbox.is_empty();
         inner.outbox.push_back(first.clone());
-        inner.outbox.extend(rest.iter().cloned());
+        if !rest.is_empty() {
+            inner.outbox.extend(rest.iter().cloned());
+        }
         drop(inner);
         self.metrics.frames_queued.inc_by(count as u64);
         if was_empty {
-            self.wake.notify_one();
+            self.wake_writer();
         }
         Ok(())
     }
@@ -208,16 +233,25 @@ impl Conn {
 
     /// Wakes everyone waiting on the session once its state machine is closed.
     fn mark_closed(&self) {
-        if !self.closed.is_cancelled() {
-            self.closed.cancel();
-            self.wake.notify_one();
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.closed_notify.notify_waiters();
+            self.wake_writer();
         }
     }
 
     /// Asks the session's supervisor to look at its deadlines again (one of
     /// them moved earlier).
     pub fn reschedule(&self) {
+        self.timer_moved.store(true, Ordering::Release);
         self.timer.notify_one();
+        self.wake_writer();
+    }
+
+    /// Wakes whoever writes the session: a pending GET, or the websocket task.
+    fn wake_writer(&self) {
+        self.writer_pending.store(true, Ordering::Release);
+        self.writer.wake();
+        self.wake.notify_one();
     }
 
     /// Runs due timers at `now`; returns the next deadline.
@@ -230,7 +264,7 @@ impl Conn {
                     let was_empty = inner.outbox.is_empty();
                     inner.outbox.push_back(Frame::PING);
                     if was_empty {
-                        self.wake.notify_one();
+                        self.wake_writer();
                     }
                 }
                 // The upgrading websocket task watches the same deadline and

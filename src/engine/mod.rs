@@ -6,9 +6,11 @@
 //! leaves every other path to the caller. Protocol decisions come from
 //! `eventfeed_protocol::engine::session::Session`; this module only does the I/O.
 //!
-//! Per session there is one supervisor task (timers: pings, ping timeout;
-//! cleanup when the session closes) and, on websocket, one task that reads and
-//! writes the socket. Long-polling requests run in the HTTP connection's task.
+//! A polling session has one supervisor task (timers: pings, ping timeout;
+//! cleanup when the session closes); a session that began on websocket has
+//! one task that reads and writes the socket and runs its timers (an upgraded
+//! session keeps its supervisor). Long-polling requests run in the HTTP
+//! connection's task.
 
 mod conn;
 mod polling;

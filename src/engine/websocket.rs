@@ -3,12 +3,18 @@
 //! bounded by the upgrade timeout.
 //!
 //! One task per websocket reads and writes it. Writes coalesce: everything
-//! queued since the last write goes out with a single flush. Buffers are
-//! small (a 1 KiB read chunk: idle sockets cost little; a large message just
-//! takes more reads), and messages and frames are capped at
-//! `maxPayload` — over it the socket is closed with code 1009.
+//! queued since the last write goes out in vectored writes (up to 16 frames
+//! each), the frames built around the queued bytes without copying them (a
+//! lone small frame is copied next to its header and sent with a plain write).
+//! Buffers are small (a 256-byte read chunk: idle sockets cost little; a
+//! large message just takes more reads), and messages and frames are capped
+//! at `maxPayload` — over it the socket is closed with code 1009.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use eventfeed_protocol::engine::session::{CloseReason, ProbeAction, Received};
@@ -92,7 +98,9 @@ pub(super) fn upgrade<H: Handler>(
     let slot = req.extensions_mut().remove::<crate::server::ConnectionSlot>();
     let engine2 = engine.clone();
     let config = WebSocketConfig::default()
-        .read_buffer_size(1024)
+        // Client messages are small (pongs, acks, a CONNECT, a post_event);
+        // the buffer stays allocated for the connection's life.
+        .read_buffer_size(256)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(engine.config.max_payload.saturating_mul(2).max(64 * 1024))
         .max_message_size(Some(engine.config.max_payload))
@@ -112,21 +120,24 @@ pub(super) fn upgrade<H: Handler>(
             }
         };
         let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        // This task lives as long as the connection: it keeps one copy of the
+        // websocket and lends it out, and the futures that only a refused or
+        // upgrading socket needs are boxed, so an idle connection's task is small.
         match target {
             Target::Refuse => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
                     let _ = ws.close(None).await;
                     while let Some(Ok(_)) = ws.next().await {}
-                })
+                }))
                 .await;
             }
             Target::New(entry) => {
-                serve(&engine2, &entry, ws, true).await;
+                serve(&engine2, &entry, &mut ws, true).await;
                 engine2.finish(&entry);
             }
             Target::Upgrade(entry) => {
-                if let Some(ws) = probe(&entry, ws).await {
-                    serve(&engine2, &entry, ws, false).await
+                if Box::pin(probe(&entry, &mut ws)).await {
+                    serve(&engine2, &entry, &mut ws, false).await
                 }
             }
         }
@@ -141,9 +152,9 @@ pub(super) fn upgrade<H: Handler>(
         .map_err(|_| EngineError::BadRequest.into())
 }
 
-/// The upgrade handshake on the new websocket. Returns it once `5` arrived,
-/// or `None` when the upgrade failed (the session stays on polling).
-async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
+/// The upgrade handshake on the new websocket. Returns true once `5`
+/// arrived, false when the upgrade failed (the session stays on polling).
+async fn probe<S>(entry: &Entry<S>, ws: &mut Ws) -> bool {
     let conn = &entry.conn;
     let deadline = tokio::time::Instant::now() + conn.config().session.upgrade_timeout;
     let outcome = loop {
@@ -177,14 +188,42 @@ async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
             // Release any poll still pending; the websocket writes from now on.
             conn.wake.notify_one();
             conn.upgrade_settled.notify_waiters();
-            Some(ws)
+            true
         }
         _ => {
             conn.lock().fsm.abort_upgrade();
             conn.upgrade_settled.notify_waiters();
             let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
-            None
+            false
         }
+    }
+}
+
+/// What the websocket task woke up for.
+enum Wakeup {
+    /// A message (or the end of the stream, or a read error).
+    Read(Option<Result<WsMessage, tungstenite::Error>>),
+    /// Packets were queued, the session closed, or timers ran.
+    Other,
+}
+
+/// The waker the websocket's reads and the heartbeat timer are polled with:
+/// it records that the socket or the timer has something for the task before
+/// waking it, so the task tries a read and looks at the timer only then, not
+/// on every wake-up for queued packets.
+struct Signal {
+    conn: Arc<super::Conn>,
+    ready: AtomicBool,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        self.conn.writer.wake();
     }
 }
 
@@ -192,35 +231,69 @@ async fn probe<S>(entry: &Entry<S>, mut ws: Ws) -> Option<Ws> {
 ///
 /// `timers`: the session has no supervisor (it began on websocket), so this
 /// task also runs its heartbeat and application deadlines.
-async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: Ws, timers: bool) {
+async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut Ws, timers: bool) {
     let conn = &entry.conn;
-    let mut batch: Vec<Frame> = Vec::new();
     let mut close_code = CloseCode::Normal;
+    let mut peer_closed = false;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
+    // Nothing is known about the socket or the timers yet: the first pass
+    // reads and runs them.
+    let signal = Arc::new(Signal { conn: conn.clone(), ready: AtomicBool::new(true) });
+    let waker = Waker::from(signal.clone());
     let run = || engine.run_timers(entry);
-    let mut timers =
-        Timers { run: timers.then_some(&run as &(dyn Fn() -> Option<tokio::time::Instant> + Sync)), sleep };
+    let mut timers = Timers {
+        run: timers.then_some(&run as &(dyn Fn() -> Option<tokio::time::Instant> + Sync)),
+        sleep,
+        signal: &signal,
+        waker: &waker,
+    };
     loop {
         // Write everything queued, with one flush.
-        if !write_queued(conn, &mut ws, &mut batch, timers.reborrow()).await {
+        let Some(written) = write_queued(conn, ws, &mut timers).await else {
             conn.close(CloseReason::TransportError);
             break;
-        }
+        };
+        // Frames piled up while the last ones were written: the server is
+        // busy, and waiting a turn before the next write makes it larger.
+        let busy = written > 1;
         if conn.is_closed() {
             break;
         }
-        let msg = tokio::select! {
-            msg = ws.next() => msg,
-            _ = conn.wake.notified() => continue,
-            _ = timers.tick() => continue,
-            _ = conn.timer.notified(), if timers.run.is_some() => {
+        // Every source is looked at on every pass (none can starve another);
+        // each is a flag, set before the task is woken. The socket is read,
+        // and the timer polled, only when their waker fired since.
+        let wakeup = std::future::poll_fn(|cx| {
+            conn.writer.register(cx.waker());
+            let mut woke = conn.writer_pending.swap(false, Ordering::AcqRel);
+            if timers.run.is_some() && conn.timer_moved.swap(false, Ordering::AcqRel) {
                 // A deadline moved earlier: look again.
                 if let Some(next) = engine.run_timers(entry) {
-                    timers.sleep.as_mut().reset(next);
+                    timers.reset(next);
                 }
-                continue;
+                woke = true;
             }
+            if signal.ready.swap(false, Ordering::AcqRel) {
+                woke |= timers.poll_tick().is_ready();
+                let mut read_cx = Context::from_waker(&waker);
+                if let Poll::Ready(msg) = ws.poll_next_unpin(&mut read_cx) {
+                    // More may be buffered already: read again next time.
+                    signal.ready.store(true, Ordering::Release);
+                    return Poll::Ready(Wakeup::Read(msg));
+                }
+            }
+            if woke { Poll::Ready(Wakeup::Other) } else { Poll::Pending }
+        })
+        .await;
+        let Wakeup::Read(msg) = wakeup else {
+            if busy {
+                // Let the tasks already runnable (publishers, the I/O
+                // driver's wake-ups) queue more first: under load, fewer and
+                // larger writes for the same frames. (At a low rate a frame
+                // goes out at once.)
+                tokio::task::yield_now().await;
+            }
+            continue;
         };
         match msg {
             Some(Ok(WsMessage::Text(text))) => {
@@ -247,7 +320,13 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
                 }
             }
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-            Some(Ok(WsMessage::Close(_))) | None => conn.close(CloseReason::TransportClose),
+            Some(Ok(WsMessage::Close(_))) | None => {
+                // Nothing may follow the close frame tungstenite answers with
+                // (RFC 6455 §5.5.1): what is still queued is dropped.
+                conn.close(CloseReason::TransportClose);
+                peer_closed = true;
+                break;
+            }
             Some(Err(e)) => {
                 close_code = match &e {
                     // Bound hit: a message or frame over maxPayload.
@@ -265,50 +344,171 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, mut ws: 
             }
         }
     }
-    // Deliver what is left (a close packet, say), then a close frame.
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        write_queued(conn, &mut ws, &mut batch, Timers { run: None, sleep: timers.sleep.as_mut() }).await;
+    // Deliver what is left (a close packet, say), then a close frame. Boxed:
+    // only a closing session pays for this future's space.
+    let closing = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+        if !peer_closed {
+            write_queued(conn, ws, &mut Timers { run: None, ..timers }).await;
+        }
         let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
         // After the client's close frame `close` sends nothing (the state is
         // "closed by peer"); the reply tungstenite queued goes out on a flush
         // (RFC 6455 §5.5.1: a close frame is answered with a close frame).
         let _ = ws.flush().await;
-    })
-    .await;
+    }));
+    let _ = closing.await;
 }
 
 fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
     conn.lock().fsm.on_packet(now(), packet)
 }
 
-/// Writes every queued frame and flushes once. Returns false on a write error.
-async fn write_queued(conn: &super::Conn, ws: &mut Ws, batch: &mut Vec<Frame>, mut timers: Timers<'_>) -> bool {
-    batch.clear();
-    batch.extend(conn.lock().outbox.drain(..));
-    if batch.is_empty() {
-        return true;
+/// Writes every queued frame, in as few writes as the socket takes. Returns
+/// how many there were, or `None` on a write error.
+///
+/// The queue is taken whole (its buffer with it): an idle session keeps no
+/// queue buffer, and nothing is copied. Frames go straight to the socket
+/// ([`poll_write_frames`]), not through tungstenite.
+async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> Option<usize> {
+    let mut batch = std::mem::take(&mut conn.lock().outbox);
+    let count = batch.len();
+    if count == 0 {
+        return Some(0);
     }
-    let write = async {
-        for frame in batch.drain(..) {
-            let msg = match frame {
-                Frame::Text(_) => ws_text(&frame),
-                Frame::Binary(b) => WsMessage::Binary(b),
-            };
-            ws.feed(msg).await?;
+    // A session already closed still gets its last frames out (bounded by
+    // the caller); otherwise its closing ends the write.
+    let closed_before = conn.is_closed();
+    let mut sent = 0;
+    std::future::poll_fn(|cx| {
+        // The write usually completes at once.
+        if let Poll::Ready(r) = poll_write_frames(ws, &mut batch, &mut sent, cx) {
+            return Poll::Ready(r.ok().map(|()| count));
         }
-        ws.flush().await
-    };
-    tokio::pin!(write);
-    // A peer that stops reading blocks this write; the session closing
-    // (slow-consumer policy, ping timeout, shutdown) must still end it, so the
-    // timers keep running meanwhile.
-    loop {
-        tokio::select! {
-            r = &mut write => return r.is_ok(),
-            _ = conn.closed(), if !conn.is_closed() => return false,
-            _ = timers.tick() => {}
+        // A peer that stops reading blocks the write; the session closing
+        // (slow-consumer policy, ping timeout, shutdown) must still end it,
+        // so the timers keep running meanwhile. A close wakes `writer`.
+        conn.writer.register(cx.waker());
+        if !closed_before && conn.is_closed() {
+            return Poll::Ready(None);
         }
+        while timers.poll_tick().is_ready() {}
+        if !closed_before && conn.is_closed() { Poll::Ready(None) } else { Poll::Pending }
+    })
+    .await
+}
+
+/// The largest frame payload sent by copying it next to its header.
+const SMALL_FRAME: usize = 502;
+
+/// Frames written with one `writev` at most.
+const FRAMES_PER_WRITE: usize = 16;
+
+/// Writes `batch` to the websocket's socket as final, unmasked websocket
+/// frames (text or binary), a header and the shared payload bytes each, with
+/// vectored writes: no per-recipient framing copy, one system call for up to
+/// [`FRAMES_PER_WRITE`] frames (a lone frame of at most [`SMALL_FRAME`]
+/// bytes is copied next to its header and sent with a plain write). `sent`
+/// counts the bytes of the first frame already written (a write may stop
+/// mid-frame); written frames leave `batch`.
+///
+/// Anything tungstenite itself buffered (a pong, a close reply) is flushed
+/// first, so frames never interleave on the wire. Tungstenite writes again
+/// only once this returned ready (it runs between the task's writes).
+fn poll_write_frames(
+    ws: &mut Ws,
+    batch: &mut VecDeque<Frame>,
+    sent: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    use tokio::io::AsyncWrite;
+
+    if *sent == 0 {
+        std::task::ready!(ws.poll_flush_unpin(cx)).map_err(std::io::Error::other)?;
+    }
+    while !batch.is_empty() {
+        // A lone small frame (the usual case at a low rate) is copied and
+        // sent with a plain write, cheaper in the kernel than `writev`.
+        let written = if let [frame] = batch.as_slices().0
+            && batch.len() == 1
+            && frame.bytes().len() <= SMALL_FRAME
+        {
+            let mut buf = [0u8; SMALL_FRAME + 10];
+            let mut header = [0u8; 10];
+            let header_len = frame_header(&mut header, frame.is_text(), frame.bytes().len());
+            buf[..header_len].copy_from_slice(&header[..header_len]);
+            let len = header_len + frame.bytes().len();
+            buf[header_len..len].copy_from_slice(frame.bytes());
+            std::task::ready!(std::pin::Pin::new(ws.get_mut()).poll_write(cx, &buf[*sent..len]))?
+        } else if batch.len() <= 2 {
+            std::task::ready!(write_chunk::<2, 4>(ws, batch, *sent, cx))?
+        } else {
+            std::task::ready!(write_chunk::<FRAMES_PER_WRITE, { 2 * FRAMES_PER_WRITE }>(ws, batch, *sent, cx))?
+        };
+        if written == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        // Drop the frames written whole; remember how far into the next one.
+        let mut progress = *sent + written;
+        while let Some(frame) = batch.front() {
+            let len = frame_header(&mut [0; 10], frame.is_text(), frame.bytes().len()) + frame.bytes().len();
+            if progress < len {
+                break;
+            }
+            progress -= len;
+            batch.pop_front();
+        }
+        *sent = progress;
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// One vectored write of the first `N` frames of `batch` at most (`S` = 2 `N`
+/// slices: a header and a payload each), skipping the `sent` bytes already
+/// written.
+fn write_chunk<const N: usize, const S: usize>(
+    ws: &mut Ws,
+    batch: &VecDeque<Frame>,
+    sent: usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    use tokio::io::AsyncWrite;
+
+    let mut headers = [[0u8; 10]; N];
+    let mut slices = [std::io::IoSlice::new(&[]); S];
+    let mut used = 0;
+    let mut skip = sent;
+    for (header, frame) in headers.iter_mut().zip(batch.iter()) {
+        let payload = frame.bytes();
+        let header_len = frame_header(header, frame.is_text(), payload.len());
+        for part in [&header[..header_len], &payload[..]] {
+            if skip >= part.len() {
+                skip -= part.len();
+            } else if let Some(slot) = slices.get_mut(used) {
+                *slot = std::io::IoSlice::new(&part[skip..]);
+                skip = 0;
+                used += 1;
+            }
+        }
+    }
+    std::pin::Pin::new(ws.get_mut()).poll_write_vectored(cx, &slices[..used])
+}
+
+/// Writes the header of a final, unmasked (server-to-client) websocket frame
+/// carrying `len` bytes of text or binary data into `out`; returns its length.
+fn frame_header(out: &mut [u8; 10], text: bool, len: usize) -> usize {
+    out[0] = 0x80 | if text { 0x1 } else { 0x2 };
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
 }
 
@@ -317,23 +517,35 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, batch: &mut Vec<Frame>, m
 struct Timers<'a> {
     run: Option<&'a (dyn Fn() -> Option<tokio::time::Instant> + Sync)>,
     sleep: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    /// The timer is polled with `waker`, which sets `signal` when it fires.
+    signal: &'a Signal,
+    waker: &'a Waker,
 }
 
 impl Timers<'_> {
-    /// Waits for the next deadline and runs what is due; pending forever when
-    /// there is nothing to run.
-    async fn tick(&mut self) {
-        let Some(run) = self.run else { return std::future::pending().await };
-        (&mut self.sleep).await;
+    /// Runs what is due once the deadline passed (ready then); pending until
+    /// it does, and for good when there is nothing to run or the session closed.
+    fn poll_tick(&mut self) -> Poll<()> {
+        let Some(run) = self.run else { return Poll::Pending };
+        std::task::ready!(self.sleep.as_mut().poll(&mut Context::from_waker(self.waker)));
         match run() {
-            Some(next) => self.sleep.as_mut().reset(next),
-            // Closed: nothing more to wait for (the task notices the close).
-            None => std::future::pending::<()>().await,
+            Some(next) => {
+                self.reset(next);
+                Poll::Ready(())
+            }
+            None => {
+                // Closed: nothing more to wait for (the task notices the close).
+                self.run = None;
+                Poll::Pending
+            }
         }
     }
 
-    fn reborrow(&mut self) -> Timers<'_> {
-        Timers { run: self.run, sleep: self.sleep.as_mut() }
+    /// Moves the deadline; the next pass polls the timer again (registering
+    /// the new deadline).
+    fn reset(&mut self, deadline: tokio::time::Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.signal.ready.store(true, Ordering::Release);
     }
 }
 
