@@ -55,24 +55,24 @@ async fn cluster_with(extra: &'static [(&'static str, &'static str)]) -> (RedisS
     .unwrap()
 }
 
-/// Kills Redis (SIGKILL), off the runtime's threads.
-async fn kill_redis(mut redis: RedisServer) -> RedisServer {
+/// Runs `op` on Redis (kill, restart: blocking) off the runtime's threads.
+async fn with_redis(mut redis: RedisServer, op: fn(&mut RedisServer)) -> RedisServer {
     tokio::task::spawn_blocking(move || {
-        redis.kill();
+        op(&mut redis);
         redis
     })
     .await
     .unwrap()
 }
 
-/// Starts Redis again on its port and data, off the runtime's threads.
-async fn restart_redis(mut redis: RedisServer) -> RedisServer {
-    tokio::task::spawn_blocking(move || {
-        redis.restart();
-        redis
-    })
-    .await
-    .unwrap()
+/// Kills Redis (SIGKILL).
+async fn kill_redis(redis: RedisServer) -> RedisServer {
+    with_redis(redis, RedisServer::kill).await
+}
+
+/// Starts Redis again on its port and data.
+async fn restart_redis(redis: RedisServer) -> RedisServer {
+    with_redis(redis, RedisServer::restart).await
 }
 
 fn seqs(events: &[Value]) -> Vec<u64> {

@@ -286,6 +286,15 @@ impl Cluster {
         format!("{}:{{{tenant}}}:{what}", self.config.prefix)
     }
 
+    /// The KEYS of the append and read scripts: the tenant's seq, log and ids.
+    fn tenant_keys<'a, 'b>(
+        &self,
+        invocation: &'b mut redis::ScriptInvocation<'a>,
+        tenant: &str,
+    ) -> &'b mut redis::ScriptInvocation<'a> {
+        invocation.key(self.key(tenant, "seq")).key(self.key(tenant, "log")).key(self.key(tenant, "ids"))
+    }
+
     fn session_key(&self, pid: &str) -> String {
         format!("{}:session:{pid}", self.config.prefix)
     }
@@ -329,10 +338,7 @@ impl Cluster {
         let channel = self.channels.broadcast(&[room.as_str()]);
         let mut conn = self.conn.clone();
         let mut invocation = self.append.prepare_invoke();
-        invocation
-            .key(self.key(tenant, "seq"))
-            .key(self.key(tenant, "log"))
-            .key(self.key(tenant, "ids"))
+        self.tenant_keys(&mut invocation, tenant)
             .arg(self.capacity)
             .arg(&id)
             .arg(&prepared.json_head)
@@ -353,13 +359,7 @@ impl Cluster {
     ) -> Result<LogRead, FeedError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.read.prepare_invoke();
-        invocation
-            .key(self.key(tenant, "seq"))
-            .key(self.key(tenant, "log"))
-            .key(self.key(tenant, "ids"))
-            .arg(mode)
-            .arg(arg)
-            .arg(limit.min(self.capacity));
+        self.tenant_keys(&mut invocation, tenant).arg(mode).arg(arg).arg(limit.min(self.capacity));
         let reply: Vec<RValue> = self.call(invocation.invoke_async(&mut conn)).await?;
         parse_read(tenant, reply).ok_or_else(|| {
             tracing::error!(tenant, "unexpected answer from the read script");
@@ -411,7 +411,7 @@ impl Cluster {
         user: &str,
         token_digest: &[u8; 32],
     ) -> Result<Option<Kept>, FeedError> {
-        let digest: String = token_digest.iter().map(|b| format!("{b:02x}")).collect();
+        let digest = hex(token_digest);
         let mut conn = self.conn.clone();
         let mut invocation = self.take_session.prepare_invoke();
         invocation.key(self.session_key(pid)).arg(tenant).arg(user).arg(&digest);
@@ -436,6 +436,11 @@ impl Cluster {
         let mut conn = self.conn.clone();
         self.call(async move { conn.publish::<_, _, ()>(channel, message).await }).await
     }
+}
+
+/// Lower-case hex, as kept sessions store the token digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_read(tenant: &str, reply: Vec<RValue>) -> Option<LogRead> {

@@ -89,7 +89,7 @@ impl Cluster {
                 match op {
                     SessionOp::Keep { pid, kept } => {
                         let key = self.session_key(&pid);
-                        let digest: String = kept.token_digest.iter().map(|b| format!("{b:02x}")).collect();
+                        let digest = super::hex(&kept.token_digest);
                         pipe.hset_multiple(
                             &key,
                             &[

@@ -507,18 +507,21 @@ impl SyncTask {
     }
 
     fn stored_event(&mut self, b: &Broadcast) {
-        let Some((_, fields)) = adapter::event_from_broadcast(b) else {
+        let Some((seq, fields)) = adapter::event_from_broadcast(b) else {
             tracing::debug!("ignoring a malformed stored event");
             return;
         };
         let Some(tenant) = fields.get("tenant_id").and_then(|t| t.as_str()) else { return };
-        let tenant: Arc<str> = tenant.into();
-        let Ok(event) = serde_json::to_string(fields) else { return };
-        // Only a tenant's own room carries its events.
-        if b.rooms.len() != 1 || b.rooms[0] != tenant_room(&tenant) {
+        // Only a tenant's own room carries its events; and only tenants with a
+        // copy here need them (nothing is decoded further for the others).
+        if b.rooms.len() != 1 || b.rooms[0] != tenant_room(tenant) {
             return;
         }
-        let Some(event) = StoredEvent::from_json(&tenant, event) else { return };
+        let Some((tenant, _)) = self.tenants.get_key_value(tenant) else { return };
+        let tenant = tenant.clone();
+        let id = fields.get("id").and_then(|v| v.as_str()).and_then(|s| uuid::Uuid::try_parse(s).ok());
+        let (Some(id), Ok(json)) = (id, serde_json::to_string(fields)) else { return };
+        let Some(event) = StoredEvent::from_parts(id, seq, &tenant, json) else { return };
         let event = Arc::new(event);
         let limit = max_pending(self.cluster.capacity);
         let Some(t) = self.tenants.get_mut(&tenant) else { return };

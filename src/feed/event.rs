@@ -82,7 +82,12 @@ impl StoredEvent {
         if *head.tenant_id != **tenant {
             return None;
         }
-        let (id, seq) = (head.id, head.seq);
+        Self::from_parts(head.id, head.seq, tenant, json)
+    }
+
+    /// An event made elsewhere whose id and `seq` are already known, with its
+    /// JSON (as [`json`](Self::json) gives it); `None` if that is not JSON.
+    pub fn from_parts(id: Uuid, seq: u64, tenant: &Arc<str>, json: String) -> Option<Self> {
         let json = RawValue::from_string(json).ok()?;
         Some(StoredEvent { id, seq, tenant: tenant.clone(), json })
     }
