@@ -238,7 +238,14 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     // Nothing is known about the socket or the timers yet: the first pass
-    // reads and runs them.
+    // reads and runs them — the timers first, so the timer is first polled
+    // at the session's next deadline, not at zero (a timer due before the
+    // runtime's next wake-up makes the runtime wake its I/O driver, an
+    // eventfd write, and poll again a tick later: a wake-up per connect for
+    // nothing).
+    if timers {
+        conn.timer_moved.store(true, Ordering::Release);
+    }
     let signal = Arc::new(Signal { conn: conn.clone(), ready: AtomicBool::new(true) });
     let waker = Waker::from(signal.clone());
     let run = || engine.run_timers(entry);

@@ -207,6 +207,19 @@ struct Schedule {
 }
 
 impl Schedule {
+    /// One schedule per tenant, each publishing every `period` (or as fast
+    /// as answers allow). At a fixed rate the tenants take turns: tenant t
+    /// starts t/T of a period late, so the server sees one event every
+    /// 1/rate seconds, not all T tenants' events at the same instant.
+    fn per_tenant(tenants: usize, start: Instant, end: Instant, period: Option<Duration>) -> Vec<Arc<Schedule>> {
+        (0..tenants)
+            .map(|t| {
+                let offset = period.map_or(Duration::ZERO, |p| p.mul_f64(t as f64 / tenants as f64));
+                Arc::new(Schedule { start: start + offset, end, period, next: AtomicU64::new(0) })
+            })
+            .collect()
+    }
+
     /// The next message number and when to send it; `None` once the window is over.
     fn take(&self) -> Option<(u64, Instant)> {
         match self.period {
@@ -342,8 +355,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         Rate::Max => None,
         Rate::PerSec(r) => Some(secs(args.tenants as f64 / r)),
     };
-    let schedules: Vec<Arc<Schedule>> =
-        (0..args.tenants).map(|_| Arc::new(Schedule { start, end, period, next: AtomicU64::new(0) })).collect();
+    let schedules = Schedule::per_tenant(args.tenants, start, end, period);
     let mut pubs = Vec::new();
     for (t, client) in rest_clients {
         let p = RestPublisher {
@@ -763,6 +775,25 @@ mod tests {
         assert_eq!((t.unique, t.out_of_order), (5, 2));
         // 4 never came: one lost out of 6 expected.
         assert_eq!(6u64.saturating_sub(t.unique), 1);
+    }
+
+    #[test]
+    fn tenants_take_turns_at_a_fixed_rate() {
+        let start = Instant::now();
+        let end = start + Duration::from_secs(1);
+        // 4 tenants at 200 events/s in all: each every 20 ms, 5 ms apart.
+        let schedules = Schedule::per_tenant(4, start, end, Some(Duration::from_millis(20)));
+        let mut dues: Vec<Duration> =
+            schedules.iter().flat_map(|s| std::iter::from_fn(|| s.take()).map(|(_, d)| d - start)).collect();
+        dues.sort();
+        assert_eq!(dues.len(), 200);
+        for (k, due) in dues.iter().enumerate() {
+            assert_eq!(*due, Duration::from_millis(5 * k as u64), "event {k}");
+        }
+        // As fast as answers allow: no offsets.
+        for s in Schedule::per_tenant(3, start, end, None) {
+            assert_eq!(s.start, start);
+        }
     }
 
     #[test]
