@@ -399,6 +399,13 @@ mkdir -p "$OUT"
   echo "open files: $FD_LIMIT"
   echo "mode:      $([[ $QUICK == 1 ]] && echo 'QUICK (small sizes: not comparable to the standard figures)' || echo standard), $REPEATS repeat(s)"
 } >"$OUT/machine.txt"
+# The machine's own loopback floor (no server): the wake-up latency of two idle
+# cores and the kernel CPU of one small send at the fan-out rate (bench/floor.py).
+if [[ " ${CASES[*]} " == *" fanout_200 "* ]]; then
+  log "measuring the loopback floor (bench/floor.py)"
+  SERVER_CPU=$SERVER_CPU LOADGEN_CPU=$LOADGEN_CPU python3 "$BENCH/floor.py" --seconds "$([[ $QUICK == 1 ]] && echo 1 || echo 4)" \
+    | sed 's/^/floor:     /' >>"$OUT/machine.txt" || echo "floor:     (bench/floor.py failed)" >>"$OUT/machine.txt"
+fi
 
 # ---------------------------------------------------------------- servers
 
