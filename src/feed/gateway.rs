@@ -85,7 +85,8 @@ enum Start {
 
 /// The offset argument of an `event_created`: the event's `seq` as a JSON string.
 pub fn offset_json(seq: u64) -> Box<RawValue> {
-    raw(format!("\"{seq}\""))
+    // A string of digits: serialized, not parsed again.
+    serde_json::value::to_raw_value(&seq.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 fn rejection(code: &str, message: &str) -> ConnectRejection {
@@ -312,18 +313,29 @@ async fn post_event(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
         Ok(message) => feed.post(who, message).await,
         Err(e) => Err(e),
     };
-    let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+    // Formatted only when the audit line is logged.
+    let peer = || socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
     let result = match result {
         Ok(e) => {
-            tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
-            Ok(raw(format!(r#"{{"event":{}}}"#, e.json().get())))
+            tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = peer(), "event created");
+            Ok(event_body(&e))
         }
         Err(e) => {
-            tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
+            tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = peer(), "event refused");
             Err(e)
         }
     };
     answer(&socket, event, result, None);
+}
+
+/// `{"event":<the event's JSON>}`, the answer to a `post_event`: the stored
+/// JSON is copied in, not parsed again.
+fn event_body(event: &super::StoredEvent) -> Box<RawValue> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        event: &'a RawValue,
+    }
+    serde_json::value::to_raw_value(&Body { event: event.json() }).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// Redis mode: queues a `replay` or `post_event` behind the socket's earlier
