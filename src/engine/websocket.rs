@@ -391,7 +391,7 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     std::future::poll_fn(|cx| {
         // The write usually completes at once.
         if let Poll::Ready(r) = poll_write_frames(ws, &mut batch, &mut sent, cx) {
-            if r.is_ok() && count >= KEEP_QUEUE_AFTER {
+            if r.is_ok() && count >= KEEP_QUEUE_AFTER && batch.capacity() <= KEEP_QUEUE_MAX {
                 reuse_queue(conn, &mut batch);
             }
             return Poll::Ready(r.ok().map(|()| count));
@@ -414,6 +414,10 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
 /// write. (A session that wrote fewer keeps none: an idle one frees its
 /// buffer at its next write, a ping at the latest.)
 const KEEP_QUEUE_AFTER: usize = 4;
+
+/// The largest queue buffer (in frames) handed back: a burst's larger one is
+/// freed at once.
+const KEEP_QUEUE_MAX: usize = 256;
 
 /// Gives the session `batch`'s (empty) buffer as its queue when that one is
 /// smaller, moving the frames queued meanwhile into it.
