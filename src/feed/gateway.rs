@@ -85,8 +85,25 @@ enum Start {
 
 /// The offset argument of an `event_created`: the event's `seq` as a JSON string.
 pub fn offset_json(seq: u64) -> Box<RawValue> {
-    // A string of digits: serialized, not parsed again.
-    serde_json::value::to_raw_value(&seq.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    // `"` digits `"`, written without the formatting machinery into a string
+    // of the exact length (no reallocation when it is boxed).
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = seq;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = std::str::from_utf8(&digits[start..]).unwrap_or_default();
+    let mut json = String::with_capacity(digits.len() + 2);
+    json.push('"');
+    json.push_str(digits);
+    json.push('"');
+    raw(json)
 }
 
 fn rejection(code: &str, message: &str) -> ConnectRejection {
@@ -529,6 +546,13 @@ mod tests {
             json!({"sinceId": 5}),
         ] {
             assert_eq!(replay_args(std::slice::from_ref(&bad)).unwrap_err().code(), "bad_request", "{bad}");
+        }
+    }
+
+    #[test]
+    fn offsets_are_json_strings_of_the_seq() {
+        for seq in [0, 7, 10, 42, 1234, u64::MAX] {
+            assert_eq!(offset_json(seq).get(), format!("\"{seq}\""));
         }
     }
 
