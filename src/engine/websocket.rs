@@ -3,7 +3,7 @@
 //! bounded by the upgrade timeout.
 //!
 //! One task per websocket reads and writes it. Writes coalesce: everything
-//! queued since the last write goes out in vectored writes (up to 16 frames
+//! queued since the last write goes out in vectored writes (up to 64 frames
 //! each), the frames built around the queued bytes without copying them (a
 //! lone small frame is copied next to its header and sent with a plain write).
 //! Buffers are small (a 256-byte read chunk: idle sockets cost little; a
@@ -374,8 +374,9 @@ fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
 /// Writes every queued frame, in as few writes as the socket takes. Returns
 /// how many there were, or `None` on a write error.
 ///
-/// The queue is taken whole (its buffer with it): an idle session keeps no
-/// queue buffer, and nothing is copied. Frames go straight to the socket
+/// The queue is taken whole (its buffer with it), so nothing is copied; a
+/// busy session gets the emptied buffer back ([`KEEP_QUEUE_AFTER`]), an
+/// idle session keeps none. Frames go straight to the socket
 /// ([`poll_write_frames`]), not through tungstenite.
 async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> Option<usize> {
     let mut batch = std::mem::take(&mut conn.lock().outbox);
@@ -390,6 +391,9 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     std::future::poll_fn(|cx| {
         // The write usually completes at once.
         if let Poll::Ready(r) = poll_write_frames(ws, &mut batch, &mut sent, cx) {
+            if r.is_ok() && count >= KEEP_QUEUE_AFTER && batch.capacity() <= KEEP_QUEUE_MAX {
+                reuse_queue(conn, &mut batch);
+            }
             return Poll::Ready(r.ok().map(|()| count));
         }
         // A peer that stops reading blocks the write; the session closing
@@ -405,11 +409,31 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     .await
 }
 
+/// A write of at least this many frames hands its emptied queue buffer back
+/// to the session: a busy session's queue then grows once, not on every
+/// write. (A session that wrote fewer keeps none: an idle one frees its
+/// buffer at its next write, a ping at the latest.)
+const KEEP_QUEUE_AFTER: usize = 4;
+
+/// The largest queue buffer (in frames) handed back: a burst's larger one is
+/// freed at once.
+const KEEP_QUEUE_MAX: usize = 256;
+
+/// Gives the session `batch`'s (empty) buffer as its queue when that one is
+/// smaller, moving the frames queued meanwhile into it.
+fn reuse_queue(conn: &super::Conn, batch: &mut VecDeque<Frame>) {
+    let mut inner = conn.lock();
+    if inner.outbox.capacity() < batch.capacity() {
+        batch.append(&mut inner.outbox);
+        std::mem::swap(&mut inner.outbox, batch);
+    }
+}
+
 /// The largest frame payload sent by copying it next to its header.
 const SMALL_FRAME: usize = 502;
 
 /// Frames written with one `writev` at most.
-const FRAMES_PER_WRITE: usize = 16;
+const FRAMES_PER_WRITE: usize = 64;
 
 /// Writes `batch` to the websocket's socket as final, unmasked websocket
 /// frames (text or binary), a header and the shared payload bytes each, with
@@ -428,54 +452,80 @@ fn poll_write_frames(
     sent: &mut usize,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<()>> {
-    use tokio::io::AsyncWrite;
-
     if *sent == 0 {
         std::task::ready!(ws.poll_flush_unpin(cx)).map_err(std::io::Error::other)?;
     }
-    while !batch.is_empty() {
-        // A lone small frame (the usual case at a low rate) is copied and
-        // sent with a plain write, cheaper in the kernel than `writev`.
-        let written = if let [frame] = batch.as_slices().0
-            && batch.len() == 1
-            && frame.bytes().len() <= SMALL_FRAME
-        {
-            let mut buf = [0u8; SMALL_FRAME + 10];
-            let mut header = [0u8; 10];
-            let header_len = frame_header(&mut header, frame.is_text(), frame.bytes().len());
-            buf[..header_len].copy_from_slice(&header[..header_len]);
-            let len = header_len + frame.bytes().len();
-            buf[header_len..len].copy_from_slice(frame.bytes());
-            std::task::ready!(std::pin::Pin::new(ws.get_mut()).poll_write(cx, &buf[*sent..len]))?
-        } else if batch.len() <= 2 {
-            std::task::ready!(write_chunk::<2, 4>(ws, batch, *sent, cx))?
-        } else {
-            std::task::ready!(write_chunk::<FRAMES_PER_WRITE, { 2 * FRAMES_PER_WRITE }>(ws, batch, *sent, cx))?
-        };
-        if written == 0 {
-            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+    // One slice to walk (usually contiguous already: a move at most), and
+    // the frames written whole leave the queue together at the end.
+    let frames = batch.make_contiguous();
+    let mut done = 0;
+    let result = loop {
+        let rest = &frames[done..];
+        if rest.is_empty() {
+            break Poll::Ready(Ok(()));
         }
-        // Drop the frames written whole; remember how far into the next one.
+        let poll = match rest {
+            // A lone small frame (the usual case at a low rate) is copied and
+            // sent with a plain write, cheaper in the kernel than `writev`.
+            [frame] if frame.bytes().len() <= SMALL_FRAME => write_small(ws, frame, *sent, cx),
+            [_] | [_, _] => write_chunk::<2, 4>(ws, rest, *sent, cx),
+            _ => write_chunk::<FRAMES_PER_WRITE, { 2 * FRAMES_PER_WRITE }>(ws, rest, *sent, cx),
+        };
+        let written = match poll {
+            Poll::Ready(Ok(0)) => break Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+            Poll::Pending => break Poll::Pending,
+        };
+        // Count the frames written whole; remember how far into the next one.
         let mut progress = *sent + written;
-        while let Some(frame) = batch.front() {
-            let len = frame_header(&mut [0; 10], frame.is_text(), frame.bytes().len()) + frame.bytes().len();
+        for frame in rest {
+            let len = wire_len(frame);
             if progress < len {
                 break;
             }
             progress -= len;
-            batch.pop_front();
+            done += 1;
         }
         *sent = progress;
-    }
-    Poll::Ready(Ok(()))
+    };
+    batch.drain(..done);
+    result
 }
 
-/// One vectored write of the first `N` frames of `batch` at most (`S` = 2 `N`
+/// One plain write of a lone frame of at most [`SMALL_FRAME`] bytes, copied
+/// next to its header, skipping the `sent` bytes already written.
+fn write_small(ws: &mut Ws, frame: &Frame, sent: usize, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    use tokio::io::AsyncWrite;
+
+    let mut buf = [0u8; SMALL_FRAME + 10];
+    let mut header = [0u8; 10];
+    let payload = frame.bytes();
+    let header_len = frame_header(&mut header, frame.is_text(), payload.len());
+    buf[..header_len].copy_from_slice(&header[..header_len]);
+    let len = header_len + payload.len();
+    buf[header_len..len].copy_from_slice(payload);
+    std::pin::Pin::new(ws.get_mut()).poll_write(cx, &buf[sent.min(len)..len])
+}
+
+/// The length of `frame` on the wire: its header and payload.
+fn wire_len(frame: &Frame) -> usize {
+    let len = frame.bytes().len();
+    len + if len < 126 {
+        2
+    } else if len <= usize::from(u16::MAX) {
+        4
+    } else {
+        10
+    }
+}
+
+/// One vectored write of the first `N` of `frames` at most (`S` = 2 `N`
 /// slices: a header and a payload each), skipping the `sent` bytes already
 /// written.
 fn write_chunk<const N: usize, const S: usize>(
     ws: &mut Ws,
-    batch: &VecDeque<Frame>,
+    frames: &[Frame],
     sent: usize,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
@@ -484,16 +534,24 @@ fn write_chunk<const N: usize, const S: usize>(
     let mut headers = [[0u8; 10]; N];
     let mut slices = [std::io::IoSlice::new(&[]); S];
     let mut used = 0;
-    let mut skip = sent;
-    for (header, frame) in headers.iter_mut().zip(batch.iter()) {
+    for (i, (header, frame)) in headers.iter_mut().zip(frames).enumerate() {
         let payload = frame.bytes();
         let header_len = frame_header(header, frame.is_text(), payload.len());
-        for part in [&header[..header_len], &payload[..]] {
-            if skip >= part.len() {
-                skip -= part.len();
-            } else if let Some(slot) = slices.get_mut(used) {
-                *slot = std::io::IoSlice::new(&part[skip..]);
-                skip = 0;
+        let (mut head, mut body) = (&header[..header_len], &payload[..]);
+        // Only the first frame can have been written in part.
+        if i == 0 && sent > 0 {
+            if sent < head.len() {
+                head = &head[sent..];
+            } else {
+                body = body.get(sent - head.len()..).unwrap_or_default();
+                head = &[];
+            }
+        }
+        for part in [head, body] {
+            if !part.is_empty()
+                && let Some(slot) = slices.get_mut(used)
+            {
+                *slot = std::io::IoSlice::new(part);
                 used += 1;
             }
         }

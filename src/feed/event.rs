@@ -62,9 +62,9 @@ impl StoredEvent {
             timestamp: &timestamp,
             author: &new.author,
         };
-        // Serializing strings and integers cannot fail.
-        let json = serde_json::to_string(&wire).unwrap_or_default();
-        let json = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        // Serializing strings and integers cannot fail; what serde_json wrote
+        // is JSON, so it is not parsed again.
+        let json = serde_json::value::to_raw_value(&wire).unwrap_or_else(|_| RawValue::NULL.to_owned());
         StoredEvent { id, seq, tenant, json }
     }
 
@@ -161,7 +161,65 @@ fn new_event_id() -> Uuid {
 }
 
 /// `2026-11-27T08:14:38.123Z`
+///
+/// Written digit by digit (the date from the day number, as in Howard
+/// Hinnant's `civil_from_days`); a time before 1970 or after 9999 goes
+/// through the `time` crate instead.
 fn rfc3339_millis(t: SystemTime) -> String {
+    const DAY: u64 = 86_400;
+    let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else { return rfc3339_millis_slow(t) };
+    let secs = since.as_secs();
+    let days = secs / DAY;
+    let (year, month, day) = civil_from_days(days);
+    if year > 9999 {
+        return rfc3339_millis_slow(t);
+    }
+    let in_day = secs % DAY;
+    let fields = [
+        (year / 100, b'\0'),
+        (year % 100, b'-'),
+        (month, b'-'),
+        (day, b'T'),
+        (in_day / 3600, b':'),
+        (in_day / 60 % 60, b':'),
+        (in_day % 60, b'.'),
+    ];
+    let mut out = Vec::with_capacity(24);
+    for (value, sep) in fields {
+        out.extend_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
+        if sep != b'\0' {
+            out.push(sep);
+        }
+    }
+    let millis = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
+    // ASCII digits and separators only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Year, month (1..=12) and day (1..=31) of the `days`th day after 1970-01-01
+/// (proleptic Gregorian calendar).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Days since 0000-03-01, in 400-year eras of 146 097 days.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// [`rfc3339_millis`] through the `time` crate (any year it can represent).
+fn rfc3339_millis_slow(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(&fmt).unwrap_or_default()
@@ -261,6 +319,19 @@ mod tests {
     fn timestamps_are_utc_milliseconds() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_767_278_123);
         assert_eq!(rfc3339_millis(t), "2026-11-27T08:14:38.123Z");
+        assert_eq!(rfc3339_millis(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        // The digit-by-digit path agrees with the `time` crate: every day over
+        // centuries (leap years, 2000 and 2100), at varying times of day.
+        let mut secs = 0u64;
+        while secs < 200 * 366 * 86_400 {
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + secs % 1000);
+            assert_eq!(rfc3339_millis(t), rfc3339_millis_slow(t), "{secs}");
+            secs += 86_400 + 3_607;
+        }
+        let late = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59
+        assert_eq!(rfc3339_millis(late), "9999-12-31T23:59:59.000Z");
+        let early = SystemTime::UNIX_EPOCH - std::time::Duration::from_millis(1);
+        assert_eq!(rfc3339_millis(early), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -85,7 +85,25 @@ enum Start {
 
 /// The offset argument of an `event_created`: the event's `seq` as a JSON string.
 pub fn offset_json(seq: u64) -> Box<RawValue> {
-    raw(format!("\"{seq}\""))
+    // `"` digits `"`, written without the formatting machinery into a string
+    // of the exact length (no reallocation when it is boxed).
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = seq;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = std::str::from_utf8(&digits[start..]).unwrap_or_default();
+    let mut json = String::with_capacity(digits.len() + 2);
+    json.push('"');
+    json.push_str(digits);
+    json.push('"');
+    raw(json)
 }
 
 fn rejection(code: &str, message: &str) -> ConnectRejection {
@@ -312,18 +330,29 @@ async fn post_event(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
         Ok(message) => feed.post(who, message).await,
         Err(e) => Err(e),
     };
-    let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+    // Formatted only when the audit line is logged.
+    let peer = || socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
     let result = match result {
         Ok(e) => {
-            tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
-            Ok(raw(format!(r#"{{"event":{}}}"#, e.json().get())))
+            tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = peer(), "event created");
+            Ok(event_body(&e))
         }
         Err(e) => {
-            tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
+            tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = peer(), "event refused");
             Err(e)
         }
     };
     answer(&socket, event, result, None);
+}
+
+/// `{"event":<the event's JSON>}`, the answer to a `post_event`: the stored
+/// JSON is copied in, not parsed again.
+fn event_body(event: &super::StoredEvent) -> Box<RawValue> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        event: &'a RawValue,
+    }
+    serde_json::value::to_raw_value(&Body { event: event.json() }).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// Redis mode: queues a `replay` or `post_event` behind the socket's earlier
@@ -517,6 +546,13 @@ mod tests {
             json!({"sinceId": 5}),
         ] {
             assert_eq!(replay_args(std::slice::from_ref(&bad)).unwrap_err().code(), "bad_request", "{bad}");
+        }
+    }
+
+    #[test]
+    fn offsets_are_json_strings_of_the_seq() {
+        for seq in [0, 7, 10, 42, 1234, u64::MAX] {
+            assert_eq!(offset_json(seq).get(), format!("\"{seq}\""));
         }
     }
 
