@@ -131,6 +131,15 @@ impl Feed {
         self.tokens.authenticate(tenant, token)
     }
 
+    /// Authenticates a caller for a tenant; also gives the token's SHA-256 digest.
+    pub fn authenticate_with_digest(
+        &self,
+        tenant: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<(Principal, [u8; 32]), FeedError> {
+        self.tokens.authenticate_with_digest(tenant, token)
+    }
+
     /// Creates an event: checks the role, the rate limits and the message,
     /// then stores and delivers it. A refused write creates nothing.
     ///
