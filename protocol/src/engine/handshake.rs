@@ -38,9 +38,21 @@ impl Handshake {
 /// The open packet `0{...}` of a [`Handshake`] with these fields, written
 /// directly (the same bytes as [`Handshake::to_frame`], without building one).
 pub fn open_frame(sid: &str, upgrades: &[&str], ping_interval: u64, ping_timeout: u64, max_payload: u64) -> Frame {
-    use std::io::Write as _;
     fn digits(n: u64) -> usize {
         n.checked_ilog10().map_or(1, |d| d as usize + 1)
+    }
+    fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&buf[i..]);
     }
     // The exact length when nothing needs escaping, so the frame's bytes are
     // the buffer itself (no reallocation, no shared header).
@@ -58,7 +70,13 @@ pub fn open_frame(sid: &str, upgrades: &[&str], ping_interval: u64, ping_timeout
     let _ = crate::json::write_to(&mut out, sid);
     out.extend_from_slice(br#","upgrades":"#);
     let _ = crate::json::write_to(&mut out, upgrades);
-    let _ = write!(out, r#","pingInterval":{ping_interval},"pingTimeout":{ping_timeout},"maxPayload":{max_payload}}}"#);
+    out.extend_from_slice(br#","pingInterval":"#);
+    push_u64(&mut out, ping_interval);
+    out.extend_from_slice(br#","pingTimeout":"#);
+    push_u64(&mut out, ping_timeout);
+    out.extend_from_slice(br#","maxPayload":"#);
+    push_u64(&mut out, max_payload);
+    out.push(b'}');
     Frame::Text(bytes::Bytes::from(out))
 }
 
