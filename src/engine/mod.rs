@@ -274,17 +274,17 @@ impl<H: Handler> Engine<H> {
     }
 
     pub(crate) fn open_frame(&self, conn: &Conn, transport: Transport) -> eventfeed_protocol::engine::Frame {
-        eventfeed_protocol::engine::Handshake {
-            sid: conn.sid().to_owned(),
-            upgrades: match transport {
-                Transport::Polling => vec!["websocket".to_owned()],
-                Transport::Websocket => vec![],
-            },
-            ping_interval: self.config.session.ping_interval.as_millis() as u64,
-            ping_timeout: self.config.session.ping_timeout.as_millis() as u64,
-            max_payload: self.config.max_payload as u64,
-        }
-        .to_frame()
+        let upgrades: &[&str] = match transport {
+            Transport::Polling => &["websocket"],
+            Transport::Websocket => &[],
+        };
+        eventfeed_protocol::engine::open_frame(
+            conn.sid(),
+            upgrades,
+            self.config.session.ping_interval.as_millis() as u64,
+            self.config.session.ping_timeout.as_millis() as u64,
+            self.config.max_payload as u64,
+        )
     }
 
     /// Runs the session's due timers (engine and application) at `now`;

@@ -1,15 +1,20 @@
 //! The session table: sid → session, sharded so that lookups from many
-//! connections do not contend on one lock.
+//! connections do not contend on one lock. Hashed with a randomly seeded
+//! foldhash (cheaper than SipHash for these short ids).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
 
+type Shard<T> = HashMap<Arc<str>, Arc<T>, RandomState>;
+
 /// A sharded map from session id to `Arc<T>`.
 pub struct Sessions<T> {
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<T>>>>,
+    shards: Vec<Mutex<Shard<T>>>,
     hasher: RandomState,
 }
 
@@ -22,10 +27,13 @@ impl<T> Default for Sessions<T> {
 impl<T> Sessions<T> {
     /// An empty table.
     pub fn new() -> Self {
-        Sessions { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+        Sessions {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
+            hasher: RandomState::default(),
+        }
     }
 
-    fn shard(&self, sid: &str) -> MutexGuard<'_, HashMap<Arc<str>, Arc<T>>> {
+    fn shard(&self, sid: &str) -> MutexGuard<'_, Shard<T>> {
         let i = (self.hasher.hash_one(sid) as usize) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -215,6 +215,16 @@ impl Tokens {
     /// Authenticates `token` for `tenant`. Missing values, an unknown token, or
     /// a tenant the token may not use are all `Unauthorized`.
     pub fn authenticate(&self, tenant: Option<&str>, token: Option<&str>) -> Result<Principal, FeedError> {
+        self.authenticate_with_digest(tenant, token).map(|(principal, _)| principal)
+    }
+
+    /// [`authenticate`](Self::authenticate), also giving the token's digest
+    /// (see [`token_digest`]), so a caller that keeps it hashes the token once.
+    pub fn authenticate_with_digest(
+        &self,
+        tenant: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<(Principal, [u8; 32]), FeedError> {
         let (Some(tenant), Some(token)) = (tenant, token) else {
             return Err(FeedError::Unauthorized);
         };
@@ -237,7 +247,7 @@ impl Tokens {
         }
         match found {
             Some(e) if e.allows(tenant) => {
-                Ok(Principal { user: e.user.clone(), tenant: tenant.to_owned(), role: e.role })
+                Ok((Principal { user: e.user.clone(), tenant: tenant.to_owned(), role: e.role }, digest))
             }
             _ => Err(FeedError::Unauthorized),
         }
@@ -265,6 +275,8 @@ mod tests {
         let r = t.authenticate(Some("company_a"), Some("token_reader_a")).unwrap();
         assert_eq!(r.require_writer(), Err(FeedError::Forbidden));
         assert!(t.is_demo());
+        let (p, digest) = t.authenticate_with_digest(Some("company_a"), Some("token_admin_a")).unwrap();
+        assert_eq!((p.user.as_str(), digest), ("admin_a", token_digest("token_admin_a")));
     }
 
     #[test]

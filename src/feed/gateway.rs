@@ -219,7 +219,11 @@ struct Admission {
     offset: Option<Value>,
     /// `auth.sinceId`, checked.
     since: Option<Uuid>,
-    peer: String,
+}
+
+/// The socket's peer address as the audit log shows it (formatted only for a log line).
+fn peer_of(socket: &Socket) -> String {
+    socket.conn().peer().map(|p| p.to_string()).unwrap_or_default()
 }
 
 impl Gateway {
@@ -230,10 +234,10 @@ impl Gateway {
         let auth = auth.and_then(Value::as_object).unwrap_or(&empty);
         let tenant = auth.get("tenantId").and_then(Value::as_str);
         let token = auth.get("token").and_then(Value::as_str);
-        let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
-        let principal = match self.feed.authenticate(tenant, token) {
+        let (principal, token_digest) = match self.feed.authenticate_with_digest(tenant, token) {
             Ok(p) => p,
             Err(e) => {
+                let peer = peer_of(socket);
                 self.feed.auth_failed("socket");
                 tracing::info!(target: "audit", action = "connect", outcome = "unauthorized", tenant = tenant.unwrap_or(""), peer, "socket auth failed");
                 return Err(ConnectRejection { message: "unauthorized".into(), data: Some(e.to_value()) });
@@ -243,6 +247,7 @@ impl Gateway {
         if socket.namespace().room_size(&tenant_room(&principal.tenant)) >= max {
             // Bound hit: this tenant has as many sockets as allowed; refuse this one.
             self.feed.metrics.reject("tenant_connections");
+            let peer = peer_of(socket);
             tracing::warn!(target: "audit", action = "connect", outcome = "tenant_connection_limit", tenant = %principal.tenant, user = %principal.user, peer, max, "socket refused");
             return Err(ConnectRejection {
                 message: "too many connections".into(),
@@ -262,20 +267,13 @@ impl Gateway {
             Some(Value::String(pid)) if self.feed.recovery.enabled() => Some(pid.clone()),
             _ => None,
         };
-        Ok(Admission {
-            principal,
-            token_digest: super::auth::token_digest(token.unwrap_or("")),
-            pid,
-            offset: auth.get("offset").cloned(),
-            since,
-            peer,
-        })
+        Ok(Admission { principal, token_digest, pid, offset: auth.get("offset").cloned(), since })
     }
 
     /// Decides how the socket starts, given the kept session its `pid` named
     /// (if any was found for these credentials).
     fn decide(&self, socket: &Arc<Socket>, admission: Admission, kept: Option<Kept>) {
-        let Admission { principal, token_digest, pid, offset, since, peer } = admission;
+        let Admission { principal, token_digest, pid, offset, since } = admission;
         let mut start = Start::Snapshot;
         if self.feed.recovery.enabled() {
             let mut restored = None;
@@ -285,9 +283,11 @@ impl Gateway {
                         socket.restore_id(&kept.sid);
                         restored = Some(pid);
                         start = Start::Recover { after_seq };
+                        let peer = peer_of(socket);
                         tracing::info!(target: "audit", action = "connect", outcome = "recovered", tenant = %principal.tenant, user = %principal.user, peer, "session recovered");
                     }
                     None => {
+                        let peer = peer_of(socket);
                         tracing::info!(target: "audit", action = "connect", outcome = "not_recoverable", tenant = %principal.tenant, user = %principal.user, peer, "missed events no longer retained; fresh session");
                     }
                 }

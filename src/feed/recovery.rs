@@ -52,7 +52,7 @@ pub struct Recovery {
 
 #[derive(Default)]
 struct Inner {
-    by_pid: HashMap<String, Entry>,
+    by_pid: HashMap<String, Entry, foldhash::fast::RandomState>,
     order: VecDeque<(Instant, String)>,
 }
 
@@ -145,7 +145,7 @@ impl Inner {
         }
         // `order` may hold items for pids taken or re-kept; bound it too.
         if self.order.len() > 2 * self.by_pid.len() + 1024 {
-            let live: &HashMap<String, Entry> = &self.by_pid;
+            let live: &HashMap<String, Entry, foldhash::fast::RandomState> = &self.by_pid;
             self.order.retain(|(e, pid)| live.get(pid).is_some_and(|x| x.expires == *e));
         }
     }

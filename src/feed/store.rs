@@ -14,7 +14,7 @@
 //! synchronous.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
@@ -200,12 +200,13 @@ pub enum Applied {
 }
 
 /// One shard: tenant → that tenant's log (with its own lock).
-type Shard = HashMap<Arc<str>, Arc<Mutex<TenantLog>>>;
+type Shard = HashMap<Arc<str>, Arc<Mutex<TenantLog>>, foldhash::fast::RandomState>;
 
 /// The lock-sharded store of every tenant's events.
 pub struct EventBus {
     shards: Vec<Mutex<Shard>>,
-    hasher: RandomState,
+    /// Randomly seeded (tenant ids come from clients), cheaper than SipHash.
+    hasher: foldhash::fast::RandomState,
     capacity: usize,
     delivery: Arc<dyn EventDelivery>,
 }
@@ -225,8 +226,8 @@ impl EventBus {
     /// A store keeping `capacity` events per tenant, delivering through `delivery`.
     pub fn new(capacity: usize, delivery: Arc<dyn EventDelivery>) -> Self {
         EventBus {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
             capacity: capacity.max(1),
             delivery,
         }

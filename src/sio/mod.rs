@@ -26,7 +26,7 @@ use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::session::{ConnectRefusal, Namespaces};
 use eventfeed_protocol::socket::{Decoder, Packet, PacketType};
 use prometheus_client::metrics::counter::Counter;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use namespace::{
     BroadcastOp, BroadcastStats, ConnectRejection, DisconnectReason, Namespace, NamespaceHandler, PendingAuthorization,
@@ -102,7 +102,7 @@ pub struct Client {
 struct ClientInner {
     decoder: Decoder,
     namespaces: Namespaces,
-    sockets: HashMap<String, Arc<Socket>>,
+    sockets: HashMap<String, Arc<Socket>, foldhash::fast::RandomState>,
     /// Namespaces whose CONNECT is being authorized asynchronously: another
     /// CONNECT to one of them is ignored until it is answered (one pending
     /// authorization per namespace and session, so a flood spawns nothing).
@@ -140,7 +140,7 @@ impl engine::Handler for SocketIo {
             inner: Mutex::new(ClientInner {
                 decoder: Decoder::new(self.config.max_attachments),
                 namespaces: Namespaces::new(engine::now(), self.config.connect_timeout, self.config.max_namespaces),
-                sockets: HashMap::new(),
+                sockets: HashMap::default(),
                 authorizing: Vec::new(),
             }),
         })
@@ -306,12 +306,7 @@ fn finish_connect(
     let id = socket.id_arc();
     socket.set_connected(true);
     namespace.add(&socket);
-    let mut answer = Map::new();
-    answer.insert("sid".to_owned(), Value::String(id.to_string()));
-    if let Some(pid) = socket.pid() {
-        answer.insert("pid".to_owned(), Value::String(pid.to_owned()));
-    }
-    let _ = conn.send_packet(&Packet::connect(nsp, Some(Value::Object(answer))).encode());
+    let _ = conn.send(eventfeed_protocol::socket::encode_connect_ok(nsp, &id, socket.pid()));
     namespace.handler().on_connect(&socket);
     if conn.is_closed() {
         // The session died meanwhile: on_close may have run before the insert,

@@ -7,10 +7,11 @@
 //! room's members (plain memory pushes, no I/O, no `.await`).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use eventfeed_protocol::socket::Encoded;
+use foldhash::fast::RandomState;
 use serde_json::Value;
 
 use super::socket::{Event, Socket};
@@ -88,7 +89,9 @@ pub type PendingAuthorization =
 
 const ROOM_SHARDS: usize = 16;
 
-type Members = HashMap<Arc<str>, Arc<Socket>>;
+/// Maps of ids and room names use a randomly seeded foldhash (cheaper than
+/// SipHash; room names come from clients, so the seed must be random).
+type Members = HashMap<Arc<str>, Arc<Socket>, RandomState>;
 
 /// Which sockets a broadcast reaches.
 #[derive(Debug, Clone, Copy, Default)]
@@ -116,7 +119,7 @@ pub struct Namespace {
     name: String,
     handler: Box<dyn NamespaceHandler>,
     sockets: Mutex<Members>,
-    rooms: Vec<Mutex<HashMap<Arc<str>, Members>>>,
+    rooms: Vec<Mutex<HashMap<Arc<str>, Members, RandomState>>>,
     hasher: RandomState,
 }
 
@@ -136,9 +139,9 @@ impl Namespace {
         Arc::new(Namespace {
             name: name.into(),
             handler: Box::new(handler),
-            sockets: Mutex::new(HashMap::new()),
-            rooms: (0..ROOM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            sockets: Mutex::new(HashMap::default()),
+            rooms: (0..ROOM_SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
+            hasher: RandomState::default(),
         })
     }
 
@@ -171,7 +174,7 @@ impl Namespace {
         self.room_shard(room).get(room).map_or(0, HashMap::len)
     }
 
-    fn room_shard(&self, room: &str) -> MutexGuard<'_, HashMap<Arc<str>, Members>> {
+    fn room_shard(&self, room: &str) -> MutexGuard<'_, HashMap<Arc<str>, Members, RandomState>> {
         lock(&self.rooms[(self.hasher.hash_one(room) as usize) % ROOM_SHARDS])
     }
 
@@ -207,7 +210,7 @@ impl Namespace {
         if rooms.is_empty() {
             out.extend(lock(&self.sockets).values().cloned());
         } else {
-            let mut seen: HashSet<Arc<str>> = HashSet::new();
+            let mut seen: HashSet<Arc<str>, RandomState> = HashSet::default();
             for room in rooms {
                 if let Some(members) = self.room_shard(room).get(*room) {
                     out.extend(members.values().filter(|s| seen.insert(s.id_arc())).cloned());
@@ -244,7 +247,7 @@ impl Namespace {
                 }
             }
             rooms => {
-                let mut seen: HashSet<Arc<str>> = HashSet::new();
+                let mut seen: HashSet<Arc<str>, RandomState> = HashSet::default();
                 for room in rooms {
                     if let Some(members) = self.room_shard(room).get(*room) {
                         for s in members.values() {

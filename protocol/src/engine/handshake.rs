@@ -25,14 +25,59 @@ pub struct Handshake {
 impl Handshake {
     /// Encodes the open packet `0{...}`.
     pub fn to_frame(&self) -> Frame {
-        let json = crate::json::to_string(self).unwrap_or_default();
-        Frame::text_packet(PacketType::Open, &json)
+        let upgrades: Vec<&str> = self.upgrades.iter().map(String::as_str).collect();
+        open_frame(&self.sid, &upgrades, self.ping_interval, self.ping_timeout, self.max_payload)
     }
 
     /// Parses the JSON of an open packet (the part after `0`).
     pub fn parse(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)
     }
+}
+
+/// The open packet `0{...}` of a [`Handshake`] with these fields, written
+/// directly (the same bytes as [`Handshake::to_frame`], without building one).
+pub fn open_frame(sid: &str, upgrades: &[&str], ping_interval: u64, ping_timeout: u64, max_payload: u64) -> Frame {
+    fn digits(n: u64) -> usize {
+        n.checked_ilog10().map_or(1, |d| d as usize + 1)
+    }
+    fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&buf[i..]);
+    }
+    // The exact length when nothing needs escaping, so the frame's bytes are
+    // the buffer itself (no reallocation, no shared header).
+    let len = br#"0{"sid":"","upgrades":[],"pingInterval":,"pingTimeout":,"maxPayload":}"#.len()
+        + sid.len()
+        + upgrades.iter().map(|u| u.len() + 3).sum::<usize>()
+        - usize::from(!upgrades.is_empty())
+        + digits(ping_interval)
+        + digits(ping_timeout)
+        + digits(max_payload);
+    let mut out = Vec::with_capacity(len);
+    out.push(PacketType::Open.digit());
+    out.extend_from_slice(br#"{"sid":"#);
+    // Writing JSON into a Vec cannot fail.
+    let _ = crate::json::write_to(&mut out, sid);
+    out.extend_from_slice(br#","upgrades":"#);
+    let _ = crate::json::write_to(&mut out, upgrades);
+    out.extend_from_slice(br#","pingInterval":"#);
+    push_u64(&mut out, ping_interval);
+    out.extend_from_slice(br#","pingTimeout":"#);
+    push_u64(&mut out, ping_timeout);
+    out.extend_from_slice(br#","maxPayload":"#);
+    push_u64(&mut out, max_payload);
+    out.push(b'}');
+    Frame::Text(bytes::Bytes::from(out))
 }
 
 /// An Engine.IO transport.
@@ -240,6 +285,26 @@ mod tests {
             Handshake::parse(r#"{"sid":"x","upgrades":[],"pingInterval":1,"pingTimeout":1,"maxPayload":1,"extra":1}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn open_frame_matches_serde_and_is_exactly_sized() {
+        for (sid, upgrades, n) in [
+            ("lv_VI97HAXpY6yYWAAAC", vec!["websocket"], [25000, 5000, 1000000]),
+            ("a", vec![], [0, 9, 10]),
+            ("q\"uo\\te\u{1}", vec!["websocket", "x"], [u64::MAX, 1, 99]),
+        ] {
+            let h = Handshake {
+                sid: sid.into(),
+                upgrades: upgrades.iter().map(|u| u.to_string()).collect(),
+                ping_interval: n[0],
+                ping_timeout: n[1],
+                max_payload: n[2],
+            };
+            let want = format!("0{}", crate::json::to_string(&h).unwrap());
+            assert_eq!(open_frame(sid, &upgrades, n[0], n[1], n[2]).bytes().as_ref(), want.as_bytes());
+            assert_eq!(h.to_frame().bytes().as_ref(), want.as_bytes());
+        }
     }
 
     #[test]

@@ -6,5 +6,5 @@ pub mod packet;
 pub mod payload;
 pub mod session;
 
-pub use handshake::{EngineError, Handshake, Query, Transport};
+pub use handshake::{EngineError, Handshake, Query, Transport, open_frame};
 pub use packet::{DecodeError, Frame, Packet, PacketType, decode_binary, decode_text};

@@ -7,8 +7,8 @@ pub mod session;
 
 pub use decoder::{DEFAULT_MAX_ATTACHMENTS, Decoder, decode};
 pub use packet::{
-    DecodeError, Encoded, Packet, PacketType, RESERVED_EVENTS, encode_raw_ack, encode_raw_event, placeholder,
-    placeholder_index,
+    DecodeError, Encoded, Packet, PacketType, RESERVED_EVENTS, encode_connect_ok, encode_raw_ack, encode_raw_event,
+    placeholder, placeholder_index,
 };
 
 #[cfg(test)]

@@ -395,6 +395,26 @@ pub fn encode_raw_event(nsp: &str, name: &str, args: &[&RawValue], id: Option<u6
     Frame::Text(Bytes::from(out))
 }
 
+/// Encodes the answer to an accepted CONNECT, `4` `0` `[<nsp>,]{"sid":..[,"pid":..]}`,
+/// written directly (the same bytes as [`Packet::connect`] with that object).
+pub fn encode_connect_ok(nsp: &str, sid: &str, pid: Option<&str>) -> Frame {
+    let nsp_len = if nsp.is_empty() || nsp == "/" { 0 } else { nsp.len() + 1 };
+    // The exact length when nothing needs escaping (the ids are URL-safe), so
+    // the frame's bytes are the buffer itself.
+    let len = br#"40{"sid":""}"#.len() + nsp_len + sid.len() + pid.map_or(0, |p| br#","pid":"""#.len() + p.len());
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(b"40");
+    write_nsp_and_id(&mut out, nsp, None);
+    out.extend_from_slice(br#"{"sid":"#);
+    let _ = crate::json::write_to(&mut out, sid);
+    if let Some(pid) = pid {
+        out.extend_from_slice(br#","pid":"#);
+        let _ = crate::json::write_to(&mut out, pid);
+    }
+    out.push(b'}');
+    Frame::Text(Bytes::from(out))
+}
+
 /// Encodes an ACK whose arguments are already JSON: `4` `3` `[<nsp>,]<id>[<arg>,...]`.
 pub fn encode_raw_ack(nsp: &str, id: u64, args: &[&RawValue]) -> Frame {
     let mut out = Vec::with_capacity(8 + nsp.len() + args.iter().map(|a| a.get().len() + 1).sum::<usize>());
@@ -409,4 +429,26 @@ pub fn encode_raw_ack(nsp: &str, id: u64, args: &[&RawValue]) -> Frame {
     }
     out.push(b']');
     Frame::Text(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod connect_ok_tests {
+    use super::*;
+
+    #[test]
+    fn connect_ok_matches_the_packet_encoding() {
+        for (nsp, sid, pid) in [
+            ("/events", "AbC-_09xyzAbC-_09xyz", Some("pid-_1234567890abcde")),
+            ("/", "s", None),
+            ("", "s\"\\\u{2}", Some("p\"")),
+        ] {
+            let mut answer = serde_json::Map::new();
+            answer.insert("sid".to_owned(), Value::String(sid.to_owned()));
+            if let Some(pid) = pid {
+                answer.insert("pid".to_owned(), Value::String(pid.to_owned()));
+            }
+            let want = Packet::connect(nsp, Some(Value::Object(answer))).encode();
+            assert_eq!(encode_connect_ok(nsp, sid, pid).bytes(), want.text.bytes());
+        }
+    }
 }
