@@ -31,7 +31,10 @@ use serde_json::Value;
 const NO_LIMITS: &[(&str, &str)] = &[
     ("NB_BACKEND_RATE_LIMIT", "off"),
     ("NB_BACKEND_TENANT_RATE_LIMIT", "off"),
-    ("NB_BACKEND_REDIS_TIMEOUT", "500"),
+    // Generous: Redis fsyncs every write (AOF `always`) and the tests run in
+    // parallel on a small machine, so a call can take hundreds of ms. The
+    // slow-Redis test sets its own, short deadline.
+    ("NB_BACKEND_REDIS_TIMEOUT", "3000"),
     ("NB_BACKEND_LOG", "warn,eventfeed=info"),
 ];
 
@@ -438,7 +441,7 @@ async fn events_missed_by_a_dropped_subscription_are_filled_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_redis_answers_unavailable_within_the_deadline_then_serves_again() {
-    let (redis, a, _b) = cluster().await;
+    let (redis, a, _b) = cluster_with(&[("NB_BACKEND_REDIS_TIMEOUT", "500")]).await;
     let mut client = FeedClient::connect(a.addr(), A).await;
     // Redis stops answering for 2 s (every client paused).
     assert_eq!(redis.redis_cmd(&["CLIENT", "PAUSE", "2000", "ALL"]).trim(), "+OK");
