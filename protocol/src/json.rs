@@ -46,6 +46,27 @@ pub fn write_to<T: ?Sized + Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(
     value.serialize(&mut ser)
 }
 
+/// How many decimal digits `n` has.
+pub fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Appends `n` in decimal, without the formatting machinery (hot paths: the
+/// open packet, every event's offset).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// `JSON.stringify(value)` as a `String`.
 pub fn to_string<T: ?Sized + Serialize>(value: &T) -> Result<String, serde_json::Error> {
     let mut out = Vec::with_capacity(64);
@@ -115,6 +136,16 @@ mod tests {
         let mut out = Vec::new();
         write_js_number(&mut out, v).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn decimals_as_display_prints_them() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, 1 << 53, u64::MAX - 1, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+            assert_eq!(decimal_len(n), n.to_string().len(), "{n}");
+        }
     }
 
     #[test]

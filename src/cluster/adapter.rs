@@ -970,7 +970,7 @@ fn js_date_json(ms: f64) -> Value {
     let t = ms.trunc() as i64;
     let days = t.div_euclid(86_400_000);
     let rem = t.rem_euclid(86_400_000);
-    let (y, mo, d) = civil_from_days(days);
+    let (y, mo, d) = crate::feed::event::civil_from_days(days);
     let year = if (0..=9999).contains(&y) {
         format!("{y:04}")
     } else if y < 0 {
@@ -985,20 +985,6 @@ fn js_date_json(ms: f64) -> Value {
         rem / 1000 % 60,
         rem % 1000
     ))
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Canonical array index (`"0"`, `"17"`, ≤ 2^32 − 2): JS enumerates these keys first, ascending.

@@ -170,7 +170,11 @@ fn rfc3339_millis(t: SystemTime) -> String {
     let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else { return rfc3339_millis_slow(t) };
     let secs = since.as_secs();
     let days = secs / DAY;
+    let Ok(days) = i64::try_from(days) else { return rfc3339_millis_slow(t) };
     let (year, month, day) = civil_from_days(days);
+    let (Ok(year), Ok(month), Ok(day)) = (u64::try_from(year), u64::try_from(month), u64::try_from(day)) else {
+        return rfc3339_millis_slow(t);
+    };
     if year > 9999 {
         return rfc3339_millis_slow(t);
     }
@@ -202,19 +206,19 @@ fn rfc3339_millis(t: SystemTime) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Year, month (1..=12) and day (1..=31) of the `days`th day after 1970-01-01
-/// (proleptic Gregorian calendar).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Days since 0000-03-01, in 400-year eras of 146 097 days.
+/// Days since 1970-01-01 (negative before) → year, month (1..=12) and day
+/// (1..=31) in the proleptic Gregorian calendar (Howard Hinnant's algorithm:
+/// days since 0000-03-01, in 400-year eras of 146 097 days).
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
+    let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
 

@@ -85,25 +85,14 @@ enum Start {
 
 /// The offset argument of an `event_created`: the event's `seq` as a JSON string.
 pub fn offset_json(seq: u64) -> Box<RawValue> {
-    // `"` digits `"`, written without the formatting machinery into a string
+    use eventfeed_protocol::json::{decimal_len, push_decimal};
+    // `"` digits `"`, written without the formatting machinery into a buffer
     // of the exact length (no reallocation when it is boxed).
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut n = seq;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let digits = std::str::from_utf8(&digits[start..]).unwrap_or_default();
-    let mut json = String::with_capacity(digits.len() + 2);
-    json.push('"');
-    json.push_str(digits);
-    json.push('"');
-    raw(json)
+    let mut json = Vec::with_capacity(decimal_len(seq) + 2);
+    json.push(b'"');
+    push_decimal(&mut json, seq);
+    json.push(b'"');
+    raw(String::from_utf8(json).unwrap_or_default())
 }
 
 fn rejection(code: &str, message: &str) -> ConnectRejection {

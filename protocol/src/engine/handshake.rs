@@ -38,22 +38,7 @@ impl Handshake {
 /// The open packet `0{...}` of a [`Handshake`] with these fields, written
 /// directly (the same bytes as [`Handshake::to_frame`], without building one).
 pub fn open_frame(sid: &str, upgrades: &[&str], ping_interval: u64, ping_timeout: u64, max_payload: u64) -> Frame {
-    fn digits(n: u64) -> usize {
-        n.checked_ilog10().map_or(1, |d| d as usize + 1)
-    }
-    fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-        let mut buf = [0u8; 20];
-        let mut i = buf.len();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&buf[i..]);
-    }
+    use crate::json::{decimal_len as digits, push_decimal as push_u64};
     // The exact length when nothing needs escaping, so the frame's bytes are
     // the buffer itself (no reallocation, no shared header).
     let len = br#"0{"sid":"","upgrades":[],"pingInterval":,"pingTimeout":,"maxPayload":}"#.len()
