@@ -45,11 +45,21 @@ async fn cluster() -> (RedisServer, Instance, Instance) {
 
 /// Redis and two instances on it with these settings too, ready.
 async fn cluster_with(extra: &'static [(&'static str, &'static str)]) -> (RedisServer, Instance, Instance) {
+    cluster_each(extra, extra).await
+}
+
+/// Redis and two instances on it, A with `extra_a` and B with `extra_b` too, ready.
+async fn cluster_each(
+    extra_a: &'static [(&'static str, &'static str)],
+    extra_b: &'static [(&'static str, &'static str)],
+) -> (RedisServer, Instance, Instance) {
     tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = NO_LIMITS.iter().chain(extra).copied().collect();
+        let env = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+            NO_LIMITS.iter().chain(extra).copied().collect()
+        };
         let redis = RedisServer::start();
-        let a = Instance::start(Some(&redis.url()), &env);
-        let b = Instance::start(Some(&redis.url()), &env);
+        let a = Instance::start(Some(&redis.url()), &env(extra_a));
+        let b = Instance::start(Some(&redis.url()), &env(extra_b));
         a.wait_ready(Duration::from_secs(10));
         b.wait_ready(Duration::from_secs(10));
         (redis, a, b)
@@ -533,19 +543,8 @@ async fn a_flood_of_requests_on_one_socket_is_bounded_and_each_gets_one_answer()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_with_other_prefixes_on_one_redis_do_not_mix() {
-    let (redis, a, b) = tokio::task::spawn_blocking(|| {
-        let redis = RedisServer::start();
-        let env_a: Vec<(&str, &str)> = NO_LIMITS.iter().copied().chain([("NB_BACKEND_REDIS_PREFIX", "prod")]).collect();
-        let env_b: Vec<(&str, &str)> =
-            NO_LIMITS.iter().copied().chain([("NB_BACKEND_REDIS_PREFIX", "staging")]).collect();
-        let a = Instance::start(Some(&redis.url()), &env_a);
-        let b = Instance::start(Some(&redis.url()), &env_b);
-        a.wait_ready(Duration::from_secs(10));
-        b.wait_ready(Duration::from_secs(10));
-        (redis, a, b)
-    })
-    .await
-    .unwrap();
+    let (redis, a, b) =
+        cluster_each(&[("NB_BACKEND_REDIS_PREFIX", "prod")], &[("NB_BACKEND_REDIS_PREFIX", "staging")]).await;
     let mut prod = FeedClient::connect(a.addr(), A).await;
     let staging_event = post_event(b.addr(), A, "staging only").await.json();
     assert_eq!(staging_event["seq"], 1);

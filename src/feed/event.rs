@@ -172,12 +172,10 @@ fn rfc3339_millis(t: SystemTime) -> String {
     let days = secs / DAY;
     let Ok(days) = i64::try_from(days) else { return rfc3339_millis_slow(t) };
     let (year, month, day) = civil_from_days(days);
-    let (Ok(year), Ok(month), Ok(day)) = (u64::try_from(year), u64::try_from(month), u64::try_from(day)) else {
+    let (Ok(year @ ..=9999), Ok(month), Ok(day)) = (u64::try_from(year), u64::try_from(month), u64::try_from(day))
+    else {
         return rfc3339_millis_slow(t);
     };
-    if year > 9999 {
-        return rfc3339_millis_slow(t);
-    }
     let in_day = secs % DAY;
     let fields = [
         (year / 100, b'\0'),

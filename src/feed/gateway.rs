@@ -319,15 +319,13 @@ async fn post_event(feed: Arc<Feed>, socket: Arc<Socket>, event: Event) {
         Ok(message) => feed.post(who, message).await,
         Err(e) => Err(e),
     };
-    // Formatted only when the audit line is logged.
-    let peer = || socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
     let result = match result {
         Ok(e) => {
-            tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = peer(), "event created");
+            tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = peer_of(&socket), "event created");
             Ok(event_body(&e))
         }
         Err(e) => {
-            tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = peer(), "event refused");
+            tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = peer_of(&socket), "event refused");
             Err(e)
         }
     };
@@ -497,7 +495,7 @@ impl NamespaceHandler for Gateway {
         let Some(session) = socket.data::<Session>() else { return };
         let who = &session.principal;
         if reason == DisconnectReason::Transport(CloseReason::SlowConsumer) {
-            let peer = socket.conn().peer().map(|p| p.to_string()).unwrap_or_default();
+            let peer = peer_of(socket);
             tracing::warn!(target: "audit", action = "disconnect", outcome = "slow_consumer", tenant = %who.tenant, user = %who.user, peer, "socket dropped: its queue overflowed");
         }
         // Keep the session for recovery only when the client lost it without
