@@ -93,9 +93,20 @@ pub(super) fn upgrade<H: Handler>(
         }
     };
 
+    let response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::default())
+        .map_err(|_| EngineError::BadRequest)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    // The upgraded socket still counts against the server's connection limit.
-    let slot = req.extensions_mut().remove::<crate::server::ConnectionSlot>();
+    // A new session's open packet follows the 101 at once: both go out in one
+    // write (not for an upgrade: its client waits for the 101 to probe).
+    // (The upgraded socket keeps its place under the connection limit.)
+    if let (Target::New(_), Some(slot)) = (&target, req.extensions().get::<crate::server::ConnectionSlot>()) {
+        slot.hold_writes();
+    }
     let engine2 = engine.clone();
     let config = WebSocketConfig::default()
         // Client messages are small (pongs, acks, a CONNECT, a post_event);
@@ -106,7 +117,6 @@ pub(super) fn upgrade<H: Handler>(
         .max_message_size(Some(engine.config.max_payload))
         .max_frame_size(Some(engine.config.max_payload));
     engine.tasks.spawn(async move {
-        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -143,13 +153,7 @@ pub(super) fn upgrade<H: Handler>(
         }
     });
 
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::default())
-        .map_err(|_| EngineError::BadRequest.into())
+    Ok(response)
 }
 
 /// The upgrade handshake on the new websocket. Returns true once `5`
@@ -261,9 +265,10 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
             conn.close(CloseReason::TransportError);
             break;
         };
-        // Frames piled up while the last ones were written: the server is
-        // busy, and waiting a turn before the next write makes it larger.
-        let busy = written > 1;
+        // Frames piled up while the last ones were written (more than a
+        // CONNECT answer and its snapshot): the server is busy, and waiting a
+        // turn before the next write makes it larger.
+        let busy = written > 2;
         if conn.is_closed() {
             break;
         }
