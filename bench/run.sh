@@ -399,6 +399,39 @@ mkdir -p "$OUT"
   echo "open files: $FD_LIMIT"
   echo "mode:      $([[ $QUICK == 1 ]] && echo 'QUICK (small sizes: not comparable to the standard figures)' || echo standard), $REPEATS repeat(s)"
 } >"$OUT/machine.txt"
+# A quiet machine first: the build leaves dirty pages the kernel writes back
+# over the next seconds (and a finished job may still wind down), which cost
+# the first case CPU and latency. Flush them, then wait (at most 60 s) for a
+# second in which neither core is more than 3 % busy.
+log "waiting for a quiet machine (sync, then both cores idle for a second)"
+sync
+SERVER_CPU=$SERVER_CPU LOADGEN_CPU=$LOADGEN_CPU python3 - >>"$OUT/machine.txt" <<'PY'
+import os, time
+cpus = ["cpu" + os.environ["SERVER_CPU"], "cpu" + os.environ["LOADGEN_CPU"]]
+def sample():
+    d = {}
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f[0] in cpus:
+            v = [int(x) for x in f[1:9]]  # user nice system idle iowait irq softirq steal
+            d[f[0]] = (v[3] + v[4], sum(v))
+    return d
+start = time.monotonic()
+while True:
+    a = sample()
+    time.sleep(1)
+    b = sample()
+    busy = max(1 - (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]) for c in cpus)
+    waited = time.monotonic() - start
+    if busy <= 0.03 or waited >= 60:
+        state = "quiet" if busy <= 0.03 else "NOT quiet"
+        print(f"settle:    {state} after {waited:.0f} s (busiest core {busy * 100:.0f} % busy in the last second)")
+        break
+PY
+# steal_ms CPU: the time the hypervisor gave that core to something else, in ms.
+steal_ms() {
+  awk -v c="cpu$1" -v hz="$(getconf CLK_TCK)" '$1 == c { print int($9 * 1000 / hz) }' /proc/stat
+}
 # The machine's own loopback floor (no server): the wake-up latency of two idle
 # cores and the kernel CPU of one small send at the fan-out rate (bench/floor.py).
 if [[ " ${CASES[*]} " == *" fanout_200 "* ]]; then
@@ -520,6 +553,7 @@ stop_server() {
 
 log "results in $OUT"
 sed 's/^/   /' "$OUT/machine.txt"
+STEAL0=("$(steal_ms "$SERVER_CPU")" "$(steal_ms "$LOADGEN_CPU")")
 for c in "${CASES[@]}"; do
   read -r -a ARGS <<<"$(case_args "$c")"
   mapfile -t SERVERS_FOR_CASE < <(case_servers "$c")
@@ -554,6 +588,7 @@ for c in "${CASES[@]}"; do
   done
 done
 
+echo "steal:     $(($(steal_ms "$SERVER_CPU") - STEAL0[0])) ms on the server core, $(($(steal_ms "$LOADGEN_CPU") - STEAL0[1])) ms on the generator core during the runs (CPU time the hypervisor gave to others)" >>"$OUT/machine.txt"
 echo
 log "summary ($OUT/summary.md)"
 aggregate "$OUT"
