@@ -170,6 +170,13 @@ impl ConnectionSlot {
     pub(crate) fn hold_writes(&self) {
         self.0.hold.store(HOLDING, Ordering::Release);
     }
+
+    /// The next write sends the held bytes and ends the hold, as after a
+    /// flush (whoever took the upgraded socket over says so: it does not
+    /// depend on hyper having flushed its answer).
+    pub(crate) fn release_with_next_write(&self) {
+        let _ = self.0.hold.compare_exchange(HOLDING, HELD_FLUSHED, Ordering::AcqRel, Ordering::Acquire);
+    }
 }
 
 /// Bytes a socket holds back at most; past it, a write goes out at once
@@ -496,6 +503,19 @@ mod tests {
         socket.write_all(b" next").await.unwrap();
         assert!(socket.held.is_none());
         let expected = b"before HTTP/1.1 101 Switching\r\n\r\nopen next";
+        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_release_sends_the_held_bytes_with_the_next_write_even_without_a_flush() {
+        let (mut socket, mut peer) = pair().await;
+        hold(&socket);
+        socket.write_all(b"HTTP/1.1 101\r\n\r\n").await.unwrap();
+        ConnectionSlot(socket.slot.clone()).release_with_next_write();
+        socket.write_all(b"open").await.unwrap();
+        assert!(socket.held.is_none());
+        assert_eq!(socket.slot.hold.load(Ordering::Acquire), SENDING);
+        let expected = b"HTTP/1.1 101\r\n\r\nopen";
         assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
     }
 

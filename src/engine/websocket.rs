@@ -104,7 +104,11 @@ pub(super) fn upgrade<H: Handler>(
     // A new session's open packet follows the 101 at once: both go out in one
     // write (not for an upgrade: its client waits for the 101 to probe).
     // (The upgraded socket keeps its place under the connection limit.)
-    if let (Target::New(_), Some(slot)) = (&target, req.extensions().get::<crate::server::ConnectionSlot>()) {
+    let hold = match &target {
+        Target::New(_) => req.extensions().get::<crate::server::ConnectionSlot>().cloned(),
+        _ => None,
+    };
+    if let Some(slot) = &hold {
         slot.hold_writes();
     }
     let engine2 = engine.clone();
@@ -118,7 +122,13 @@ pub(super) fn upgrade<H: Handler>(
         .max_frame_size(Some(engine.config.max_payload));
     engine.tasks.spawn(async move {
         let upgraded = match on_upgrade.await {
-            Ok(u) => u,
+            Ok(u) => {
+                // The 101 answer waits in the socket for the open packet.
+                if let Some(slot) = hold {
+                    slot.release_with_next_write();
+                }
+                u
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade did not complete");
                 match target {
