@@ -526,13 +526,7 @@ fn write_small(ws: &mut Ws, frame: &Frame, sent: usize, cx: &mut Context<'_>) ->
 /// The length of `frame` on the wire: its header and payload.
 fn wire_len(frame: &Frame) -> usize {
     let len = frame.bytes().len();
-    len + if len < 126 {
-        2
-    } else if len <= usize::from(u16::MAX) {
-        4
-    } else {
-        10
-    }
+    frame_header(&mut [0; 10], frame.is_text(), len) + len
 }
 
 /// One vectored write of the first `N` of `frames` at most (`S` = 2 `N`

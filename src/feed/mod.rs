@@ -231,12 +231,12 @@ impl SocketDelivery {
 impl EventDelivery for SocketDelivery {
     fn deliver(&self, event: &Arc<StoredEvent>) {
         let Some(nsp) = self.namespace.get() else { return };
-        let frame = if self.with_offsets {
-            let offset = gateway::offset_json(event.seq);
-            encode_raw_event(nsp.name(), "event_created", &[event.json(), &offset], None)
-        } else {
-            encode_raw_event(nsp.name(), "event_created", &[event.json()], None)
+        let offset = self.with_offsets.then(|| gateway::offset_json(event.seq));
+        let args: &[&serde_json::value::RawValue] = match &offset {
+            Some(offset) => &[event.json(), offset],
+            None => &[event.json()],
         };
+        let frame = encode_raw_event(nsp.name(), "event_created", args, None);
         let packet = eventfeed_protocol::socket::Encoded { text: frame, binary: Vec::new() };
         let room = tenant_room(event.tenant_id());
         let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);

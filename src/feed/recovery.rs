@@ -145,7 +145,7 @@ impl Inner {
         }
         // `order` may hold items for pids taken or re-kept; bound it too.
         if self.order.len() > 2 * self.by_pid.len() + 1024 {
-            let live: &HashMap<String, Entry, foldhash::fast::RandomState> = &self.by_pid;
+            let live = &self.by_pid;
             self.order.retain(|(e, pid)| live.get(pid).is_some_and(|x| x.expires == *e));
         }
     }
