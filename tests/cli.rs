@@ -70,7 +70,29 @@ fn a_malformed_tokens_file_names_the_entry() {
 
 #[test]
 fn starts_with_demo_tokens_warns_and_exits_zero_on_sigterm() {
-    let mut child = bin()
+    serve_one_request_and_drain(bin(), None);
+}
+
+/// On one core the binary runs tokio's single-threaded scheduler: the same
+/// start, request and SIGTERM drain, with the process pinned to core 0
+/// (`taskset`, from util-linux).
+#[test]
+fn on_one_core_runs_the_single_threaded_scheduler() {
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0", env!("CARGO_BIN_EXE_eventfeed")]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NB_BACKEND_") {
+            c.env_remove(k);
+        }
+    }
+    serve_one_request_and_drain(c, Some("current_thread"));
+}
+
+/// Starts `cmd` on port 0 with the demo tokens, checks the demo-token warning
+/// (and the runtime's scheduler when given), makes one REST call, sends
+/// SIGTERM and expects exit status 0.
+fn serve_one_request_and_drain(mut cmd: Command, scheduler: Option<&str>) {
+    let mut child = cmd
         .env("NB_BACKEND_PORT", "0")
         .env("NB_BACKEND_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
@@ -80,9 +102,13 @@ fn starts_with_demo_tokens_warns_and_exits_zero_on_sigterm() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut warned = false;
+    let mut started = None;
     let addr = loop {
         let line = lines.next().expect("the server printed its address").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "runtime started" {
+            started = v["scheduler"].as_str().map(str::to_owned);
+        }
         if v["message"].as_str().is_some_and(|m| m.contains("DEMO tokens")) {
             warned = true;
             assert_eq!(v["level"], "WARN");
@@ -92,6 +118,10 @@ fn starts_with_demo_tokens_warns_and_exits_zero_on_sigterm() {
         }
     };
     assert!(warned, "a loud warning about the demo tokens");
+    assert!(started.is_some(), "the runtime's start is logged");
+    if let Some(expected) = scheduler {
+        assert_eq!(started.as_deref(), Some(expected));
+    }
     // One REST call with a demo token.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
