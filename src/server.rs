@@ -214,9 +214,12 @@ impl Socket {
         self.held.as_ref().map_or(0, |h| h.len())
     }
 
-    fn hold_back(&mut self, buf: &[u8]) {
+    /// Adds `parts` to the held bytes (one allocation for all of them).
+    fn hold_back<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) {
         let mut held = self.held.take().map(Vec::from).unwrap_or_default();
-        held.extend_from_slice(buf);
+        for part in parts {
+            held.extend_from_slice(part);
+        }
         self.held = Some(held.into_boxed_slice());
     }
 
@@ -250,7 +253,7 @@ impl AsyncWrite for Socket {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.holds(buf.len()) {
-            this.hold_back(buf);
+            this.hold_back([buf]);
             return Poll::Ready(Ok(buf.len()));
         }
         if this.held.is_some() {
@@ -270,9 +273,7 @@ impl AsyncWrite for Socket {
         let this = self.get_mut();
         let len = bufs.iter().map(|b| b.len()).sum();
         if this.holds(len) {
-            for b in bufs {
-                this.hold_back(b);
-            }
+            this.hold_back(bufs.iter().map(|b| &b[..]));
             return Poll::Ready(Ok(len));
         }
         std::task::ready!(this.poll_send_held(cx, &[]))?;
@@ -481,6 +482,14 @@ mod tests {
         got
     }
 
+    /// The socket holds nothing and no longer holds writes back, and the
+    /// peer received exactly `expected`.
+    async fn assert_all_sent(socket: &Socket, peer: &mut TcpStream, expected: &[u8]) {
+        assert!(socket.held.is_none(), "nothing left held");
+        assert_eq!(socket.slot.hold.load(Ordering::Acquire), SENDING, "the hold ended");
+        assert_eq!(read_exactly(peer, expected.len()).await, expected);
+    }
+
     #[tokio::test]
     async fn held_bytes_go_out_ahead_of_the_first_write_after_a_flush() {
         let (mut socket, mut peer) = pair().await;
@@ -501,9 +510,7 @@ mod tests {
         assert!(socket.held.is_none(), "the first write after the flush took the held bytes along");
         assert_eq!(socket.slot.hold.load(Ordering::Acquire), SENDING, "and ended the hold");
         socket.write_all(b" next").await.unwrap();
-        assert!(socket.held.is_none());
-        let expected = b"before HTTP/1.1 101 Switching\r\n\r\nopen next";
-        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
+        assert_all_sent(&socket, &mut peer, b"before HTTP/1.1 101 Switching\r\n\r\nopen next").await;
     }
 
     #[tokio::test]
@@ -513,10 +520,7 @@ mod tests {
         socket.write_all(b"HTTP/1.1 101\r\n\r\n").await.unwrap();
         ConnectionSlot(socket.slot.clone()).release_with_next_write();
         socket.write_all(b"open").await.unwrap();
-        assert!(socket.held.is_none());
-        assert_eq!(socket.slot.hold.load(Ordering::Acquire), SENDING);
-        let expected = b"HTTP/1.1 101\r\n\r\nopen";
-        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
+        assert_all_sent(&socket, &mut peer, b"HTTP/1.1 101\r\n\r\nopen").await;
     }
 
     #[tokio::test]
@@ -526,11 +530,9 @@ mod tests {
         socket.write_all(b"head").await.unwrap();
         let big = vec![b'x'; HOLD_MAX];
         socket.write_all(&big).await.unwrap();
-        assert!(socket.held.is_none());
-        assert_eq!(socket.slot.hold.load(Ordering::Acquire), SENDING);
         let mut expected = b"head".to_vec();
         expected.extend_from_slice(&big);
-        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
+        assert_all_sent(&socket, &mut peer, &expected).await;
     }
 
     #[tokio::test]

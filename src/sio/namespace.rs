@@ -93,6 +93,9 @@ const ROOM_SHARDS: usize = 16;
 /// SipHash; room names come from clients, so the seed must be random).
 type Members = HashMap<Arc<str>, Arc<Socket>, RandomState>;
 
+/// One shard of the rooms: room name → its members.
+type RoomShard = HashMap<Arc<str>, Members, RandomState>;
+
 /// Which sockets a broadcast reaches.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BroadcastOp<'a> {
@@ -119,7 +122,7 @@ pub struct Namespace {
     name: String,
     handler: Box<dyn NamespaceHandler>,
     sockets: Mutex<Members>,
-    rooms: Vec<Mutex<HashMap<Arc<str>, Members, RandomState>>>,
+    rooms: Vec<Mutex<RoomShard>>,
     hasher: RandomState,
 }
 
@@ -174,7 +177,7 @@ impl Namespace {
         self.room_shard(room).get(room).map_or(0, HashMap::len)
     }
 
-    fn room_shard(&self, room: &str) -> MutexGuard<'_, HashMap<Arc<str>, Members, RandomState>> {
+    fn room_shard(&self, room: &str) -> MutexGuard<'_, RoomShard> {
         lock(&self.rooms[(self.hasher.hash_one(room) as usize) % ROOM_SHARDS])
     }
 
