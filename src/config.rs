@@ -19,6 +19,30 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// Settings of Redis mode.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`).
+    pub url: String,
+    /// Prefix of every key this server writes.
+    pub prefix: String,
+    /// The adapter's channel prefix (`key` of `@socket.io/redis-adapter`).
+    pub adapter_key: String,
+    /// Deadline of every Redis call.
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "eventfeed".into(),
+            adapter_key: "socket.io".into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// The server's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,7 +83,7 @@ pub struct Config {
     /// Sockets one tenant may have connected at once.
     pub max_tenant_connections: usize,
     /// Redis mode (`NB_BACKEND_REDIS_URL` set): several instances as one.
-    pub redis: Option<crate::cluster::RedisConfig>,
+    pub redis: Option<RedisConfig>,
 }
 
 /// One configuration variable: name, default, meaning.
@@ -252,7 +276,7 @@ impl Config {
                 if adapter_key.0.len() > 64 || adapter_key.0.contains('#') {
                     return Err(err(adapter_key, "at most 64 characters, no #"));
                 }
-                Some(crate::cluster::RedisConfig {
+                Some(RedisConfig {
                     url,
                     prefix: prefix.0,
                     adapter_key: adapter_key.0,

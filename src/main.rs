@@ -125,7 +125,7 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
     };
     let mut feed_config = feed_config;
     if let Some(redis) = &config.redis {
-        match Cluster::new(redis.clone(), &config.namespace, config.buffer_size) {
+        match Cluster::new(redis.clone(), &config.namespace, config.buffer_size, Default::default()) {
             Ok(cluster) => {
                 tracing::info!(prefix = %redis.prefix, uid = %cluster.uid(), "redis mode: store and broadcast shared through redis");
                 feed_config.cluster = Some(cluster);

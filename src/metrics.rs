@@ -1,9 +1,12 @@
 //! Prometheus metrics (`prometheus-client`), served at `GET /metrics` in the
 //! text exposition format.
 //!
-//! Counters are cheap shared atomics, incremented where things happen. The
-//! gauges that describe current state (connections by transport, sockets per
-//! namespace) are read from the engine and namespaces when scraped.
+//! Every exported series is defined here, with its name and help: the
+//! server-wide ones on [`Metrics`], and the groups the layers below keep a
+//! handle on ([`EngineMetrics`], [`SioMetrics`], [`RedisMetrics`]). Counters
+//! are cheap shared atomics, incremented where things happen. The gauges that
+//! describe current state (connections by transport, sockets per namespace)
+//! are read from the engine and namespaces when scraped.
 //! Label values come from small fixed sets — never from tenant ids or users,
 //! which would make the series count unbounded.
 
@@ -15,9 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::engine::EngineMetrics;
-use crate::sio::SioMetrics;
 
 /// A label set: `[(name, value)]`.
 pub type Labels = Vec<(&'static str, &'static str)>;
@@ -31,6 +31,47 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 fn latency_histogram() -> Histogram {
     // 100 µs … ~30 s: REST calls sit at the low end, held polls near pingInterval.
     Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
+}
+
+/// The Engine.IO runtime's counters.
+#[derive(Debug, Clone, Default)]
+pub struct EngineMetrics {
+    /// Sessions opened.
+    pub sessions_opened: Counter,
+    /// Sessions closed.
+    pub sessions_closed: Counter,
+    /// Sessions closed because their outgoing queue overflowed.
+    pub slow_consumer_closes: Counter,
+    /// Frames queued to sessions.
+    pub frames_queued: Counter,
+    /// Handshakes refused because the session limit was reached.
+    pub session_limit_rejections: Counter,
+}
+
+/// The Socket.IO layer's counters of its bounds.
+#[derive(Debug, Clone, Default)]
+pub struct SioMetrics {
+    /// CONNECTs refused because the session had `max_namespaces` already.
+    pub namespace_limit_rejections: Counter,
+    /// Server emits with ack refused because `max_pending_acks` were pending.
+    pub ack_limit_rejections: Counter,
+}
+
+/// The series of Redis mode (exported only when Redis is configured).
+#[derive(Debug, Clone, Default)]
+pub struct RedisMetrics {
+    /// 1 while Redis answers and the subscription is up.
+    pub redis_up: Gauge,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: Counter,
+    /// Events fetched from the store to fill holes.
+    pub missed_events_fetched: Counter,
+    /// Tenant copies reloaded (their sockets closed) because a hole could not be filled.
+    pub resets: Counter,
+    /// Broadcasts of other servers received.
+    pub remote_broadcasts: Counter,
+    /// Requests of other servers answered.
+    pub requests_answered: Counter,
 }
 
 /// Every metric of the server.
@@ -54,6 +95,10 @@ pub struct Metrics {
     pub limit_rejections: Family<Labels, Counter>,
     /// HTTP request durations, by route.
     pub http_requests: Family<Labels, Histogram, fn() -> Histogram>,
+    /// The Engine.IO runtime's counters.
+    pub engine: EngineMetrics,
+    /// The Socket.IO layer's counters.
+    pub sio: SioMetrics,
     /// The histograms of the usual routes, looked up without a lock or an
     /// allocation per request.
     known_routes: Vec<(&'static str, Histogram)>,
@@ -85,6 +130,8 @@ impl Metrics {
             auth_failures: Family::default(),
             limit_rejections: Family::default(),
             http_requests: Family::new_with_constructor(latency_histogram),
+            engine: EngineMetrics::default(),
+            sio: SioMetrics::default(),
             registry: Registry::default(),
             known_routes: Vec::new(),
         };
@@ -116,11 +163,7 @@ impl Metrics {
             .iter()
             .map(|&route| (route, m.http_requests.get_or_create(&vec![("route", route)]).clone()))
             .collect();
-        Metrics { registry, known_routes, ..m }
-    }
-
-    /// Registers the counters the Engine.IO and Socket.IO layers keep.
-    pub fn register_runtime(&mut self, engine: &EngineMetrics, sio: &SioMetrics) {
+        let (engine, sio) = (&m.engine, &m.sio);
         let counters = [
             ("sessions_opened", "Engine.IO sessions opened", &engine.sessions_opened),
             ("sessions_closed", "Engine.IO sessions closed", &engine.sessions_closed),
@@ -143,12 +186,13 @@ impl Metrics {
             ),
         ];
         for (name, help, counter) in counters {
-            self.registry.register(name, help, counter.clone());
+            registry.register(name, help, counter.clone());
         }
+        Metrics { registry, known_routes, ..m }
     }
 
-    /// Registers the metrics of Redis mode.
-    pub fn register_cluster(&mut self, cluster: &crate::cluster::ClusterMetrics) {
+    /// Registers the series of Redis mode.
+    pub fn register_redis(&mut self, cluster: &RedisMetrics) {
         self.registry.register(
             "redis_up",
             "1 while Redis answers and the subscription is up",

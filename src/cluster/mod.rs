@@ -43,8 +43,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value as RValue};
 use tokio::sync::{mpsc, oneshot};
@@ -56,46 +54,8 @@ use crate::feed::{FeedError, NewEvent, Page, StoredEvent, tenant_room};
 
 pub use sync::Control;
 
-/// The counters of Redis mode (registered by [`Metrics::register_cluster`](crate::metrics::Metrics::register_cluster)).
-#[derive(Debug, Clone, Default)]
-pub struct ClusterMetrics {
-    /// 1 while Redis answers and the subscription is up.
-    pub redis_up: Gauge,
-    /// Redis calls that failed or timed out.
-    pub redis_errors: Counter,
-    /// Events fetched from the store to fill holes.
-    pub missed_events_fetched: Counter,
-    /// Tenant copies reloaded (their sockets closed) because a hole could not be filled.
-    pub resets: Counter,
-    /// Broadcasts of other servers received.
-    pub remote_broadcasts: Counter,
-    /// Requests of other servers answered.
-    pub requests_answered: Counter,
-}
-
-/// Settings of Redis mode.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// `redis://host:port[/db]` (or `rediss://`, `redis+unix://`).
-    pub url: String,
-    /// Prefix of every key this server writes.
-    pub prefix: String,
-    /// The adapter's channel prefix (`key` of `@socket.io/redis-adapter`).
-    pub adapter_key: String,
-    /// Deadline of every Redis call.
-    pub timeout: Duration,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            prefix: "eventfeed".into(),
-            adapter_key: "socket.io".into(),
-            timeout: Duration::from_secs(2),
-        }
-    }
-}
+pub use crate::config::RedisConfig;
+pub use crate::metrics::RedisMetrics as ClusterMetrics;
 
 /// Allocates the next `seq`, stores the event, trims the log to capacity
 /// (dropping evicted ids from the index) and publishes it — one atomic step.
@@ -235,7 +195,12 @@ impl Cluster {
     /// A cluster member for `namespace`, keeping `capacity` events per
     /// tenant. Connects lazily: an unreachable Redis at start-up makes the
     /// server unready, not fail.
-    pub fn new(config: RedisConfig, namespace: &str, capacity: usize) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: RedisConfig,
+        namespace: &str,
+        capacity: usize,
+        metrics: ClusterMetrics,
+    ) -> Result<Arc<Self>, String> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("NB_BACKEND_REDIS_URL: {e}"))?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -266,7 +231,7 @@ impl Cluster {
             control_rx: std::sync::Mutex::new(Some(rx)),
             sessions: session_tx,
             sessions_rx: std::sync::Mutex::new(Some(session_rx)),
-            metrics: ClusterMetrics::default(),
+            metrics,
             config,
         }))
     }

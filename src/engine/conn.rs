@@ -24,25 +24,10 @@ use eventfeed_protocol::engine::session::{CloseReason, Session, Timeout};
 use eventfeed_protocol::engine::{Frame, Transport, payload};
 use eventfeed_protocol::socket::Encoded;
 use futures_util::task::AtomicWaker;
-use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 use super::EngineConfig;
-
-/// Counters kept by an engine (shared atomics; the metrics endpoint exports them).
-#[derive(Debug, Default, Clone)]
-pub struct EngineMetrics {
-    /// Sessions opened.
-    pub sessions_opened: Counter,
-    /// Sessions closed.
-    pub sessions_closed: Counter,
-    /// Sessions closed because their outgoing queue overflowed.
-    pub slow_consumer_closes: Counter,
-    /// Frames queued to sessions.
-    pub frames_queued: Counter,
-    /// Handshakes refused because the session limit was reached.
-    pub session_limit_rejections: Counter,
-}
+use crate::metrics::EngineMetrics;
 
 /// Why a packet could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

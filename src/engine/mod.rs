@@ -28,7 +28,8 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
-pub use conn::{Conn, EngineMetrics, SendError};
+pub use crate::metrics::EngineMetrics;
+pub use conn::{Conn, SendError};
 pub use sessions::Sessions;
 
 use crate::http::{self as h, Body, Cors};

@@ -105,7 +105,7 @@ pub(super) fn upgrade<H: Handler>(
     // write (not for an upgrade: its client waits for the 101 to probe).
     // (The upgraded socket keeps its place under the connection limit.)
     let hold = match &target {
-        Target::New(_) => req.extensions().get::<crate::server::ConnectionSlot>().cloned(),
+        Target::New(_) => req.extensions().get::<crate::http::ConnectionSlot>().cloned(),
         _ => None,
     };
     if let Some(slot) = &hold {

@@ -39,7 +39,7 @@ pub use store::{EventBus, EventDelivery, Page};
 
 use crate::cluster::Cluster;
 use crate::config::Rate;
-use crate::engine::{Engine, EngineConfig, EngineMetrics};
+use crate::engine::{Engine, EngineConfig};
 use crate::http::Cors;
 use crate::metrics::Metrics;
 use crate::server::Router;
@@ -265,12 +265,12 @@ impl App {
         // socket's outgoing queue, or the recovering client would be dropped
         // as a slow consumer during its own recovery.
         config.max_recovered_events = config.max_recovered_events.min(engine_config.max_queue / 2);
-        let engine_metrics = EngineMetrics::default();
         let mut metrics = Metrics::new();
-        metrics.register_runtime(&engine_metrics, &sio_config.metrics);
         if let Some(cluster) = &config.cluster {
-            metrics.register_cluster(&cluster.metrics);
+            metrics.register_redis(&cluster.metrics);
         }
+        let engine_metrics = metrics.engine.clone();
+        let sio_config = SioConfig { metrics: metrics.sio.clone(), ..sio_config };
         let metrics = Arc::new(metrics);
         let recovery = recovery::Recovery::new(config.recovery_window, config.max_kept_sessions);
         let delivery = Arc::new(SocketDelivery {

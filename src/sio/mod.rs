@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::session::{ConnectRefusal, Namespaces};
 use eventfeed_protocol::socket::{Decoder, Packet, PacketType};
-use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 
 pub use namespace::{
@@ -34,6 +33,7 @@ pub use namespace::{
 pub use socket::{AckError, AckReply, AckSender, Event, Socket};
 
 use crate::engine::{self, Conn, Message};
+pub use crate::metrics::SioMetrics;
 
 /// Socket.IO settings.
 #[derive(Debug, Clone)]
@@ -48,15 +48,6 @@ pub struct SioConfig {
     pub max_pending_acks: usize,
     /// Where refusals at these bounds are counted.
     pub metrics: SioMetrics,
-}
-
-/// Counters of the Socket.IO layer's bounds (shared atomics, exported by the app).
-#[derive(Debug, Clone, Default)]
-pub struct SioMetrics {
-    /// CONNECTs refused because the session had `max_namespaces` already.
-    pub namespace_limit_rejections: Counter,
-    /// Server emits with ack refused because `max_pending_acks` were pending.
-    pub ack_limit_rejections: Counter,
 }
 
 impl Default for SioConfig {

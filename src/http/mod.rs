@@ -1,6 +1,10 @@
 //! HTTP plumbing shared by the engines and the REST API: the body type,
-//! response builders, request-size helpers, and the origin policy (CORS and
-//! the websocket origin check).
+//! response builders, request-size helpers, the origin policy (CORS and
+//! the websocket origin check), and the accepted connection ([`conn`]).
+
+pub mod conn;
+
+pub use conn::ConnectionSlot;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
