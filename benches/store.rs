@@ -4,20 +4,19 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use eventfeed::backend::memory::EventBus;
+use eventfeed::feed::NewEvent;
 use eventfeed::feed::event::page_json;
-use eventfeed::feed::store::NoDelivery;
-use eventfeed::feed::{EventBus, NewEvent};
 
 const MESSAGE: &str = "User admin_a logged in from 10.0.0.7 using the web console";
 
 fn filled(capacity: usize, tenants: usize) -> EventBus {
-    let bus = EventBus::new(capacity, Arc::new(NoDelivery));
+    let bus = EventBus::new(capacity);
     for t in 0..tenants {
         for _ in 0..capacity {
-            bus.append(&format!("tenant_{t}"), NewEvent::new(MESSAGE.into(), "admin_a".into()));
+            bus.append(&format!("tenant_{t}"), NewEvent::new(MESSAGE.into(), "admin_a".into()), |_| {});
         }
     }
     bus
@@ -26,7 +25,7 @@ fn filled(capacity: usize, tenants: usize) -> EventBus {
 fn store(c: &mut Criterion) {
     let bus = filled(500, 10);
     c.bench_function("store/append (full buffer, evicting)", |b| {
-        b.iter(|| bus.append(black_box("tenant_3"), NewEvent::new(MESSAGE.into(), "admin_a".into())))
+        b.iter(|| bus.append(black_box("tenant_3"), NewEvent::new(MESSAGE.into(), "admin_a".into()), |_| {}))
     });
     let page = bus.latest("tenant_3", 500);
     let cursor = page.events[300].id;

@@ -19,7 +19,8 @@
 //! - [`config`]: configuration from the environment, with `--help`.
 //! - [`metrics`]: Prometheus metrics, exported at `/metrics`.
 
-pub mod cluster;
+pub mod app;
+pub mod backend;
 pub mod config;
 pub mod engine;
 pub mod feed;

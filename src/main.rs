@@ -5,12 +5,13 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use eventfeed::cluster::Cluster;
+use eventfeed::app::App;
 use eventfeed::config::{self, Config};
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::feed::{FeedConfig, Store, Tokens};
 use eventfeed::http::Cors;
 use eventfeed::server::{self, ServerConfig};
+use eventfeed::sio::Adapter;
 use eventfeed::sio::SioConfig;
 use eventfeed_protocol::engine::session;
 use tokio_util::sync::CancellationToken;
@@ -120,25 +121,24 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
         tenant_rate_limit: config.tenant_rate_limit,
         max_tenant_connections: config.max_tenant_connections,
         recovery_window: config.recovery_window,
-        cluster: None,
         ..FeedConfig::default()
     };
-    let mut feed_config = feed_config;
-    if let Some(redis) = &config.redis {
-        match Cluster::new(redis.clone(), &config.namespace, config.buffer_size, Default::default()) {
-            Ok(cluster) => {
-                tracing::info!(prefix = %redis.prefix, uid = %cluster.uid(), "redis mode: store and broadcast shared through redis");
-                feed_config.cluster = Some(cluster);
-            }
+    // The backend is chosen here, once.
+    match config.redis.clone() {
+        None => serve(config, App::new(feed_config, tokens, engine_config, SioConfig::default())).await,
+        Some(redis) => match App::redis(redis, feed_config, tokens, engine_config, SioConfig::default()) {
+            Ok(app) => serve(config, app).await,
             Err(e) => {
                 tracing::error!(error = %e, "cannot use redis");
-                return ExitCode::from(2);
+                ExitCode::from(2)
             }
-        }
+        },
     }
-    let app = App::new(feed_config, tokens, engine_config, SioConfig::default());
-    app.spawn_housekeeping(std::time::Duration::from_secs(60));
+}
 
+/// Serves `app` until a signal, then drains.
+async fn serve<S: Store, A: Adapter>(config: Config, app: App<S, A>) -> ExitCode {
+    app.spawn_housekeeping(std::time::Duration::from_secs(60));
     let addr = SocketAddr::new(config.host, config.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -158,11 +158,7 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
         ..ServerConfig::default()
     };
     let drained = server::serve(listener, app.router(), server_config, shutdown).await;
-    if let Some(cluster) = app.feed.cluster()
-        && !cluster.finish_writes(std::time::Duration::from_secs(2)).await
-    {
-        tracing::warn!("some sessions kept for recovery were not written to redis before exit");
-    }
+    app.finish(std::time::Duration::from_secs(2)).await;
     tracing::info!(drained, "eventfeed stopped");
     ExitCode::SUCCESS
 }

@@ -72,6 +72,12 @@ pub struct RedisMetrics {
     pub remote_broadcasts: Counter,
     /// Requests of other servers answered.
     pub requests_answered: Counter,
+    /// Where deliveries of other servers' broadcasts are counted (the
+    /// server's `deliveries` series, shared).
+    pub deliveries: Counter,
+    /// Where their refused deliveries are counted (the server's
+    /// `delivery_failures` series, shared).
+    pub delivery_failures: Counter,
 }
 
 /// Every metric of the server.

@@ -7,8 +7,9 @@
 mod common;
 
 use common::{TestServer, assert_node_ok, node};
+use eventfeed::app::App;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::feed::{FeedConfig, Tokens};
 use eventfeed::sio::SioConfig;
 
 const BUFFER: usize = 20;

@@ -18,7 +18,8 @@ mod frames;
 #[path = "common/raw.rs"]
 mod raw;
 
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::app::App;
+use eventfeed::feed::{FeedConfig, Tokens};
 use eventfeed::sio::SioConfig;
 use feed::{A, B, FeedClient, FeedServer, NSP, assert_feed_error, assert_serving, connect_packet, list_events};
 use frames::{BINARY, CLOSE, CONT, PING, RawWs, TEXT, client_frame, frame};

@@ -19,9 +19,10 @@ mod raw;
 
 use std::time::Duration;
 
+use eventfeed::app::App;
 use eventfeed::config::Rate;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::feed::{FeedConfig, Tokens};
 use eventfeed::server::ServerConfig;
 use eventfeed::sio::SioConfig;
 use eventfeed_protocol::engine::session;

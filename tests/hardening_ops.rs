@@ -14,8 +14,9 @@ mod raw;
 
 use std::time::Duration;
 
+use eventfeed::app::App;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::feed::{FeedConfig, Tokens};
 use eventfeed::http::Cors;
 use eventfeed::server::{self, ServerConfig};
 use eventfeed::sio::SioConfig;

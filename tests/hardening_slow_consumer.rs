@@ -16,8 +16,9 @@ mod raw;
 
 use std::sync::{Arc, Mutex};
 
+use eventfeed::app::App;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::feed::{FeedConfig, Tokens};
 use eventfeed::sio::SioConfig;
 use feed::{A, FeedClient, FeedServer, connect_packet};
 use frames::RawWs;

@@ -7,8 +7,9 @@
 mod common;
 
 use common::{TestServer, assert_node_ok, node};
+use eventfeed::app::App;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::feed::{FeedConfig, Tokens};
 use eventfeed::sio::SioConfig;
 
 const TENANTS: usize = 8;
@@ -36,7 +37,7 @@ async fn every_client_gets_exactly_its_tenants_events_in_order() {
     let out = node("isolation.mjs", &args).await;
     assert_node_ok(&out);
     for t in 0..TENANTS {
-        let page = app.feed.bus.latest(&format!("t{t}"), 1000);
+        let page = app.feed.store.bus().latest(&format!("t{t}"), 1000);
         assert_eq!(page.events.len(), POSTS, "tenant t{t} stored every post once");
     }
     assert!(server.stop().await);

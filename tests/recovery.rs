@@ -11,8 +11,9 @@ mod common;
 use std::time::Duration;
 
 use common::{TestServer, assert_node_ok, node};
+use eventfeed::app::App;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{App, FeedConfig, Tokens};
+use eventfeed::feed::{FeedConfig, Tokens};
 use eventfeed::sio::SioConfig;
 
 const BUFFER: usize = 50;
@@ -63,5 +64,5 @@ async fn the_official_client_recovers_every_missed_event() {
     // Every socket is gone; what recovery keeps is bounded by its window and
     // count (sessions cut for good by the shutdown may still be kept).
     assert_eq!(main.namespace.socket_count(), 0);
-    assert!(main.feed.recovery.len() <= 1_100);
+    assert!(main.feed.store.sessions().len() <= 1_100);
 }

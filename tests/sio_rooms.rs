@@ -112,7 +112,7 @@ async fn assert_nothing_else_received(from: &mut Client, clients: &mut [&mut Cli
 #[tokio::test]
 async fn join_and_leave_update_the_room_index() {
     let (app, _server, eio) = app().await;
-    let nsp = app.namespace("/").clone();
+    let nsp = app.namespace("/");
     let mut a = Client::connect(&eio).await;
     let mut b = Client::connect(&eio).await;
     a.join(&["red", "blue"]).await;
@@ -279,7 +279,7 @@ async fn polling_members_receive_broadcasts_too() {
 #[tokio::test]
 async fn rooms_are_left_when_sockets_disconnect_or_vanish() {
     let (app, _server, eio) = app().await;
-    let nsp = app.namespace("/").clone();
+    let nsp = app.namespace("/");
     let mut graceful = Client::connect(&eio).await;
     let mut leaves_nsp = Client::connect(&eio).await;
     let mut vanishes = Client::connect(&eio).await;

@@ -1,54 +1,50 @@
-//! The event feed: what the contract promises, on top of the store, the
-//! socket layer and the HTTP server.
+//! The event feed: what the contract promises, on top of a store (the
+//! [`store`] seam), the socket layer and the HTTP server.
 //!
-//! - [`store`]: [`EventBus`], the sharded per-tenant ring buffers, and the
-//!   [`EventDelivery`] seam to whatever delivers new events.
 //! - [`event`]: the event model, message validation, JSON encoded once.
+//! - [`paging`]: the paging rules (`sinceId`, `limit`) of REST and sockets.
+//! - [`store`]: the store seam — what the feed needs from an event store.
 //! - [`auth`]: tokens (file or demo), constant-time checks, roles.
 //! - [`error`]: [`FeedError`] and its one mapping to HTTP and socket answers.
 //! - [`limits`]: write rate limits per user and per tenant.
-//! - [`recovery`]: sessions kept for connection state recovery.
+//! - [`recovery`]: connection state recovery's rules.
+//! - [`delivery`]: new events to the tenant's room, encoded once.
 //! - [`rest`]: the hand-written REST dispatcher (`/api/events`, health).
 //! - [`gateway`]: the Socket.IO namespace (`/events` by default).
 //!
-//! [`Feed`] holds the shared pieces; [`Feed::router`] wires everything into
-//! a [`Router`](crate::server::Router). Tenant isolation: every read and
-//! write goes through a [`Principal`] whose tenant was authorized, and
-//! deliveries go to the room `tenant:{id}` only.
+//! [`Feed`] holds the shared pieces over a store `S`. Tenant isolation: every
+//! read and write goes through a [`Principal`] whose tenant was authorized,
+//! and deliveries go to the room `tenant:{id}` only.
 
 pub mod auth;
+pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod gateway;
 pub mod limits;
+pub mod paging;
 pub mod recovery;
 pub mod rest;
 pub mod store;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use eventfeed_protocol::socket::encode_raw_event;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use auth::{Principal, Role, Tokens};
+pub use delivery::SocketDelivery;
 pub use error::FeedError;
 pub use event::{NewEvent, StoredEvent};
-pub use store::{EventBus, EventDelivery, Page};
+pub use gateway::Gateway;
+pub use paging::{DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest, TenantView};
+pub use store::{Answer, Delivery, Later, Store};
 
-use crate::cluster::Cluster;
 use crate::config::Rate;
-use crate::engine::{Engine, EngineConfig};
 use crate::http::Cors;
 use crate::metrics::Metrics;
-use crate::server::Router;
-use crate::sio::{BroadcastOp, Namespace, SioConfig, SocketIo};
 
-/// Most events a read returns.
-pub const MAX_LIMIT: usize = 1000;
-/// Events a read returns when no `limit` is given.
-pub const DEFAULT_LIMIT: usize = 100;
 /// Events in the `snapshot` sent on connect.
 pub const SNAPSHOT_LIMIT: usize = 100;
 
@@ -73,14 +69,11 @@ pub struct FeedConfig {
     pub body_timeout: Duration,
     /// Connection state recovery window (zero: off).
     pub recovery_window: Duration,
-    /// Sessions kept for recovery at most.
+    /// Sessions kept for recovery at most (in memory).
     pub max_kept_sessions: usize,
     /// Missed events a recovery replays at most (more: a fresh session and a
     /// snapshot); capped at half the engine's per-session queue.
     pub max_recovered_events: usize,
-    /// Redis mode: the store, broadcast and kept sessions shared by several
-    /// instances (`None`: everything in this process).
-    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Default for FeedConfig {
@@ -97,8 +90,14 @@ impl Default for FeedConfig {
             recovery_window: Duration::ZERO,
             max_kept_sessions: 100_000,
             max_recovered_events: 512,
-            cluster: None,
         }
+    }
+}
+
+impl FeedConfig {
+    /// Whether connection state recovery is on.
+    pub fn recovery(&self) -> bool {
+        !self.recovery_window.is_zero()
     }
 }
 
@@ -111,27 +110,46 @@ pub fn tenant_room(tenant: &str) -> String {
     room
 }
 
-const TENANT_ROOM_PREFIX: &str = "tenant:";
+/// The prefix of every tenant's room: only the feed puts sockets in them.
+pub const TENANT_ROOM_PREFIX: &str = "tenant:";
 
-/// The feed's shared state.
-pub struct Feed {
+/// The feed's shared state over the store `S`.
+pub struct Feed<S: Store> {
     /// The event store.
-    pub bus: EventBus,
+    pub store: S,
     /// Known tokens.
     pub tokens: Tokens,
     /// Settings.
     pub config: FeedConfig,
     /// Write rate limits.
     pub limits: limits::RateLimits,
-    /// Sessions kept for connection state recovery.
-    pub recovery: recovery::Recovery,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server begins to shut down (`/readyz` answers 503).
     pub shutdown: CancellationToken,
+    /// Where new events go (the namespace is attached once it exists).
+    delivery: Arc<SocketDelivery<Gateway<S>>>,
 }
 
-impl Feed {
+impl<S: Store> Feed<S> {
+    /// The feed over `store`, with these credentials and settings.
+    pub fn new(store: S, tokens: Tokens, config: FeedConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Feed {
+            store,
+            tokens,
+            limits: limits::RateLimits::new(config.rate_limit, config.tenant_rate_limit),
+            delivery: Arc::new(SocketDelivery::new(metrics.clone(), config.recovery())),
+            config,
+            metrics,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Where the store's events go (a shared store delivers what it receives here).
+    pub fn delivery(&self) -> &Arc<SocketDelivery<Gateway<S>>> {
+        &self.delivery
+    }
+
     /// Authenticates a caller for a tenant.
     pub fn authenticate(&self, tenant: Option<&str>, token: Option<&str>) -> Result<Principal, FeedError> {
         self.tokens.authenticate(tenant, token)
@@ -147,42 +165,41 @@ impl Feed {
     }
 
     /// Creates an event: checks the role, the rate limits and the message,
-    /// then stores and delivers it. A refused write creates nothing.
-    ///
-    /// In-memory mode this completes without waiting; in Redis mode it waits
-    /// for Redis (bounded by its timeout; `unavailable` when Redis does not
-    /// answer — the event may then exist or not).
-    pub async fn post(&self, who: &Principal, message: &str) -> Result<Arc<StoredEvent>, FeedError> {
-        who.require_writer()?;
-        if let Err((scope, e)) = self.limits.check(who) {
-            self.metrics.rate_limited.get_or_create(&vec![("scope", scope.as_str())]).inc();
-            return Err(e);
-        }
-        event::validate_message(message)?;
-        let new = NewEvent::new(message.to_owned(), who.user.clone());
-        let event = match &self.config.cluster {
-            None => self.bus.append(&who.tenant, new),
-            Some(cluster) => cluster.append(&who.tenant, new).await?,
+    /// then stores and delivers it. A refused write creates nothing. When the
+    /// store answers later (Redis), its deadline bounds the wait; a write
+    /// answered `unavailable` may exist or not.
+    pub fn post(
+        &self,
+        who: &Principal,
+        message: &str,
+    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<S>> {
+        let checked = who.require_writer().and_then(|()| {
+            self.limits.check(who).map_err(|(scope, e)| {
+                self.metrics.rate_limited.get_or_create(&vec![("scope", scope.as_str())]).inc();
+                e
+            })
+        });
+        let checked = checked.and_then(|()| event::validate_message(message));
+        let created = self.metrics.events_created.clone();
+        let counted = move |result: Result<Arc<StoredEvent>, FeedError>| {
+            if result.is_ok() {
+                created.inc();
+            }
+            result
         };
-        self.metrics.events_created.inc();
-        Ok(event)
+        if let Err(e) = checked {
+            return Answer::Now(Err(e));
+        }
+        let new = NewEvent::new(message.to_owned(), who.user.clone());
+        self.store.append(&who.tenant, new, &self.delivery).map(counted)
     }
 
-    /// The cluster, in Redis mode.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.config.cluster.as_ref()
-    }
-
-    /// Whether the feed can take writes: not shutting down, and Redis (when
-    /// configured) reachable.
+    /// Whether the feed can take writes: not shutting down, and the store ready.
     pub fn is_ready(&self) -> Result<(), &'static str> {
         if self.shutdown.is_cancelled() {
             return Err("shutting down");
         }
-        match &self.config.cluster {
-            Some(c) if !c.is_ready() => Err("redis unavailable"),
-            _ => Ok(()),
-        }
+        self.store.readiness()
     }
 
     /// Counts a failed authentication on `channel` (`rest` or `socket`).
@@ -190,150 +207,23 @@ impl Feed {
         self.metrics.auth_failures.get_or_create(&vec![("channel", channel)]).inc();
     }
 
-    /// Reads events: the latest `limit`, or those after `since` (from the
-    /// shared store in Redis mode, so any instance answers alike).
-    pub async fn read(&self, who: &Principal, since: Option<&Uuid>, limit: usize) -> Result<Page, FeedError> {
-        match (&self.config.cluster, since) {
-            (None, Some(id)) => Ok(self.bus.after(&who.tenant, id, limit)),
-            (None, None) => Ok(self.bus.latest(&who.tenant, limit)),
-            (Some(c), Some(id)) => c.after(&who.tenant, id, limit).await,
-            (Some(c), None) => c.latest(&who.tenant, limit).await,
-        }
+    /// A page of the caller's tenant's events.
+    pub fn read(
+        &self,
+        who: &Principal,
+        request: PageRequest,
+    ) -> Answer<Result<Page, FeedError>, impl Later<Page> + use<S>> {
+        self.store.read(&who.tenant, request)
     }
 
     /// One event of the caller's tenant.
-    pub async fn get(&self, who: &Principal, id: &Uuid) -> Result<Arc<StoredEvent>, FeedError> {
-        let found = match &self.config.cluster {
-            None => self.bus.get(&who.tenant, id),
-            Some(c) => c.get(&who.tenant, id).await?,
-        };
-        found.ok_or(FeedError::NotFound("no such event in this tenant's buffer"))
-    }
-}
-
-/// Delivers new events to the tenant's room of the feed's namespace: the
-/// `event_created` packet is encoded once from the stored JSON and the same
-/// bytes are queued to every socket in the room.
-pub struct SocketDelivery {
-    namespace: OnceLock<Arc<Namespace>>,
-    metrics: Arc<Metrics>,
-    /// Append the offset argument (connection state recovery is on).
-    with_offsets: bool,
-}
-
-impl SocketDelivery {
-    /// Points delivery at the namespace (once, at start).
-    pub fn attach(&self, namespace: Arc<Namespace>) {
-        let _ = self.namespace.set(namespace);
-    }
-}
-
-impl EventDelivery for SocketDelivery {
-    fn deliver(&self, event: &Arc<StoredEvent>) {
-        let Some(nsp) = self.namespace.get() else { return };
-        let offset = self.with_offsets.then(|| gateway::offset_json(event.seq));
-        let args: &[&serde_json::value::RawValue] = match &offset {
-            Some(offset) => &[event.json(), offset],
-            None => &[event.json()],
-        };
-        let frame = encode_raw_event(nsp.name(), "event_created", args, None);
-        let packet = eventfeed_protocol::socket::Encoded { text: frame, binary: Vec::new() };
-        let room = tenant_room(event.tenant_id());
-        let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
-        self.metrics.deliveries.inc_by(stats.delivered as u64);
-        self.metrics.delivery_failures.inc_by(stats.failed as u64);
-    }
-}
-
-/// Everything the server runs: the feed, its Socket.IO engine, the router.
-pub struct App {
-    /// The feed.
-    pub feed: Arc<Feed>,
-    /// The Socket.IO engine.
-    pub engine: Arc<Engine<SocketIo>>,
-    /// The feed's namespace.
-    pub namespace: Arc<Namespace>,
-    /// Every metric.
-    pub metrics: Arc<Metrics>,
-    nsp_label: &'static str,
-}
-
-impl App {
-    /// Builds the feed with `tokens`, serving Socket.IO with `engine_config`.
-    pub fn new(mut config: FeedConfig, tokens: Tokens, engine_config: EngineConfig, sio_config: SioConfig) -> Self {
-        // A recovery queues every missed event at once: keep that well inside a
-        // socket's outgoing queue, or the recovering client would be dropped
-        // as a slow consumer during its own recovery.
-        config.max_recovered_events = config.max_recovered_events.min(engine_config.max_queue / 2);
-        let mut metrics = Metrics::new();
-        if let Some(cluster) = &config.cluster {
-            metrics.register_redis(&cluster.metrics);
-        }
-        let engine_metrics = metrics.engine.clone();
-        let sio_config = SioConfig { metrics: metrics.sio.clone(), ..sio_config };
-        let metrics = Arc::new(metrics);
-        let recovery = recovery::Recovery::new(config.recovery_window, config.max_kept_sessions);
-        let delivery = Arc::new(SocketDelivery {
-            namespace: OnceLock::new(),
-            metrics: metrics.clone(),
-            with_offsets: recovery.enabled(),
-        });
-        let feed = Arc::new(Feed {
-            bus: EventBus::new(config.buffer_size, delivery.clone()),
-            tokens,
-            limits: limits::RateLimits::new(config.rate_limit, config.tenant_rate_limit),
-            recovery,
-            config: config.clone(),
-            metrics: metrics.clone(),
-            shutdown: CancellationToken::new(),
-        });
-        let namespace = Namespace::new(config.namespace.clone(), gateway::Gateway::new(feed.clone()));
-        delivery.attach(namespace.clone());
-        if let Some(cluster) = &config.cluster {
-            cluster.start(feed.clone(), namespace.clone(), feed.shutdown.clone());
-        }
-        let engine =
-            Engine::with_metrics(engine_config, SocketIo::new(sio_config, [namespace.clone()]), engine_metrics);
-        // Metric labels are static; the namespace name is set once per process.
-        let nsp_label: &'static str = Box::leak(config.namespace.clone().into_boxed_str());
-        App { feed, engine, namespace, metrics, nsp_label }
-    }
-
-    /// The token that shuts the server down; `/readyz` fails once it is cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.feed.shutdown.clone()
-    }
-
-    /// The router: `/socket.io/` for Socket.IO, the REST API for the rest.
-    pub fn router(&self) -> Router {
-        let engine = self.engine.clone();
-        let namespace = self.namespace.clone();
-        let nsp_label = self.nsp_label;
-        let refresh = move |m: &Metrics| {
-            let (polling, websocket) = engine.sessions_by_transport();
-            m.connections.get_or_create(&vec![("transport", "polling")]).set(polling as i64);
-            m.connections.get_or_create(&vec![("transport", "websocket")]).set(websocket as i64);
-            m.sockets.get_or_create(&vec![("namespace", nsp_label)]).set(namespace.socket_count() as i64);
-        };
-        let rest = rest::Rest::new(self.feed.clone(), Box::new(refresh));
-        Router::new().engine("/socket.io/", self.engine.clone()).fallback(Arc::new(rest))
-    }
-
-    /// Drops idle rate-limit buckets and expired recovery sessions every
-    /// `every` until shutdown.
-    pub fn spawn_housekeeping(&self, every: Duration) {
-        let feed = self.feed.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        feed.limits.sweep();
-                        feed.recovery.sweep();
-                    }
-                    _ = feed.shutdown.cancelled() => break,
-                }
-            }
-        });
+    pub fn get(
+        &self,
+        who: &Principal,
+        id: &Uuid,
+    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<S>> {
+        self.store
+            .get(&who.tenant, id)
+            .map(|found| found?.ok_or(FeedError::NotFound("no such event in this tenant's buffer")))
     }
 }

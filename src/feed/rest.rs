@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 use super::error::FeedError;
 use super::event::page_json;
-use super::{DEFAULT_LIMIT, Feed, MAX_LIMIT, Principal};
+use super::paging::PageRequest;
+use super::store::Store;
+use super::{Feed, Principal};
 use crate::http::{self as h, Body};
 use crate::metrics::Metrics;
 use crate::server::{ResponseFuture, Service};
@@ -28,19 +30,19 @@ use crate::server::{ResponseFuture, Service};
 pub type Refresh = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 /// The REST service.
-pub struct Rest {
-    feed: Arc<Feed>,
+pub struct Rest<S: Store> {
+    feed: Arc<Feed<S>>,
     refresh: Refresh,
 }
 
-impl Rest {
+impl<S: Store> Rest<S> {
     /// Serves `feed`; `refresh` updates the state gauges before `/metrics` answers.
-    pub fn new(feed: Arc<Feed>, refresh: Refresh) -> Self {
+    pub fn new(feed: Arc<Feed<S>>, refresh: Refresh) -> Self {
         Rest { feed, refresh }
     }
 }
 
-impl Service for Rest {
+impl<S: Store> Service for Rest<S> {
     fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
         Box::pin(async move {
             let cors =
@@ -68,7 +70,11 @@ impl Service for Rest {
     }
 }
 
-async fn route(rest: &Rest, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+async fn route<S: Store>(
+    rest: &Rest<S>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, FeedError> {
     let feed = &*rest.feed;
     let path = req.uri().path();
     let method = req.method().clone();
@@ -120,7 +126,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
     res
 }
 
-fn principal(feed: &Feed, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, FeedError> {
+fn principal<S: Store>(feed: &Feed<S>, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, FeedError> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     feed.authenticate(get("x-tenant-id"), get("x-user-token")).inspect_err(|_| {
         feed.auth_failed("rest");
@@ -132,39 +138,19 @@ fn json_ok(status: StatusCode, body: String) -> Response<Body> {
     h::json(status, Bytes::from(body))
 }
 
-/// Parses `sinceId` and `limit` from a query string.
-fn list_query(query: &str) -> Result<(Option<Uuid>, usize), FeedError> {
-    let mut since = None;
-    let mut limit = DEFAULT_LIMIT;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "sinceId" if !v.is_empty() => {
-                since =
-                    Some(Uuid::try_parse(v).map_err(|_| FeedError::bad_request("sinceId must be an event id (UUID)"))?);
-            }
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| FeedError::bad_request("limit must be an integer from 1 to 1000"))?;
-            }
-            _ => {}
-        }
-    }
-    Ok((since, limit))
-}
-
-async fn list(feed: &Feed, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+async fn list<S: Store>(
+    feed: &Feed<S>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, FeedError> {
     let who = principal(feed, req.headers(), peer)?;
-    let (since, limit) = list_query(req.uri().query().unwrap_or(""))?;
-    let page = feed.read(&who, since.as_ref(), limit).await?;
+    let request = PageRequest::from_query(req.uri().query().unwrap_or(""))?;
+    let page = feed.read(&who, request).await?;
     Ok(json_ok(StatusCode::OK, page_json(&page.events, page.has_more, page.gap)))
 }
 
-async fn get_one(
-    feed: &Feed,
+async fn get_one<S: Store>(
+    feed: &Feed<S>,
     req: &Request<Incoming>,
     id: &str,
     peer: SocketAddr,
@@ -183,7 +169,11 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn create(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, FeedError> {
+async fn create<S: Store>(
+    feed: &Feed<S>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, FeedError> {
     let who = principal(feed, req.headers(), peer)?;
     who.require_writer().inspect_err(|_| {
         tracing::info!(target: "audit", action = "create_event", outcome = "forbidden", tenant = %who.tenant, user = %who.user, peer = %peer, "write refused");
@@ -226,21 +216,4 @@ async fn create(feed: &Feed, req: Request<Incoming>, peer: SocketAddr) -> Result
         res.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(res)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parsing() {
-        assert_eq!(list_query("").unwrap(), (None, 100));
-        assert_eq!(list_query("limit=5").unwrap(), (None, 5));
-        assert_eq!(list_query("sinceId=").unwrap(), (None, 100));
-        let id = Uuid::new_v4();
-        assert_eq!(list_query(&format!("sinceId={id}&limit=1000")).unwrap(), (Some(id), 1000));
-        for bad in ["limit=0", "limit=1001", "limit=abc", "limit=1.5", "limit=", "limit=-1", "sinceId=123"] {
-            assert_eq!(list_query(bad).unwrap_err().code(), "bad_request", "{bad}");
-        }
-    }
 }

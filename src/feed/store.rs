@@ -1,535 +1,164 @@
-//! The event store ([`EventBus`]): a lock-sharded map of per-tenant ring
-//! buffers.
+//! The store seam: what the feed needs from an event store, whichever one
+//! the wiring chose (in memory, or shared through Redis).
 //!
-//! Each tenant has a [`TenantLog`]: the last `capacity` events in `seq` order
-//! and an index from event id to `seq`, so `sinceId` and get-by-id are O(1)
-//! (the position of `seq` is `seq - first_seq`). An evicted event leaves the
-//! index, so memory stays bounded by capacity × tenants.
+//! A [`Store`] appends events (allocating each tenant's gapless `seq`),
+//! reads pages, gets one event by id, opens a tenant for a connecting socket
+//! and gives its log at one consistent point ([`Store::with_tenant`]: the
+//! socket joins its room and gets its first events there, with nothing
+//! delivered in between), keeps and takes sessions for connection state
+//! recovery, and says whether it can take writes.
 //!
-//! Locks: the shard lock (`hash(tenant) % SHARDS`) is held only to find or
-//! create a tenant's log; the tenant's own lock covers appending *and* handing
-//! the event to [`EventDelivery`], so two concurrent writers of one tenant are
-//! delivered in `seq` order to everyone. Delivery only queues shared bytes
-//! (no I/O), and no lock here is ever held across `.await` — all methods are
-//! synchronous.
+//! What a store makes reaches the feed through its [`Delivery`], called in
+//! `seq` order per tenant under the tenant's lock.
+//!
+//! Operations that may wait (for Redis) answer with [`Answer`]: `Now` when
+//! the result is already there (always, in memory), `Later` with a future
+//! otherwise, so a caller that can answer at once never spawns or boxes
+//! anything. The feed is generic over its store: every call is dispatched
+//! statically.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::future::{Future, IntoFuture, Ready};
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::Either;
 use uuid::Uuid;
 
+use super::error::FeedError;
 use super::event::{NewEvent, StoredEvent};
+use super::paging::{Page, PageRequest, TenantView};
+use super::recovery::{Kept, Owner};
 
-const SHARDS: usize = 64;
-
-/// Where new events go after they are stored: the seam between the store
-/// and the socket layer (or, later, a cross-instance bus).
-pub trait EventDelivery: Send + Sync + 'static {
-    /// Delivers `event` to every subscriber of its tenant. Called in `seq`
-    /// order per tenant, under the tenant's lock: it must not block.
-    fn deliver(&self, event: &Arc<StoredEvent>);
-}
-
-/// A delivery that goes nowhere (for tests and tools).
-#[derive(Debug, Default)]
-pub struct NoDelivery;
-
-impl EventDelivery for NoDelivery {
-    fn deliver(&self, _event: &Arc<StoredEvent>) {}
-}
-
-/// One tenant's retained events.
+/// A result that is there now, or later.
 #[derive(Debug)]
-pub struct TenantLog {
-    tenant: Arc<str>,
-    next_seq: u64,
-    events: VecDeque<Arc<StoredEvent>>,
-    index: HashMap<Uuid, u64>,
+pub enum Answer<T, F> {
+    /// The result.
+    Now(T),
+    /// The result, once this future resolves.
+    Later(F),
 }
 
-/// An answer to a read: events oldest first, with the paging flags.
-#[derive(Debug, Clone, Default)]
-pub struct Page {
-    /// The events, oldest first.
-    pub events: Vec<Arc<StoredEvent>>,
-    /// More events exist after the last one returned.
-    pub has_more: bool,
-    /// The `sinceId` given is not (or no longer) retained: the answer starts
-    /// at the oldest retained event, and something may have been missed.
-    pub gap: bool,
-}
-
-impl TenantLog {
-    fn new(tenant: Arc<str>, capacity: usize) -> Self {
-        TenantLog {
-            tenant,
-            next_seq: 1,
-            events: VecDeque::with_capacity(capacity.min(64)),
-            index: HashMap::with_capacity(capacity.min(64)),
-        }
-    }
-
-    /// The tenant.
-    pub fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
-    /// The most recent `limit` events, oldest first (`has_more` is false: they
-    /// end at the newest).
-    pub fn latest(&self, limit: usize) -> Page {
-        let start = self.events.len().saturating_sub(limit);
-        Page { events: self.events.range(start..).cloned().collect(), has_more: false, gap: false }
-    }
-
-    /// Up to `limit` events strictly after `since`, oldest first.
-    ///
-    /// An id that is not retained (evicted, or never in this tenant) gives the
-    /// oldest retained events with `gap: true`.
-    pub fn after(&self, since: &Uuid, limit: usize) -> Page {
-        let (start, gap) = match self.index.get(since).and_then(|seq| self.position(*seq)) {
-            Some(pos) => (pos + 1, false),
-            None => (0, true),
-        };
-        let end = start.saturating_add(limit).min(self.events.len());
-        let events = self.events.range(start.min(end)..end).cloned().collect();
-        Page { events, has_more: end < self.events.len(), gap }
-    }
-
-    /// Up to `limit` events with `seq` greater than `seq`, oldest first;
-    /// `None` if some of them were evicted already (the caller missed events).
-    pub fn after_seq(&self, seq: u64, limit: usize) -> Option<Page> {
-        let first = self.events.front().map_or(self.next_seq, |e| e.seq);
-        if seq.saturating_add(1) < first {
-            return None;
-        }
-        let start = (seq + 1 - first) as usize;
-        let end = start.saturating_add(limit).min(self.events.len());
-        Some(Page {
-            events: self.events.range(start.min(end)..end).cloned().collect(),
-            has_more: end < self.events.len(),
-            gap: false,
-        })
-    }
-
-    /// The event with this id, if retained.
-    pub fn get(&self, id: &Uuid) -> Option<Arc<StoredEvent>> {
-        let pos = self.position(*self.index.get(id)?)?;
-        self.events.get(pos).cloned()
-    }
-
-    /// The `seq` of the newest event (0 when none was ever written).
-    pub fn last_seq(&self) -> u64 {
-        self.next_seq - 1
-    }
-
-    /// How many events are retained.
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    /// Whether no event is retained.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    fn position(&self, seq: u64) -> Option<usize> {
-        let first = self.events.front()?.seq;
-        let pos = usize::try_from(seq.checked_sub(first)?).ok()?;
-        (pos < self.events.len()).then_some(pos)
-    }
-
-    fn append(&mut self, new: NewEvent, capacity: usize) -> Arc<StoredEvent> {
-        let event = Arc::new(StoredEvent::new(new, self.next_seq, self.tenant.clone()));
-        self.push(event.clone(), capacity);
-        event
-    }
-
-    /// Adds the event with the next `seq`, evicting the oldest beyond `capacity`.
-    fn push(&mut self, event: Arc<StoredEvent>, capacity: usize) {
-        self.next_seq = event.seq + 1;
-        if self.events.len() >= capacity
-            && let Some(evicted) = self.events.pop_front()
-        {
-            self.index.remove(&evicted.id);
-        }
-        self.index.insert(event.id, event.seq);
-        self.events.push_back(event);
-    }
-
-    /// Places an event made elsewhere (a shared store) into this copy of the
-    /// log: appended only when it is the next `seq`.
-    fn apply(&mut self, event: &Arc<StoredEvent>, capacity: usize) -> Applied {
-        if event.seq < self.next_seq {
-            Applied::Duplicate
-        } else if event.seq > self.next_seq {
-            Applied::Gap { last_seq: self.last_seq() }
-        } else {
-            self.push(event.clone(), capacity);
-            Applied::Appended
-        }
-    }
-
-    /// Replaces the whole log with `events` (consecutive `seq`s, oldest
-    /// first) ending at `last_seq`.
-    fn replace(&mut self, events: Vec<Arc<StoredEvent>>, last_seq: u64, capacity: usize) {
-        self.events.clear();
-        self.index.clear();
-        let skip = events.len().saturating_sub(capacity);
-        for event in events.into_iter().skip(skip) {
-            self.index.insert(event.id, event.seq);
-            self.events.push_back(event);
-        }
-        self.next_seq = last_seq + 1;
+impl<T> Answer<T, Ready<T>> {
+    /// A result that is there now (fixes the type of the unused `Later`).
+    pub fn now(value: T) -> Self {
+        Answer::Now(value)
     }
 }
 
-/// What [`EventBus::apply`] did with an event made elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// It was the next one: stored and delivered.
-    Appended,
-    /// It was already there (its `seq` is not newer): ignored.
-    Duplicate,
-    /// Events between `last_seq` and it are missing: nothing was done; the
-    /// caller fetches the missing ones first.
-    Gap {
-        /// The newest `seq` this copy has.
-        last_seq: u64,
-    },
-}
-
-/// One shard: tenant → that tenant's log (with its own lock).
-type Shard = HashMap<Arc<str>, Arc<Mutex<TenantLog>>, foldhash::fast::RandomState>;
-
-/// The lock-sharded store of every tenant's events.
-pub struct EventBus {
-    shards: Vec<Mutex<Shard>>,
-    /// Randomly seeded (tenant ids come from clients), cheaper than SipHash.
-    hasher: foldhash::fast::RandomState,
-    capacity: usize,
-    delivery: Arc<dyn EventDelivery>,
-}
-
-impl std::fmt::Debug for EventBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventBus").field("capacity", &self.capacity).finish_non_exhaustive()
+impl<T, F: Future<Output = T>> Answer<T, F> {
+    /// The result passed through `g`, now or later.
+    pub fn map<U, G: FnOnce(T) -> U>(self, g: G) -> Answer<U, futures_util::future::Map<F, G>> {
+        match self {
+            Answer::Now(value) => Answer::Now(g(value)),
+            Answer::Later(future) => Answer::Later(futures_util::FutureExt::map(future, g)),
+        }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere mid-update leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+impl<T, F: Future<Output = T>> IntoFuture for Answer<T, F> {
+    type Output = T;
+    type IntoFuture = Either<Ready<T>, F>;
 
-impl EventBus {
-    /// A store keeping `capacity` events per tenant, delivering through `delivery`.
-    pub fn new(capacity: usize, delivery: Arc<dyn EventDelivery>) -> Self {
-        EventBus {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
-            hasher: foldhash::fast::RandomState::default(),
-            capacity: capacity.max(1),
-            delivery,
+    fn into_future(self) -> Self::IntoFuture {
+        match self {
+            Answer::Now(value) => Either::Left(std::future::ready(value)),
+            Answer::Later(future) => Either::Right(future),
         }
-    }
-
-    /// Events kept per tenant.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn log(&self, tenant: &str) -> Option<Arc<Mutex<TenantLog>>> {
-        let shard = lock(&self.shards[self.shard_of(tenant)]);
-        shard.get(tenant).cloned()
-    }
-
-    fn log_or_create(&self, tenant: &str) -> Arc<Mutex<TenantLog>> {
-        let mut shard = lock(&self.shards[self.shard_of(tenant)]);
-        if let Some(log) = shard.get(tenant) {
-            return log.clone();
-        }
-        let tenant: Arc<str> = tenant.into();
-        let log = Arc::new(Mutex::new(TenantLog::new(tenant.clone(), self.capacity)));
-        shard.insert(tenant, log.clone());
-        log
-    }
-
-    fn shard_of(&self, tenant: &str) -> usize {
-        (self.hasher.hash_one(tenant) as usize) % SHARDS
-    }
-
-    /// Stores a new event for `tenant` and delivers it, in `seq` order.
-    pub fn append(&self, tenant: &str, new: NewEvent) -> Arc<StoredEvent> {
-        let log = self.log_or_create(tenant);
-        let mut log = lock(&log);
-        let event = log.append(new, self.capacity);
-        self.delivery.deliver(&event);
-        event
-    }
-
-    /// Applies an event made by a shared store (another instance, say) to
-    /// this copy of the tenant's log, delivering it when it is the next one —
-    /// under the tenant's lock, like [`append`](Self::append).
-    pub fn apply(&self, event: &Arc<StoredEvent>) -> Applied {
-        let log = self.log_or_create(event.tenant_id());
-        let mut log = lock(&log);
-        let applied = log.apply(event, self.capacity);
-        if applied == Applied::Appended {
-            self.delivery.deliver(event);
-        }
-        applied
-    }
-
-    /// Replaces this copy of the tenant's log with `events` ending at
-    /// `last_seq`, delivering nothing (a copy loaded from a shared store).
-    pub fn replace(&self, tenant: &str, events: Vec<Arc<StoredEvent>>, last_seq: u64) {
-        let log = self.log_or_create(tenant);
-        lock(&log).replace(events, last_seq, self.capacity);
-    }
-
-    /// The id of the tenant's event `seq`, if this log still has it.
-    pub fn id_at(&self, tenant: &str, seq: u64) -> Option<Uuid> {
-        let log = self.log(tenant)?;
-        let log = lock(&log);
-        let pos = log.position(seq)?;
-        log.events.get(pos).map(|e| e.id)
-    }
-
-    /// The `seq` of the tenant's newest event, if its log exists here.
-    pub fn last_seq(&self, tenant: &str) -> Option<u64> {
-        self.log(tenant).map(|l| lock(&l).last_seq())
-    }
-
-    /// Runs `f` on the tenant's log under its lock, so nothing is appended
-    /// (or delivered) meanwhile — e.g. to join a room and send a snapshot with
-    /// no event lost or duplicated in between.
-    pub fn with_log<R>(&self, tenant: &str, f: impl FnOnce(&TenantLog) -> R) -> R {
-        let log = self.log_or_create(tenant);
-        let log = lock(&log);
-        f(&log)
-    }
-
-    /// The most recent `limit` events of `tenant`, oldest first.
-    pub fn latest(&self, tenant: &str, limit: usize) -> Page {
-        self.log(tenant).map(|l| lock(&l).latest(limit)).unwrap_or_default()
-    }
-
-    /// Up to `limit` events of `tenant` after `since` (see [`TenantLog::after`]).
-    pub fn after(&self, tenant: &str, since: &Uuid, limit: usize) -> Page {
-        match self.log(tenant) {
-            Some(l) => lock(&l).after(since, limit),
-            None => Page { events: Vec::new(), has_more: false, gap: true },
-        }
-    }
-
-    /// The event `id` of `tenant`, if retained.
-    pub fn get(&self, tenant: &str, id: &Uuid) -> Option<Arc<StoredEvent>> {
-        let log = self.log(tenant)?;
-        lock(&log).get(id)
-    }
-
-    /// How many tenants have a log.
-    pub fn tenant_count(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
-    }
-
-    /// Events retained across all tenants.
-    pub fn retained(&self) -> usize {
-        let logs: Vec<_> = self.shards.iter().flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>()).collect();
-        logs.iter().map(|l| lock(l).len()).sum()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashSet;
+/// What a lookup by id finds.
+pub type Found = Option<Arc<StoredEvent>>;
 
-    fn bus(capacity: usize) -> EventBus {
-        EventBus::new(capacity, Arc::new(NoDelivery))
+/// A store operation's future: owned, sendable, bounded in time by the store.
+pub trait Later<T>: Future<Output = Result<T, FeedError>> + Send + 'static {}
+
+impl<T, F: Future<Output = Result<T, FeedError>> + Send + 'static> Later<T> for F {}
+
+/// Where a store's events go: the feed's sockets.
+pub trait Delivery: Send + Sync + 'static {
+    /// Delivers a new event to every subscriber of its tenant. Called in
+    /// `seq` order per tenant, under the tenant's lock: it must not block.
+    fn deliver(&self, event: &Arc<StoredEvent>);
+
+    /// The tenant's history here was replaced (a shared store lost or rolled
+    /// back what this copy had): its subscribers must start over.
+    fn reset(&self, tenant: &str);
+}
+
+impl<D: Delivery> Delivery for Arc<D> {
+    fn deliver(&self, event: &Arc<StoredEvent>) {
+        (**self).deliver(event)
     }
 
-    fn post(bus: &EventBus, tenant: &str, msg: &str) -> Arc<StoredEvent> {
-        bus.append(tenant, NewEvent::new(msg.to_owned(), "u".to_owned()))
+    fn reset(&self, tenant: &str) {
+        (**self).reset(tenant)
     }
+}
 
-    fn seqs(p: &Page) -> Vec<u64> {
-        p.events.iter().map(|e| e.seq).collect()
-    }
+/// A socket opening a tenant here.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening<'a> {
+    /// Who connects.
+    pub owner: Owner<'a>,
+    /// The socket resumes after an event it may have seen on another
+    /// instance a moment ago: the tenant's log here must have caught up with
+    /// the store as of now.
+    pub fresh: bool,
+    /// The private session id it presented to recover a session, if any.
+    pub pid: Option<&'a str>,
+}
 
-    #[test]
-    fn seq_counts_from_one_per_tenant() {
-        let b = bus(10);
-        assert_eq!(post(&b, "a", "1").seq, 1);
-        assert_eq!(post(&b, "a", "2").seq, 2);
-        assert_eq!(post(&b, "b", "1").seq, 1);
-        assert_eq!(seqs(&b.latest("a", 100)), vec![1, 2]);
-        assert_eq!(b.latest("a", 100).events[0].tenant_id(), "a");
-    }
+/// An event store, as the feed uses it.
+pub trait Store: Send + Sync + 'static {
+    /// A tenant's log at one consistent point.
+    type View: TenantView;
 
-    #[test]
-    fn eviction_keeps_the_newest_and_drops_the_index() {
-        let b = bus(3);
-        let first = post(&b, "a", "1");
-        for i in 2..=5 {
-            post(&b, "a", &i.to_string());
-        }
-        assert_eq!(seqs(&b.latest("a", 100)), vec![3, 4, 5]);
-        assert!(b.get("a", &first.id).is_none());
-        b.with_log("a", |log| {
-            assert_eq!(log.index.len(), 3, "evicted ids leave the index");
-            assert_eq!(log.len(), 3);
-            assert_eq!(log.last_seq(), 5);
-        });
-    }
+    /// Stores a new event of `tenant` with the next `seq`. Events delivered
+    /// at once go to `delivery`, under the tenant's lock; a shared store
+    /// delivers them from its subscription instead (to its own `Delivery`).
+    fn append<D: Delivery>(
+        &self,
+        tenant: &str,
+        event: NewEvent,
+        delivery: &D,
+    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<Self, D>>;
 
-    #[test]
-    fn since_id_before_at_and_after_eviction() {
-        let b = bus(3);
-        let e: Vec<_> = (1..=5).map(|i| post(&b, "a", &i.to_string())).collect();
-        // Retained: 3, 4, 5.
-        let p = b.after("a", &e[2].id, 100);
-        assert_eq!((seqs(&p), p.has_more, p.gap), (vec![4, 5], false, false));
-        let p = b.after("a", &e[4].id, 100);
-        assert_eq!((seqs(&p), p.has_more, p.gap), (vec![], false, false), "at the newest: nothing, no gap");
-        let p = b.after("a", &e[0].id, 100);
-        assert_eq!((seqs(&p), p.gap), (vec![3, 4, 5], true), "evicted id: from the oldest, with gap");
-        let p = b.after("a", &Uuid::new_v4(), 100);
-        assert_eq!((seqs(&p), p.gap), (vec![3, 4, 5], true), "unknown id: gap");
-        let p = b.after("zzz", &Uuid::new_v4(), 100);
-        assert_eq!((seqs(&p), p.gap), (vec![], true), "unknown tenant: gap, nothing");
-    }
+    /// A page of `tenant`'s events.
+    fn read(&self, tenant: &str, request: PageRequest)
+    -> Answer<Result<Page, FeedError>, impl Later<Page> + use<Self>>;
 
-    #[test]
-    fn limits_and_has_more() {
-        let b = bus(100);
-        let e: Vec<_> = (1..=10).map(|i| post(&b, "a", &i.to_string())).collect();
-        let p = b.after("a", &e[0].id, 3);
-        assert_eq!((seqs(&p), p.has_more), (vec![2, 3, 4], true));
-        let p = b.after("a", &e[6].id, 3);
-        assert_eq!((seqs(&p), p.has_more), (vec![8, 9, 10], false));
-        assert_eq!(seqs(&b.latest("a", 3)), vec![8, 9, 10]);
-        // Paging with the last id walks everything once.
-        let mut cursor = e[0].id;
-        let mut all = vec![1];
-        loop {
-            let p = b.after("a", &cursor, 4);
-            all.extend(seqs(&p));
-            let Some(last) = p.events.last() else { break };
-            cursor = last.id;
-            if !p.has_more {
-                break;
-            }
-        }
-        assert_eq!(all, (1..=10).collect::<Vec<_>>());
-    }
+    /// One event of `tenant`, if retained.
+    fn get(&self, tenant: &str, id: &Uuid) -> Answer<Result<Found, FeedError>, impl Later<Found> + use<Self>>;
 
-    #[test]
-    fn tenants_do_not_see_each_other() {
-        let b = bus(10);
-        let a = post(&b, "a", "secret");
-        assert!(b.get("b", &a.id).is_none());
-        let p = b.after("b", &a.id, 10);
-        assert!(p.events.is_empty() && p.gap);
-        post(&b, "b", "x");
-        assert!(b.after("b", &a.id, 10).events.iter().all(|e| e.tenant_id() == "b"));
-    }
+    /// Makes the tenant ready for a socket connecting here, and takes the
+    /// session it asks to recover, if it was kept for these credentials.
+    fn open(
+        &self,
+        opening: Opening<'_>,
+    ) -> Answer<Result<Option<Kept>, FeedError>, impl Later<Option<Kept>> + use<Self>>;
 
-    #[test]
-    fn after_seq_reports_evicted_ranges() {
-        let b = bus(3);
-        for i in 1..=5 {
-            post(&b, "a", &i.to_string());
-        }
-        b.with_log("a", |log| {
-            assert!(log.after_seq(1, 10).is_none(), "seq 2 was evicted");
-            assert_eq!(seqs(&log.after_seq(2, 10).unwrap()), vec![3, 4, 5]);
-            assert_eq!(seqs(&log.after_seq(4, 10).unwrap()), vec![5]);
-            assert_eq!(seqs(&log.after_seq(5, 10).unwrap()), Vec::<u64>::new());
-        });
-        b.with_log("empty", |log| assert_eq!(seqs(&log.after_seq(0, 10).unwrap()), Vec::<u64>::new()));
-    }
+    /// Runs `f` on the tenant's log under its lock: nothing is appended or
+    /// delivered meanwhile.
+    fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&Self::View) -> R) -> R;
 
-    #[test]
-    fn a_copy_applies_in_order_and_reports_gaps_and_duplicates() {
-        let origin = bus(3);
-        let made: Vec<_> = (1..=5).map(|i| post(&origin, "a", &i.to_string())).collect();
-        let rec = Arc::new(Recorder::default());
-        let copy = EventBus::new(3, rec.clone());
-        copy.replace("a", made[..2].to_vec(), 2);
-        assert_eq!(copy.apply(&made[1]), Applied::Duplicate);
-        assert_eq!(copy.apply(&made[3]), Applied::Gap { last_seq: 2 });
-        assert_eq!(copy.apply(&made[2]), Applied::Appended);
-        assert_eq!(copy.apply(&made[3]), Applied::Appended);
-        assert_eq!(copy.apply(&made[4]), Applied::Appended);
-        assert_eq!(seqs(&copy.latest("a", 10)), vec![3, 4, 5], "capacity holds");
-        assert!(copy.get("a", &made[0].id).is_none(), "evicted ids leave the index");
-        assert_eq!(copy.after("a", &made[2].id, 10).events.len(), 2);
-        let delivered: Vec<u64> = rec.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
-        assert_eq!(delivered, vec![3, 4, 5], "only appended events are delivered");
-        // A longer history than the capacity keeps the newest.
-        copy.replace("b", made.clone(), 5);
-        assert_eq!(seqs(&copy.latest("b", 10)), vec![3, 4, 5]);
-        assert_eq!(copy.last_seq("b"), Some(5));
-        assert_eq!(copy.last_seq("nobody"), None);
-        assert_eq!(copy.id_at("b", 4), Some(made[3].id));
-        assert_eq!(copy.id_at("b", 2), None, "evicted");
-        assert_eq!(copy.id_at("b", 6), None, "not yet");
-    }
+    /// A socket that can be recovered started (a shared store keeps its
+    /// session, made by `kept`, from now on, so it can recover elsewhere even
+    /// if this instance dies).
+    fn session_opened(&self, pid: &str, kept: impl FnOnce() -> Kept);
 
-    #[test]
-    fn memory_is_bounded_after_eviction() {
-        let b = bus(50);
-        for t in 0..20 {
-            for i in 0..500 {
-                post(&b, &format!("t{t}"), &i.to_string());
-            }
-        }
-        assert_eq!(b.tenant_count(), 20);
-        assert_eq!(b.retained(), 20 * 50);
-    }
+    /// A socket that could be recovered left: its session (made by `kept`) is
+    /// kept for the recovery window when `recoverable` (it left without
+    /// meaning to), and forgotten otherwise.
+    fn session_closed(&self, pid: &str, recoverable: bool, kept: impl FnOnce() -> Kept);
 
-    /// Records what is delivered, to check order and completeness.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(Arc<str>, u64)>>);
+    /// Whether the store can take writes (`Err` says why not).
+    fn readiness(&self) -> Result<(), &'static str>;
 
-    impl EventDelivery for Recorder {
-        fn deliver(&self, event: &Arc<StoredEvent>) {
-            self.0.lock().unwrap().push((event.tenant.clone(), event.seq));
-        }
-    }
+    /// Drops what expired (kept sessions past their window).
+    fn sweep(&self);
 
-    #[test]
-    fn concurrent_writers_on_many_tenants_lose_and_duplicate_nothing() {
-        let rec = Arc::new(Recorder::default());
-        let b = Arc::new(EventBus::new(10_000, rec.clone()));
-        let threads: Vec<_> = (0..8)
-            .map(|w| {
-                let b = b.clone();
-                std::thread::spawn(move || {
-                    for i in 0..1000 {
-                        post(&b, &format!("t{}", (w + i) % 5), "m");
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let delivered = rec.0.lock().unwrap();
-        assert_eq!(delivered.len(), 8000);
-        let mut per_tenant: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (t, s) in delivered.iter() {
-            per_tenant.entry(t).or_default().push(*s);
-        }
-        let mut total = 0;
-        for (t, s) in per_tenant {
-            // Delivered in seq order, 1..=n, no holes, no duplicates.
-            assert_eq!(s, (1..=s.len() as u64).collect::<Vec<_>>(), "tenant {t}");
-            assert_eq!(s.iter().collect::<HashSet<_>>().len(), s.len());
-            assert_eq!(b.latest(t, 10_000).events.len(), s.len());
-            total += s.len();
-        }
-        assert_eq!(total, 8000);
-    }
+    /// Waits, at most `within`, for the writes this store still has queued
+    /// (at shutdown); whether they all went through.
+    fn finish(&self, within: Duration) -> impl Future<Output = bool> + Send;
 }

@@ -6,6 +6,12 @@
 //! set given at start; a CONNECT to another one is answered
 //! `44/<nsp>,{"message":"Invalid namespace"}`.
 //!
+//! - [`namespace`]: a namespace typed by its handler, its rooms, broadcast,
+//!   and its sockets ([`socket`]: typed data, emits, acknowledgements).
+//! - [`adapter`]: the cluster-adapter seam — what reaches other servers
+//!   (broadcasts and requests, sent and answered) — and the local adapter of
+//!   a single server.
+//!
 //! Rules enforced here: a session that does not CONNECT within the connect
 //! timeout is closed; a packet that cannot be decoded (bad type, bad JSON,
 //! reserved event name, forged attachment index, too many attachments)
@@ -15,25 +21,28 @@
 //! packets for a namespace the session is not connected to are ignored, as in
 //! the reference.
 
+pub mod adapter;
 pub mod namespace;
-pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use eventfeed_protocol::engine::session::CloseReason;
-use eventfeed_protocol::socket::session::{ConnectRefusal, Namespaces};
+use eventfeed_protocol::socket::session::{ConnectRefusal, Namespaces as Connected};
 use eventfeed_protocol::socket::{Decoder, Packet, PacketType};
 use serde_json::Value;
 
+pub use adapter::{Adapter, AdapterError, LocalAdapter};
+pub use namespace::socket::{self, AckError, AckReply, AckSender, Event, Socket};
 pub use namespace::{
-    BroadcastOp, BroadcastStats, ConnectRejection, DisconnectReason, Namespace, NamespaceHandler, PendingAuthorization,
+    Accept, AnyNamespace, Authorization, BroadcastOp, BroadcastStats, ConnectRejection, Connecting, Decision, Deferred,
+    DisconnectReason, Namespace, NamespaceHandler,
 };
-pub use socket::{AckError, AckReply, AckSender, Event, Socket};
 
 use crate::engine::{self, Conn, Message};
 pub use crate::metrics::SioMetrics;
+use namespace::DynNamespace;
 
 /// Socket.IO settings.
 #[derive(Debug, Clone)]
@@ -62,27 +71,83 @@ impl Default for SioConfig {
     }
 }
 
-/// The Socket.IO server: a static set of namespaces.
-pub struct SocketIo {
-    config: SioConfig,
-    namespaces: HashMap<String, Arc<Namespace>>,
+/// The server's namespaces, by name, whatever their handlers.
+#[derive(Default, Clone)]
+pub struct Namespaces {
+    map: HashMap<String, Arc<dyn DynNamespace>>,
 }
 
-impl SocketIo {
-    /// A server with `namespaces`.
-    pub fn new(config: SioConfig, namespaces: impl IntoIterator<Item = Arc<Namespace>>) -> Self {
-        SocketIo { config, namespaces: namespaces.into_iter().map(|n| (n.name().to_owned(), n)).collect() }
-    }
-
+impl Namespaces {
     /// A namespace by name.
-    pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
-        self.namespaces.get(name)
+    pub fn get(&self, name: &str) -> Option<&dyn AnyNamespace> {
+        self.map.get(name).map(|n| &**n as &dyn AnyNamespace)
     }
 
     /// Every namespace.
-    pub fn namespaces(&self) -> impl Iterator<Item = &Arc<Namespace>> {
-        self.namespaces.values()
+    pub fn iter(&self) -> impl Iterator<Item = &dyn AnyNamespace> {
+        self.map.values().map(|n| &**n as &dyn AnyNamespace)
     }
+}
+
+impl std::fmt::Debug for Namespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.map.keys()).finish()
+    }
+}
+
+/// The Socket.IO server: a static set of namespaces, and the adapter that
+/// reaches the other servers of a cluster (none, with [`LocalAdapter`]).
+pub struct SocketIo<A: Adapter = LocalAdapter> {
+    config: SioConfig,
+    namespaces: Arc<Namespaces>,
+    adapter: A,
+}
+
+impl SocketIo {
+    /// A single server (no cluster) with no namespace yet.
+    pub fn new(config: SioConfig) -> Self {
+        SocketIo::with_adapter(config, LocalAdapter)
+    }
+}
+
+impl<A: Adapter> SocketIo<A> {
+    /// A server whose broadcasts and requests reach other servers through `adapter`.
+    pub fn with_adapter(config: SioConfig, adapter: A) -> Self {
+        SocketIo { config, namespaces: Arc::default(), adapter }
+    }
+
+    /// Adds `namespace` (before the server is shared).
+    pub fn with<H: NamespaceHandler>(mut self, namespace: Arc<Namespace<H>>) -> Self {
+        Arc::make_mut(&mut self.namespaces).map.insert(namespace.name().to_owned(), namespace);
+        self
+    }
+
+    /// A namespace by name.
+    pub fn namespace(&self, name: &str) -> Option<&dyn AnyNamespace> {
+        self.namespaces.get(name)
+    }
+
+    /// Every namespace, shareable (the adapter answers other servers from it).
+    pub fn namespaces(&self) -> &Arc<Namespaces> {
+        &self.namespaces
+    }
+
+    /// The adapter.
+    pub fn adapter(&self) -> &A {
+        &self.adapter
+    }
+}
+
+/// A socket as its session drives it, whatever its namespace's handler.
+pub(crate) trait DynSocket: Send + Sync {
+    /// An event from the client.
+    fn on_event(self: Arc<Self>, event: Event);
+    /// The client answered a server emit with ack.
+    fn resolve_ack(&self, id: u64, reply: AckReply);
+    /// Answers the client's ack `id`.
+    fn ack_sender(&self, id: u64) -> AckSender;
+    /// Leaves the namespace (once).
+    fn cleanup(self: Arc<Self>, reason: DisconnectReason);
 }
 
 /// Per Engine.IO session state of the Socket.IO layer.
@@ -92,12 +157,12 @@ pub struct Client {
 
 struct ClientInner {
     decoder: Decoder,
-    namespaces: Namespaces,
-    sockets: HashMap<String, Arc<Socket>, foldhash::fast::RandomState>,
+    connected: Connected,
+    sockets: HashMap<String, Arc<dyn DynSocket>, foldhash::fast::RandomState>,
     /// Namespaces whose CONNECT is being authorized asynchronously: another
     /// CONNECT to one of them is ignored until it is answered (one pending
     /// authorization per namespace and session, so a flood spawns nothing).
-    authorizing: Vec<String>,
+    authorizing: Vec<Arc<str>>,
 }
 
 impl Client {
@@ -105,32 +170,52 @@ impl Client {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+    fn socket(&self, nsp: &str) -> Option<Arc<dyn DynSocket>> {
         self.lock().sockets.get(nsp).cloned()
     }
 
-    pub(crate) fn remove_socket(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+    /// Marks a CONNECT to `nsp` as being authorized (or no longer).
+    fn authorizing(&self, nsp: &Arc<str>, on: bool) {
+        let mut inner = self.lock();
+        if on {
+            inner.authorizing.push(nsp.clone());
+        } else {
+            inner.authorizing.retain(|n| n != nsp);
+        }
+    }
+
+    /// Records the socket connected to `nsp`; false when the namespace can no
+    /// longer take it (the session's state says so).
+    fn insert_socket(&self, nsp: &str, socket: Arc<dyn DynSocket>) -> bool {
+        let mut inner = self.lock();
+        if inner.connected.connected(nsp).is_err() {
+            return false;
+        }
+        inner.sockets.insert(nsp.to_owned(), socket);
+        true
+    }
+
+    /// Removes the socket connected to `nsp` (if any) and cleans it up.
+    fn remove_socket(&self, nsp: &str, reason: DisconnectReason) {
         let removed = {
             let mut inner = self.lock();
-            let nsp = socket.namespace().name();
-            inner.namespaces.disconnected(nsp);
+            inner.connected.disconnected(nsp);
             inner.sockets.remove(nsp)
         };
-        if removed.is_some() {
+        if let Some(socket) = removed {
             socket.cleanup(reason);
         }
     }
 }
 
-impl engine::Handler for SocketIo {
+impl<A: Adapter> engine::Handler for SocketIo<A> {
     type State = Arc<Client>;
 
-    fn on_open(&self, conn: &Arc<Conn>) -> Arc<Client> {
-        let _ = conn;
+    fn on_open(&self, _conn: &Arc<Conn>) -> Arc<Client> {
         Arc::new(Client {
             inner: Mutex::new(ClientInner {
                 decoder: Decoder::new(self.config.max_attachments),
-                namespaces: Namespaces::new(engine::now(), self.config.connect_timeout, self.config.max_namespaces),
+                connected: Connected::new(engine::now(), self.config.connect_timeout, self.config.max_namespaces),
                 sockets: HashMap::default(),
                 authorizing: Vec::new(),
             }),
@@ -156,7 +241,7 @@ impl engine::Handler for SocketIo {
     }
 
     fn on_close(&self, _conn: &Arc<Conn>, client: &Arc<Client>, reason: CloseReason) {
-        let sockets: Vec<Arc<Socket>> = {
+        let sockets: Vec<Arc<dyn DynSocket>> = {
             let mut inner = client.lock();
             inner.sockets.drain().map(|(_, s)| s).collect()
         };
@@ -166,26 +251,22 @@ impl engine::Handler for SocketIo {
     }
 
     fn poll_timeout(&self, client: &Arc<Client>) -> Option<Instant> {
-        client.lock().namespaces.poll_timeout()
+        client.lock().connected.poll_timeout()
     }
 
     fn on_timeout(&self, conn: &Arc<Conn>, client: &Arc<Client>, now: Instant) {
-        if client.lock().namespaces.connect_expired(now) {
+        if client.lock().connected.connect_expired(now) {
             tracing::debug!(sid = %conn.sid(), "no CONNECT within the connect timeout; closing session");
             conn.close(CloseReason::ForcedClose);
         }
     }
 }
 
-impl SocketIo {
+impl<A: Adapter> SocketIo<A> {
     fn on_packet(&self, conn: &Arc<Conn>, client: &Arc<Client>, packet: Packet) {
         match packet.kind {
             PacketType::Connect => self.connect(conn, client, packet),
-            PacketType::Disconnect => {
-                if let Some(socket) = client.socket(&packet.nsp) {
-                    client.remove_socket(&socket, DisconnectReason::ClientNamespaceDisconnect);
-                }
-            }
+            PacketType::Disconnect => client.remove_socket(&packet.nsp, DisconnectReason::ClientNamespaceDisconnect),
             PacketType::Event | PacketType::BinaryEvent => {
                 let Some(socket) = client.socket(&packet.nsp) else {
                     return;
@@ -199,8 +280,7 @@ impl SocketIo {
                     _ => return, // the decoder guarantees a string name
                 };
                 data.remove(0);
-                let event = Event { name, args: data, attachments: packet.attachments, ack };
-                socket.namespace().handler().on_event(&socket, event);
+                socket.on_event(Event { name, args: data, attachments: packet.attachments, ack });
             }
             PacketType::Ack | PacketType::BinaryAck => {
                 let (Some(socket), Some(id)) = (client.socket(&packet.nsp), packet.id) else {
@@ -219,25 +299,26 @@ impl SocketIo {
 
     fn connect(&self, conn: &Arc<Conn>, client: &Arc<Client>, packet: Packet) {
         let nsp = packet.nsp.as_str();
-        let Some(namespace) = self.namespaces.get(nsp) else {
+        let Some(namespace) = self.namespaces.map.get(nsp) else {
             let _ = conn.send_packet(&Packet::connect_error(nsp, "Invalid namespace", None).encode());
             return;
         };
-        if client.lock().authorizing.iter().any(|n| n == nsp) {
-            // Bound: one authorization in flight per namespace; this CONNECT
-            // is answered by that one's outcome.
-            return;
-        }
-        let check = client.lock().namespaces.check_connect(nsp);
+        let check = {
+            let inner = client.lock();
+            if inner.authorizing.iter().any(|n| &**n == nsp) {
+                // Bound: one authorization in flight per namespace; this CONNECT
+                // is answered by that one's outcome.
+                return;
+            }
+            inner.connected.check_connect(nsp)
+        };
         match check {
             Ok(()) => {}
             Err(ConnectRefusal::AlreadyConnected) => {
                 // The official client sends this when `connect()` is called while
                 // connecting. As in the reference, the newest socket wins; the old
                 // one is cleaned up instead of leaking.
-                if let Some(old) = client.socket(nsp) {
-                    client.remove_socket(&old, DisconnectReason::ClientNamespaceDisconnect);
-                }
+                client.remove_socket(nsp, DisconnectReason::ClientNamespaceDisconnect);
             }
             Err(ConnectRefusal::TooManyNamespaces { .. }) => {
                 self.config.metrics.namespace_limit_rejections.inc();
@@ -246,65 +327,6 @@ impl SocketIo {
                 return;
             }
         }
-        let socket = Arc::new(Socket::new(
-            namespace.clone(),
-            conn.clone(),
-            Arc::downgrade(client),
-            self.config.max_pending_acks,
-            self.config.metrics.ack_limit_rejections.clone(),
-        ));
-        if let Some(pending) = namespace.handler().authorize_async(&socket, packet.data.as_ref()) {
-            client.lock().authorizing.push(nsp.to_owned());
-            let (namespace, conn, client) = (namespace.clone(), conn.clone(), client.clone());
-            tokio::spawn(async move {
-                let decision = pending.await;
-                client.lock().authorizing.retain(|n| n != namespace.name());
-                finish_connect(&namespace, &conn, &client, socket, decision);
-            });
-            return;
-        }
-        let decision = namespace.handler().authorize(&socket, packet.data.as_ref());
-        finish_connect(namespace, conn, client, socket, decision);
-    }
-}
-
-/// Answers a CONNECT once it is decided: CONNECT_ERROR, or the socket joins
-/// the namespace, the client gets its `sid` (and `pid`), and the handler's
-/// `on_connect` runs.
-fn finish_connect(
-    namespace: &Arc<Namespace>,
-    conn: &Arc<Conn>,
-    client: &Arc<Client>,
-    socket: Arc<Socket>,
-    decision: Result<(), ConnectRejection>,
-) {
-    let nsp = namespace.name();
-    if let Err(rejection) = decision {
-        let _ = conn.send_packet(&Packet::connect_error(nsp, &rejection.message, rejection.data).encode());
-        return;
-    }
-    if conn.is_closed() {
-        // Decided after the session ended (an asynchronous authorization).
-        return;
-    }
-    {
-        let mut inner = client.lock();
-        if inner.namespaces.connected(nsp).is_err() {
-            return;
-        }
-        inner.sockets.insert(nsp.to_owned(), socket.clone());
-    }
-    let id = socket.id_arc();
-    socket.set_connected(true);
-    namespace.add(&socket);
-    let _ = conn.send(eventfeed_protocol::socket::encode_connect_ok(nsp, &id, socket.pid()));
-    namespace.handler().on_connect(&socket);
-    if conn.is_closed() {
-        // The session died meanwhile: on_close may have run before the insert,
-        // or after it but before the socket was marked connected (then its
-        // cleanup did nothing). Cleaning up runs once, so do both.
-        let reason = DisconnectReason::Transport(CloseReason::TransportClose);
-        client.remove_socket(&socket, reason);
-        socket.cleanup(reason);
+        namespace.connect(conn, client, packet.data, &self.config);
     }
 }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use eventfeed::engine::{Engine, EngineConfig};
 use eventfeed::server::Router;
 use eventfeed::sio::{
-    BroadcastOp, ConnectRejection, DisconnectReason, Event, Namespace, NamespaceHandler, SioConfig, Socket, SocketIo,
+    Accept, AnyNamespace, Authorization, BroadcastOp, ConnectRejection, Connecting, Deferred, DisconnectReason, Event,
+    Namespace, NamespaceHandler, SioConfig, Socket, SocketIo,
 };
 use eventfeed_protocol::engine::session;
 use eventfeed_protocol::socket::Packet;
@@ -78,22 +79,31 @@ pub struct TestNs {
 }
 
 impl NamespaceHandler for TestNs {
-    fn authorize(&self, _socket: &Arc<Socket>, auth: Option<&Value>) -> Result<(), ConnectRejection> {
+    type Data = ();
+
+    fn authorize(
+        &self,
+        _connecting: &Connecting<'_, Self>,
+        auth: Option<&Value>,
+    ) -> Authorization<(), impl Deferred<()> + use<>> {
         if !self.require_token || auth.and_then(|a| a.get("token")).and_then(Value::as_str) == Some("ok") {
-            return Ok(());
+            return Authorization::now(Ok(Accept::new(())));
         }
-        Err(ConnectRejection { message: "unauthorized".to_owned(), data: Some(json!({"reason": "no token"})) })
+        Authorization::now(Err(ConnectRejection {
+            message: "unauthorized".to_owned(),
+            data: Some(json!({"reason": "no token"})),
+        }))
     }
 
-    fn on_connect(&self, socket: &Arc<Socket>) {
+    fn on_connect(&self, socket: &Arc<Socket<Self>>) {
         self.log.lock().unwrap().push(format!("connect {}", socket.namespace().name()));
     }
 
-    fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+    fn on_disconnect(&self, socket: &Arc<Socket<Self>>, reason: DisconnectReason) {
         self.log.lock().unwrap().push(format!("disconnect {} {}", socket.namespace().name(), reason.as_str()));
     }
 
-    fn on_event(&self, socket: &Arc<Socket>, event: Event) {
+    fn on_event(&self, socket: &Arc<Socket<Self>>, event: Event) {
         let strings = || event.args.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>();
         match event.name.as_str() {
             "echo" => {
@@ -180,14 +190,14 @@ impl SioApp {
         let ns = |name: &str, require_token: bool| {
             Namespace::new(name, TestNs { require_token, ack_timeout, log: log.clone() })
         };
-        let sio = SocketIo::new(sio, [ns("/", false), ns("/custom", false), ns("/private", true)]);
+        let sio = SocketIo::new(sio).with(ns("/", false)).with(ns("/custom", false)).with(ns("/private", true));
         let engine = Engine::new(config, sio);
         let router = Router::new().engine("/socket.io/", engine.clone());
         SioApp { engine, log, router }
     }
 
     /// A namespace by name.
-    pub fn namespace(&self, name: &str) -> &Arc<Namespace> {
+    pub fn namespace(&self, name: &str) -> &dyn AnyNamespace {
         self.engine.handler().namespace(name).expect("namespace exists")
     }
 
@@ -199,7 +209,7 @@ impl SioApp {
     /// Whether nothing is left: no session, no socket, no room.
     pub fn is_empty(&self) -> bool {
         self.engine.session_count() == 0
-            && self.engine.handler().namespaces().all(|n| n.socket_count() == 0 && n.room_count() == 0)
+            && self.engine.handler().namespaces().iter().all(|n| n.socket_count() == 0 && n.room_count() == 0)
     }
 }
 

@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use eventfeed::app::App;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::App;
 use eventfeed::server::ServerConfig;
 use eventfeed_protocol::engine::session;
 use serde_json::{Value, json};

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use eventfeed::engine::{self, Conn, Engine, EngineConfig, Message};
 use eventfeed::server::Router;
-use eventfeed::sio::{ConnectRejection, Event, Namespace, NamespaceHandler, SioConfig, Socket, SocketIo};
+use eventfeed::sio::{
+    Accept, Authorization, Connecting, Deferred, Event, Namespace, NamespaceHandler, SioConfig, Socket, SocketIo,
+};
 use eventfeed_protocol::engine::Frame;
 use eventfeed_protocol::engine::session::{self, CloseReason};
 use serde_json::{Map, Value};
@@ -31,26 +33,27 @@ impl engine::Handler for Echo {
     fn on_close(&self, _conn: &Arc<Conn>, _state: &(), _reason: CloseReason) {}
 }
 
-/// The payload of the CONNECT packet, kept for the `auth` emit.
-struct Auth(Value);
-
 struct Fixture {
     echo_events: bool,
 }
 
 impl NamespaceHandler for Fixture {
-    fn authorize(&self, socket: &Arc<Socket>, auth: Option<&Value>) -> Result<(), ConnectRejection> {
-        let auth = auth.cloned().unwrap_or_else(|| Value::Object(Map::new()));
-        let _ = socket.set_data(Auth(auth));
-        Ok(())
+    /// The payload of the CONNECT packet, kept for the `auth` emit.
+    type Data = Value;
+
+    fn authorize(
+        &self,
+        _connecting: &Connecting<'_, Self>,
+        auth: Option<&Value>,
+    ) -> Authorization<Value, impl Deferred<Value> + use<>> {
+        Authorization::now(Ok(Accept::new(auth.cloned().unwrap_or_else(|| Value::Object(Map::new())))))
     }
 
-    fn on_connect(&self, socket: &Arc<Socket>) {
-        let auth = socket.data::<Auth>().map(|a| a.0.clone()).unwrap_or(Value::Null);
-        let _ = socket.emit("auth", vec![auth], vec![]);
+    fn on_connect(&self, socket: &Arc<Socket<Self>>) {
+        let _ = socket.emit("auth", vec![socket.data().clone()], vec![]);
     }
 
-    fn on_event(&self, socket: &Arc<Socket>, event: Event) {
+    fn on_event(&self, socket: &Arc<Socket<Self>>, event: Event) {
         if !self.echo_events {
             return;
         }
@@ -74,10 +77,9 @@ impl NamespaceHandler for Fixture {
 
 /// The router serving both endpoints.
 pub fn router() -> Router {
-    let sio = SocketIo::new(
-        SioConfig { connect_timeout: Duration::from_millis(1000), ..SioConfig::default() },
-        [Namespace::new("/", Fixture { echo_events: true }), Namespace::new("/custom", Fixture { echo_events: false })],
-    );
+    let sio = SocketIo::new(SioConfig { connect_timeout: Duration::from_millis(1000), ..SioConfig::default() })
+        .with(Namespace::new("/", Fixture { echo_events: true }))
+        .with(Namespace::new("/custom", Fixture { echo_events: false }));
     Router::new()
         .engine("/engine.io/", Engine::new(engine_config(), Echo))
         .engine("/socket.io/", Engine::new(engine_config(), sio))
@@ -85,7 +87,7 @@ pub fn router() -> Router {
 
 /// Emits `ack-me` with the event's arguments and an ack, then reports the
 /// client's answer (or the failure) as `ack-result`.
-pub fn request_ack(socket: &Arc<Socket>, event: Event, timeout: Duration) {
+pub fn request_ack<H: NamespaceHandler>(socket: &Arc<Socket<H>>, event: Event, timeout: Duration) {
     let reply = socket.emit_with_ack("ack-me", event.args, event.attachments, timeout);
     let socket = socket.clone();
     tokio::spawn(async move {

@@ -27,44 +27,31 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::Cluster;
-use crate::feed::recovery::Kept;
-use crate::sio::Namespace;
+use super::store::{Inner, RedisStore};
+use super::{SessionOp, hex};
 
-/// Session writes queued at most; more are dropped (and counted).
-pub(crate) const QUEUE: usize = 65_536;
 /// Writes sent in one pipeline at most.
 const BATCH: usize = 512;
 
-/// One write.
-#[derive(Debug)]
-pub(crate) enum SessionOp {
-    /// Keep `kept` under `pid` for the window.
-    Keep { pid: String, kept: Box<Kept> },
-    /// Delete the session under `pid`.
-    Forget { pid: String },
-    /// Renew the expiry of these sessions (their sockets are alive).
-    Renew { pids: Vec<String> },
-    /// Answer once everything queued before is written.
-    Flush(oneshot::Sender<()>),
+impl RedisStore {
+    /// Starts the session writer and, while `shutdown` is not cancelled, the
+    /// renewal of the live sockets' sessions (recovery on only).
+    pub(super) fn start_sessions(&self, ops: mpsc::Receiver<SessionOp>, shutdown: CancellationToken) {
+        let inner = self.inner().clone();
+        if inner.window.is_zero() {
+            return;
+        }
+        tokio::spawn(inner.clone().write_sessions(ops));
+        tokio::spawn(inner.renew_sessions(shutdown));
+    }
 }
 
-impl Cluster {
-    /// Queues a write of the session kept under `pid`.
-    pub fn keep_session_later(&self, pid: &str, kept: Kept) {
-        self.queue_session(SessionOp::Keep { pid: pid.to_owned(), kept: Box::new(kept) });
-    }
-
-    /// Queues the delete of the session kept under `pid`.
-    pub fn forget_session_later(&self, pid: &str) {
-        self.queue_session(SessionOp::Forget { pid: pid.to_owned() });
-    }
-
-    fn queue_session(&self, op: SessionOp) {
+impl Inner {
+    pub(super) fn queue_session(&self, op: SessionOp) {
         if self.sessions.try_send(op).is_err() {
             // Bound hit (or shut down): this write is dropped; a client that
             // needed it gets a fresh session and a snapshot.
-            self.metrics.redis_errors.inc();
+            self.shared.metrics.redis_errors.inc();
         }
     }
 
@@ -78,9 +65,9 @@ impl Cluster {
         matches!(tokio::time::timeout(within, wait).await, Ok(Ok(())))
     }
 
-    /// Writes queued sessions in order until `shutdown` (then what is queued).
-    pub(crate) async fn write_sessions(self: Arc<Self>, mut ops: mpsc::Receiver<SessionOp>, window: Duration) {
-        let ttl = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+    /// Writes queued sessions in order until every sender is gone.
+    async fn write_sessions(self: Arc<Self>, mut ops: mpsc::Receiver<SessionOp>) {
+        let ttl = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX).max(1);
         let mut batch = Vec::with_capacity(BATCH);
         while ops.recv_many(&mut batch, BATCH).await > 0 {
             let mut pipe = redis::pipe();
@@ -89,7 +76,7 @@ impl Cluster {
                 match op {
                     SessionOp::Keep { pid, kept } => {
                         let key = self.session_key(&pid);
-                        let digest = super::hex(&kept.token_digest);
+                        let digest = hex(&kept.token_digest);
                         pipe.hset_multiple(
                             &key,
                             &[
@@ -115,8 +102,8 @@ impl Cluster {
                     SessionOp::Flush(done) => flushed.push(done),
                 }
             }
-            let mut conn = self.conn.clone();
-            if self.call(pipe.query_async::<()>(&mut conn)).await.is_err() {
+            let mut conn = self.shared.conn.clone();
+            if self.shared.call(pipe.query_async::<()>(&mut conn)).await.is_err() {
                 tracing::warn!("session writes for recovery were lost (redis unavailable)");
             }
             for done in flushed {
@@ -126,21 +113,15 @@ impl Cluster {
     }
 
     /// Renews the expiry of the live sockets' sessions every quarter window.
-    pub(crate) async fn renew_sessions(
-        self: Arc<Self>,
-        namespace: Arc<Namespace>,
-        window: Duration,
-        stop: CancellationToken,
-    ) {
-        let mut tick = tokio::time::interval((window / 4).max(Duration::from_secs(1)));
+    async fn renew_sessions(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval((self.window / 4).max(Duration::from_secs(1)));
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let pids: Vec<String> =
-                namespace.sockets_in(&[], &[]).iter().filter_map(|s| s.pid().map(str::to_owned)).collect();
+            let pids: Vec<String> = self.live().iter().cloned().collect();
             for chunk in pids.chunks(BATCH) {
                 self.queue_session(SessionOp::Renew { pids: chunk.to_vec() });
             }

@@ -22,9 +22,11 @@
 //!   the tenant's sockets here are closed, so their clients come back through
 //!   recovery or a snapshot rather than with a silent gap.
 //!
-//! Broadcasts from Node servers (or the emitter) are re-encoded once and
-//! queued to the local sockets they select; requests on the adapter's request
-//! channel are answered (see [`super::adapter`] for which).
+//! It also owns the adapter's side of the subscription, for every namespace:
+//! broadcasts of other servers (Node ones, the emitter) are re-encoded once
+//! and queued to the local sockets they select; their requests are carried
+//! out and answered; responses to this instance's requests go to the
+//! [`RedisAdapter`] that waits for them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -40,32 +42,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::adapter::{self, Broadcast};
-use super::{Cluster, LogRead};
-use crate::feed::store::Applied;
-use crate::feed::{Feed, FeedError, StoredEvent, tenant_room};
-use crate::sio::{BroadcastOp, Namespace};
-use eventfeed_protocol::engine::session::CloseReason;
-use eventfeed_protocol::socket::Packet;
-
-/// Requests to the sync task.
-#[derive(Debug)]
-pub enum Control {
-    /// Make sure a copy of the tenant's log is here (a socket is connecting).
-    Load {
-        /// The tenant.
-        tenant: Arc<str>,
-        /// The copy must have caught up with the store as of now (not just exist).
-        fresh: bool,
-        /// Answered once the copy is there (or cannot be made).
-        reply: oneshot::Sender<Result<(), FeedError>>,
-    },
-    /// The subscription of this generation stopped answering pings.
-    SubscriptionLost {
-        /// Which subscription.
-        generation: u64,
-    },
-}
+use super::store::{Inner, LogRead, ReadMode, RedisStore};
+use super::wire::{self, Broadcast};
+use super::{Control, RedisAdapter, Shared};
+use crate::backend::memory::Applied;
+use crate::feed::{Delivery, FeedError, StoredEvent, tenant_room};
+use crate::sio::Namespaces;
 
 /// Live events of one tenant kept while its copy is loading or being
 /// completed; beyond this the copy is fetched again instead.
@@ -75,7 +57,7 @@ fn max_pending(capacity: usize) -> usize {
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const PING_EVERY: Duration = Duration::from_secs(1);
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -113,10 +95,17 @@ struct Fetched {
 type FetchFuture = Pin<Box<dyn Future<Output = Fetched> + Send>>;
 type Connecting = Pin<Box<dyn Future<Output = redis::RedisResult<(PubSubSink, PubSubStream)>> + Send>>;
 
-struct SyncTask {
-    cluster: Arc<Cluster>,
-    feed: Arc<Feed>,
-    namespace: Arc<Namespace>,
+struct SyncTask<D> {
+    /// The store whose copies this task keeps.
+    store: Arc<Inner>,
+    shared: Arc<Shared>,
+    adapter: RedisAdapter,
+    /// Where the copies' new events go.
+    delivery: D,
+    /// Every namespace of this server, for the other servers' broadcasts and requests.
+    namespaces: Arc<Namespaces>,
+    /// The adapter's channels of each namespace; the first is the feed's.
+    channels: Vec<(String, wire::Channels)>,
     tenants: HashMap<Arc<str>, TenantSync>,
     fetches: FuturesUnordered<FetchFuture>,
     /// Tenants waiting for a fetch slot (at most [`MAX_FETCHES`] in flight).
@@ -128,61 +117,48 @@ struct SyncTask {
 /// resubscription with many tenants does not flood Redis).
 const MAX_FETCHES: usize = 32;
 
-impl Cluster {
-    /// Starts this instance's tasks: the subscription (and delivery) and the
-    /// health ping. Runs until `shutdown`.
-    pub fn start(self: &Arc<Self>, feed: Arc<Feed>, namespace: Arc<Namespace>, shutdown: CancellationToken) {
-        let rx = self.control_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(rx) = rx else { return };
-        let task = SyncTask {
-            cluster: self.clone(),
-            feed: feed.clone(),
-            namespace: namespace.clone(),
-            tenants: HashMap::new(),
-            fetches: FuturesUnordered::new(),
-            queue: std::collections::VecDeque::new(),
-            subscribed: false,
-        };
-        tokio::spawn(task.run(rx, shutdown.clone()));
-        let sessions = self.sessions_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let window = feed.config.recovery_window;
-        if let Some(sessions) = sessions
-            && !window.is_zero()
-        {
-            tokio::spawn(self.clone().write_sessions(sessions, window));
-            tokio::spawn(self.clone().renew_sessions(namespace.clone(), window, shutdown.clone()));
-        }
-        let cluster = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PING_EVERY);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let was = cluster.commands_up.load(Ordering::Relaxed);
-                        let up = cluster.ping().await;
-                        cluster.metrics.redis_up.set(i64::from(up && cluster.is_ready()));
-                        if was != up {
-                            if up { tracing::info!("redis reachable"); } else { tracing::warn!("redis unreachable"); }
-                        }
-                    }
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        });
-    }
+/// Starts the subscription task until `shutdown`.
+pub(super) fn spawn<D: Delivery + Clone>(
+    store: RedisStore,
+    adapter: RedisAdapter,
+    delivery: D,
+    namespaces: Arc<Namespaces>,
+    control: tokio::sync::mpsc::Receiver<Control>,
+    shutdown: CancellationToken,
+) {
+    let store = store.inner().clone();
+    let shared = store.shared.clone();
+    let feed_nsp = store.namespace().to_owned();
+    let mut names: Vec<String> = namespaces.iter().map(|n| n.name().to_owned()).collect();
+    names.retain(|n| *n != feed_nsp);
+    names.insert(0, feed_nsp);
+    let channels = names.into_iter().map(|nsp| (nsp.clone(), shared.channels(&nsp))).collect();
+    let task = SyncTask {
+        store,
+        shared,
+        adapter,
+        delivery,
+        namespaces,
+        channels,
+        tenants: HashMap::new(),
+        fetches: FuturesUnordered::new(),
+        queue: std::collections::VecDeque::new(),
+        subscribed: false,
+    };
+    tokio::spawn(task.run(control, shutdown));
+}
 
-    async fn subscribe(self: Arc<Self>) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.psubscribe(self.channels.pattern()).await?;
-        pubsub
-            .subscribe(&[
-                self.channels.request.as_str(),
-                self.channels.response.as_str(),
-                self.channels.specific_response.as_str(),
-            ])
-            .await?;
-        Ok(pubsub.split())
+/// Subscribes to the adapter's channels of every namespace.
+async fn subscribe(
+    shared: Arc<Shared>,
+    channels: Vec<wire::Channels>,
+) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+    let mut pubsub = shared.client.get_async_pubsub().await?;
+    for c in &channels {
+        pubsub.psubscribe(c.pattern()).await?;
+        pubsub.subscribe(&[c.request.as_str(), c.response.as_str(), c.specific_response.as_str()]).await?;
     }
+    Ok(pubsub.split())
 }
 
 async fn next_message(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
@@ -206,10 +182,14 @@ async fn wait_until(at: Option<Instant>) {
     }
 }
 
-impl SyncTask {
+impl<D: Delivery> SyncTask<D> {
+    fn subscribe(&self) -> Connecting {
+        Box::pin(subscribe(self.shared.clone(), self.channels.iter().map(|(_, c)| c.clone()).collect()))
+    }
+
     async fn run(mut self, mut control: tokio::sync::mpsc::Receiver<Control>, shutdown: CancellationToken) {
         let mut stream: Option<PubSubStream> = None;
-        let mut connecting: Option<Connecting> = Some(Box::pin(self.cluster.clone().subscribe()));
+        let mut connecting: Option<Connecting> = Some(self.subscribe());
         let mut retry_at: Option<Instant> = None;
         let mut backoff = MIN_BACKOFF;
         let mut generation = 0u64;
@@ -236,9 +216,9 @@ impl SyncTask {
                             backoff = MIN_BACKOFF;
                             stream = Some(s);
                             self.subscribed = true;
-                            self.cluster.subscribed.store(true, Ordering::Relaxed);
-                            tokio::spawn(watch(sink, self.cluster.clone(), generation, shutdown.clone()));
-                            tracing::info!(uid = %self.cluster.uid, "redis subscription established");
+                            self.shared.subscribed.store(true, Ordering::Relaxed);
+                            tokio::spawn(watch(sink, self.shared.clone(), self.store.control.clone(), generation, shutdown.clone()));
+                            tracing::info!(uid = %self.shared.uid, "redis subscription established");
                             self.catch_up();
                         }
                         Err(e) => {
@@ -250,7 +230,7 @@ impl SyncTask {
                 }
                 _ = wait_until(retry_at) => {
                     retry_at = None;
-                    connecting = Some(Box::pin(self.cluster.clone().subscribe()));
+                    connecting = Some(self.subscribe());
                 }
                 message = next_message(&mut stream) => match message {
                     Some(message) => self.message(&message),
@@ -269,7 +249,7 @@ impl SyncTask {
                 }
             }
         }
-        self.cluster.subscribed.store(false, Ordering::Relaxed);
+        self.shared.subscribed.store(false, Ordering::Relaxed);
     }
 
     fn load(&mut self, tenant: Arc<str>, fresh: bool, reply: oneshot::Sender<Result<(), FeedError>>) {
@@ -315,17 +295,17 @@ impl SyncTask {
         t.needs_fetch = false;
         let waiting = std::mem::take(&mut t.waiting);
         t.inflight.extend(waiting);
-        let kind = match self.feed.bus.last_seq(tenant) {
+        let kind = match self.store.bus.last_seq(tenant) {
             Some(last) if t.loaded && !t.reset => FetchKind::After(last),
             _ => FetchKind::Load,
         };
-        let cluster = self.cluster.clone();
+        let store = self.store.clone();
         let tenant = tenant.clone();
-        let capacity = cluster.capacity;
+        let capacity = store.capacity;
         self.fetches.push(Box::pin(async move {
             let result = match kind {
-                FetchKind::Load => cluster.read_log(&tenant, "latest", "", capacity).await,
-                FetchKind::After(seq) => cluster.read_log(&tenant, "after_seq", &seq.to_string(), capacity).await,
+                FetchKind::Load => store.read_log(&tenant, ReadMode::Latest, capacity).await,
+                FetchKind::After(seq) => store.read_log(&tenant, ReadMode::AfterSeq(seq), capacity).await,
             };
             Fetched { tenant, kind, result }
         }));
@@ -376,11 +356,11 @@ impl SyncTask {
         match kind {
             FetchKind::Load => {
                 let reset = std::mem::take(&mut t.reset);
-                self.feed.bus.replace(&tenant, read.events, read.last_seq);
+                self.store.bus.replace(&tenant, read.events, read.last_seq);
                 t.loaded = true;
                 inflight.into_iter().for_each(|w| drop(w.send(Ok(()))));
                 if reset {
-                    self.close_tenant_sockets(&tenant);
+                    self.delivery.reset(&tenant);
                 }
             }
             FetchKind::After(_) if t.reset => {
@@ -391,7 +371,7 @@ impl SyncTask {
                 return;
             }
             FetchKind::After(seq) => {
-                let mine = self.feed.bus.id_at(&tenant, seq);
+                let mine = self.store.bus.id_at(&tenant, seq);
                 let same_history = match (read.anchor, mine) {
                     (Some(theirs), Some(mine)) => theirs == mine,
                     _ => true,
@@ -401,7 +381,7 @@ impl SyncTask {
                     t.reset = true;
                     t.pending.clear();
                     t.waiting.extend(inflight);
-                    self.cluster.metrics.resets.inc();
+                    self.shared.metrics.resets.inc();
                     self.fetch(&tenant);
                     return;
                 }
@@ -410,9 +390,9 @@ impl SyncTask {
                     t.needs_fetch = true;
                 }
                 for event in &read.events {
-                    let applied = self.feed.bus.apply(event);
+                    let applied = self.store.bus.apply(event, |e| self.delivery.deliver(e));
                     if applied == Applied::Appended {
-                        self.cluster.metrics.missed_events_fetched.inc();
+                        self.shared.metrics.missed_events_fetched.inc();
                     }
                     if let Applied::Gap { .. } = applied {
                         // The fetch raced a trim; fetch again.
@@ -433,7 +413,7 @@ impl SyncTask {
         let Some(t) = self.tenants.get_mut(tenant) else { return };
         let mut duplicates = Vec::new();
         while let Some(entry) = t.pending.first_entry() {
-            match self.feed.bus.apply(entry.get()) {
+            match self.store.bus.apply(entry.get(), |e| self.delivery.deliver(e)) {
                 Applied::Appended => {
                     entry.remove();
                 }
@@ -454,7 +434,7 @@ impl SyncTask {
 
     fn lost(&mut self) {
         self.subscribed = false;
-        self.cluster.subscribed.store(false, Ordering::Relaxed);
+        self.shared.subscribed.store(false, Ordering::Relaxed);
         for t in self.tenants.values_mut() {
             t.needs_fetch = true;
         }
@@ -479,35 +459,37 @@ impl SyncTask {
         }
     }
 
-    fn close_tenant_sockets(&self, tenant: &str) {
-        let sockets = self.namespace.sockets_in(&[&tenant_room(tenant)], &[]);
-        for socket in sockets {
-            socket.conn().close(CloseReason::ForcedClose);
-        }
-    }
-
     fn message(&mut self, message: &redis::Msg) {
         let channel = message.get_channel_name();
         let payload = message.get_payload_bytes();
-        let channels = &self.cluster.channels;
+        let Some((index, (nsp, channels))) = self.channels.iter().enumerate().find(|(_, (_, c))| {
+            channel == c.request
+                || channel == c.response
+                || channel == c.specific_response
+                || channel.starts_with(c.broadcast_prefix.as_str())
+        }) else {
+            return;
+        };
         if channel == channels.request {
-            self.request(payload);
-        } else if channel.starts_with(channels.broadcast_prefix.as_str()) {
-            match adapter::decode_broadcast(payload) {
-                Ok(b) if b.uid == self.cluster.uid => {}
-                Ok(b) if b.uid == self.cluster.store_uid => self.stored_event(&b),
+            self.adapter.on_request(nsp, payload, &self.namespaces);
+        } else if channel == channels.response || channel == channels.specific_response {
+            self.adapter.on_response(payload);
+        } else {
+            match wire::decode_broadcast(payload) {
+                Ok(b) if b.uid == self.shared.uid => {}
+                // Stored events are published on the feed's namespace (the first).
+                Ok(b) if b.uid == self.shared.store_uid && index == 0 => self.stored_event(&b),
                 // Another deployment's store on the same Redis (channels are
                 // global to the server, not per database or key prefix).
-                Ok(b) if b.uid.starts_with(adapter::STORE_UID) => {}
-                Ok(b) => self.broadcast(&b),
+                Ok(b) if b.uid.starts_with(wire::STORE_UID) => {}
+                Ok(b) => self.adapter.on_broadcast(&b, &self.namespaces),
                 Err(e) => tracing::debug!(error = %e, channel, "ignoring a malformed adapter message"),
             }
         }
-        // Responses: this server sends no requests.
     }
 
     fn stored_event(&mut self, b: &Broadcast) {
-        let Some((seq, fields)) = adapter::event_from_broadcast(b) else {
+        let Some((seq, fields)) = wire::event_from_broadcast(b) else {
             tracing::debug!("ignoring a malformed stored event");
             return;
         };
@@ -523,7 +505,7 @@ impl SyncTask {
         let (Some(id), Ok(json)) = (id, serde_json::to_string(fields)) else { return };
         let Some(event) = StoredEvent::from_parts(id, seq, &tenant, json) else { return };
         let event = Arc::new(event);
-        let limit = max_pending(self.cluster.capacity);
+        let limit = max_pending(self.store.capacity);
         let Some(t) = self.tenants.get_mut(&tenant) else { return };
         let wait = |t: &mut TenantSync, event: Arc<StoredEvent>| {
             if t.pending.len() >= limit {
@@ -539,7 +521,7 @@ impl SyncTask {
             wait(t, event);
             return;
         }
-        match self.feed.bus.apply(&event) {
+        match self.store.bus.apply(&event, |e| self.delivery.deliver(e)) {
             Applied::Appended if t.pending.is_empty() => {}
             Applied::Appended => self.drain_pending(&tenant, false),
             Applied::Gap { .. } => {
@@ -557,7 +539,7 @@ impl SyncTask {
     /// over with a snapshot instead of silently missing the new events. When
     /// the copy no longer holds that `seq`, a fetch compares the histories.
     fn check_duplicate(&mut self, tenant: &Arc<str>, event: &StoredEvent) {
-        match self.feed.bus.id_at(tenant, event.seq) {
+        match self.store.bus.id_at(tenant, event.seq) {
             Some(known) if known == event.id => {}
             Some(_) => {
                 tracing::warn!(tenant = %tenant, seq = event.seq, "the store's history of this tenant was lost and began again; reloading and closing this tenant's sockets");
@@ -565,64 +547,32 @@ impl SyncTask {
                     t.reset = true;
                     t.pending.clear();
                 }
-                self.cluster.metrics.resets.inc();
+                self.shared.metrics.resets.inc();
                 self.fetch(tenant);
             }
             None => self.fetch(tenant),
-        }
-    }
-
-    /// A broadcast of a Node server or the emitter, to the local sockets it selects.
-    fn broadcast(&self, b: &Broadcast) {
-        if b.nsp != self.namespace.name() {
-            return;
-        }
-        let serde_json::Value::Array(data) = &b.data else { return };
-        let Some(name) = data.first().and_then(|n| n.as_str()) else { return };
-        let packet = Packet::event(&b.nsp, name, data[1..].to_vec(), None, b.attachments.clone()).encode();
-        let rooms: Vec<&str> = b.rooms.iter().map(String::as_str).collect();
-        let except: Vec<&str> = b.except.iter().map(String::as_str).collect();
-        let op = BroadcastOp { rooms: &rooms, except_rooms: &except, except_socket: None };
-        self.cluster.metrics.remote_broadcasts.inc();
-        let stats = self.namespace.broadcast(&op, &packet);
-        self.feed.metrics.deliveries.inc_by(stats.delivered as u64);
-        self.feed.metrics.delivery_failures.inc_by(stats.failed as u64);
-    }
-
-    fn request(&self, payload: &[u8]) {
-        let (uid, request) = match adapter::decode_request(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "ignoring a malformed adapter request");
-                return;
-            }
-        };
-        if uid.as_deref() == Some(self.cluster.uid.as_str()) {
-            return;
-        }
-        let response = super::requests::answer(&self.namespace, &self.cluster.channels, request);
-        if let Some((channel, body)) = response {
-            self.cluster.metrics.requests_answered.inc();
-            let cluster = self.cluster.clone();
-            tokio::spawn(async move {
-                let _ = cluster.publish(&channel, body).await;
-            });
         }
     }
 }
 
 /// Pings through the subscription's connection; a missing answer means the
 /// subscription is dead even if the socket is open.
-async fn watch(mut sink: PubSubSink, cluster: Arc<Cluster>, generation: u64, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(PING_EVERY);
+async fn watch(
+    mut sink: PubSubSink,
+    shared: Arc<Shared>,
+    control: tokio::sync::mpsc::Sender<Control>,
+    generation: u64,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let ok = matches!(tokio::time::timeout(cluster.config.timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_)));
+        let ok = matches!(tokio::time::timeout(shared.config.timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_)));
         if !ok {
-            let _ = cluster.control.send(Control::SubscriptionLost { generation }).await;
+            let _ = control.send(Control::SubscriptionLost { generation }).await;
             return;
         }
     }

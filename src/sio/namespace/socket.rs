@@ -1,23 +1,24 @@
 //! A socket: one client's connection to one namespace, over one Engine.IO
-//! session. Emits, acknowledgements both ways, rooms, per-socket data.
+//! session. Emits, acknowledgements both ways, rooms, and the application's
+//! typed data.
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use crate::sio::adapter::wire::FetchedSocket;
 use bytes::Bytes;
 use eventfeed_protocol::socket::session::{Acks, TooManyAcks};
 use eventfeed_protocol::socket::{Encoded, Packet, encode_raw_ack};
 use prometheus_client::metrics::counter::Counter;
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::Client;
-use super::namespace::{DisconnectReason, Namespace};
+use super::{Accept, DisconnectReason, Namespace, NamespaceHandler};
 use crate::engine::{Conn, SendError};
+use crate::sio::{Client, DynSocket};
 
 /// An event received from the client.
 #[derive(Debug)]
@@ -35,7 +36,8 @@ pub struct Event {
 /// Answers one client event's acknowledgement (once).
 #[derive(Debug)]
 pub struct AckSender {
-    socket: Arc<Socket>,
+    conn: Arc<Conn>,
+    nsp: Arc<str>,
     id: u64,
 }
 
@@ -47,13 +49,12 @@ impl AckSender {
 
     /// Sends the acknowledgement with `args` (binary if `attachments` is not empty).
     pub fn send(self, args: Vec<Value>, attachments: Vec<Bytes>) -> Result<(), SendError> {
-        let packet = Packet::ack(self.socket.nsp.name(), self.id, args, attachments);
-        self.socket.conn.send_packet(&packet.encode())
+        self.conn.send_packet(&Packet::ack(&self.nsp, self.id, args, attachments).encode())
     }
 
     /// Sends the acknowledgement with arguments that are already JSON.
     pub fn send_raw(self, args: &[&RawValue]) -> Result<(), SendError> {
-        self.socket.conn.send(encode_raw_ack(self.socket.nsp.name(), self.id, args))
+        self.conn.send(encode_raw_ack(&self.nsp, self.id, args))
     }
 }
 
@@ -83,23 +84,35 @@ pub enum AckError {
     TooMany(#[from] TooManyAcks),
 }
 
+/// What a socket is made of besides its namespace and the handler's decision.
+pub struct SocketParts {
+    /// The Engine.IO session.
+    pub(super) conn: Arc<Conn>,
+    /// The session's Socket.IO state.
+    pub(super) client: Weak<Client>,
+    /// Server-to-client acknowledgements pending at most.
+    pub(super) max_acks: usize,
+    /// Where refusals at that bound are counted.
+    pub(super) ack_limit_rejections: Counter,
+}
+
 /// One client's connection to one namespace.
-pub struct Socket {
-    id: OnceLock<Arc<str>>,
-    pid: OnceLock<String>,
-    nsp: Arc<Namespace>,
+pub struct Socket<H: NamespaceHandler> {
+    id: Arc<str>,
+    pid: Option<Box<str>>,
+    nsp: Arc<Namespace<H>>,
     conn: Arc<Conn>,
     client: Weak<Client>,
     rooms: Mutex<Vec<Arc<str>>>,
     acks: Mutex<Acks<oneshot::Sender<AckReply>>>,
-    data: OnceLock<Box<dyn Any + Send + Sync>>,
     connected: AtomicBool,
     ack_limit_rejections: Counter,
+    data: H::Data,
 }
 
-impl std::fmt::Debug for Socket {
+impl<H: NamespaceHandler> std::fmt::Debug for Socket<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("id", &self.id()).field("nsp", &self.nsp.name()).finish_non_exhaustive()
+        f.debug_struct("Socket").field("id", &self.id).field("nsp", &self.nsp.name()).finish_non_exhaustive()
     }
 }
 
@@ -107,57 +120,47 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Socket {
-    pub(crate) fn new(
-        nsp: Arc<Namespace>,
-        conn: Arc<Conn>,
-        client: Weak<Client>,
-        max_acks: usize,
-        ack_limit_rejections: Counter,
-    ) -> Self {
+impl<H: NamespaceHandler> Socket<H> {
+    pub(super) fn new(nsp: Arc<Namespace<H>>, parts: SocketParts, accept: Accept<H::Data>) -> Self {
+        let id: Arc<str> = match accept.id {
+            Some(id) => id.into(),
+            None => crate::engine::new_sid().into(),
+        };
         Socket {
-            id: OnceLock::new(),
-            pid: OnceLock::new(),
+            id,
+            pid: accept.pid.map(String::into_boxed_str),
             nsp,
-            conn,
-            client,
+            conn: parts.conn,
+            client: parts.client,
             rooms: Mutex::new(Vec::new()),
-            acks: Mutex::new(Acks::new(max_acks)),
-            data: OnceLock::new(),
+            acks: Mutex::new(Acks::new(parts.max_acks)),
             connected: AtomicBool::new(false),
-            ack_limit_rejections,
+            ack_limit_rejections: parts.ack_limit_rejections,
+            data: accept.data,
         }
     }
 
-    /// The socket id (sent to the client in the CONNECT answer). Empty until
-    /// the CONNECT is accepted.
+    /// The socket id (sent to the client in the CONNECT answer).
     pub fn id(&self) -> &str {
-        self.id.get().map_or("", |id| id)
+        &self.id
     }
 
-    pub(crate) fn id_arc(&self) -> Arc<str> {
-        self.id.get_or_init(|| crate::engine::new_sid().into()).clone()
-    }
-
-    /// Gives the socket a previous session's id (connection state recovery).
-    /// Only before the CONNECT is accepted; returns whether it took effect.
-    pub fn restore_id(&self, id: &str) -> bool {
-        self.id.set(id.into()).is_ok()
-    }
-
-    /// Sets the private session id sent in the CONNECT answer (connection
-    /// state recovery); only before the CONNECT is accepted.
-    pub fn set_pid(&self, pid: String) -> bool {
-        self.pid.set(pid).is_ok()
+    pub(super) fn id_arc(&self) -> &Arc<str> {
+        &self.id
     }
 
     /// The private session id, when recovery is on.
     pub fn pid(&self) -> Option<&str> {
-        self.pid.get().map(String::as_str)
+        self.pid.as_deref()
+    }
+
+    /// The application's data, decided when the CONNECT was accepted.
+    pub fn data(&self) -> &H::Data {
+        &self.data
     }
 
     /// The namespace.
-    pub fn namespace(&self) -> &Arc<Namespace> {
+    pub fn namespace(&self) -> &Arc<Namespace<H>> {
         &self.nsp
     }
 
@@ -171,23 +174,8 @@ impl Socket {
         self.connected.load(Ordering::Acquire) && !self.conn.is_closed()
     }
 
-    pub(crate) fn set_connected(&self, v: bool) -> bool {
+    pub(super) fn set_connected(&self, v: bool) -> bool {
         self.connected.swap(v, Ordering::AcqRel)
-    }
-
-    /// Attaches application data (once; a second call returns it back).
-    pub fn set_data<T: Any + Send + Sync>(&self, data: T) -> Result<(), T> {
-        let mut slot = Some(data);
-        self.data.get_or_init(|| Box::new(slot.take().expect("taken once")));
-        match slot {
-            None => Ok(()),
-            Some(d) => Err(d),
-        }
-    }
-
-    /// The application data, if set and of type `T`.
-    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.data.get()?.downcast_ref()
     }
 
     /// Emits `event` with `args` (binary if `attachments` is not empty).
@@ -240,16 +228,6 @@ impl Socket {
         }
     }
 
-    pub(crate) fn resolve_ack(&self, id: u64, reply: AckReply) {
-        if let Some(tx) = lock(&self.acks).resolve(id) {
-            let _ = tx.send(reply);
-        }
-    }
-
-    pub(crate) fn ack_sender(self: &Arc<Self>, id: u64) -> AckSender {
-        AckSender { socket: self.clone(), id }
-    }
-
     /// Joins `room`.
     pub fn join(self: &Arc<Self>, room: &str) {
         let mut rooms = lock(&self.rooms);
@@ -275,11 +253,11 @@ impl Socket {
         lock(&self.rooms).clone()
     }
 
-    pub(crate) fn in_any(&self, rooms: &[&str]) -> bool {
+    pub(super) fn in_any(&self, rooms: &[&str]) -> bool {
         !rooms.is_empty() && lock(&self.rooms).iter().any(|r| rooms.contains(&&**r))
     }
 
-    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
+    pub(super) fn take_rooms(&self) -> Vec<Arc<str>> {
         std::mem::take(&mut *lock(&self.rooms))
     }
 
@@ -291,13 +269,21 @@ impl Socket {
         }
         let _ = self.conn.send_packet(&Packet::disconnect(self.nsp.name()).encode());
         if let Some(client) = self.client.upgrade() {
-            client.remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
+            client.remove_socket(self.nsp.name(), DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+
+    /// Disconnects the socket; with `close`, its Engine.IO session too.
+    pub fn disconnect_and_close(self: &Arc<Self>, close: bool) {
+        self.disconnect();
+        if close {
+            self.conn.close(eventfeed_protocol::engine::session::CloseReason::ForcedClose);
         }
     }
 
     /// Removes the socket from its namespace and rooms, fails its pending
     /// acks, and tells the handler. Runs once.
-    pub(crate) fn cleanup(self: &Arc<Self>, reason: DisconnectReason) {
+    pub(super) fn cleanup(self: &Arc<Self>, reason: DisconnectReason) {
         if !self.set_connected(false) {
             return;
         }
@@ -305,5 +291,51 @@ impl Socket {
         // Dropping the senders wakes every waiter with `Disconnected`.
         drop(lock(&self.acks).drain().collect::<Vec<_>>());
         self.nsp.handler().on_disconnect(self, reason);
+    }
+
+    /// What `fetchSockets` reports of this socket to another server: its id,
+    /// rooms (its own id among them, as Node's sockets are in theirs) and peer
+    /// address; never the CONNECT payload (it holds credentials) nor the
+    /// application's data.
+    pub(super) fn fetched(&self) -> FetchedSocket {
+        let mut rooms = vec![self.id.to_string()];
+        rooms.extend(self.rooms().iter().map(|r| r.to_string()));
+        let address = self.conn.peer().map(|p| p.ip().to_string()).unwrap_or_default();
+        FetchedSocket {
+            id: self.id.to_string(),
+            handshake: json!({
+                "headers": {},
+                "time": "",
+                "address": address,
+                "xdomain": false,
+                "secure": false,
+                "issued": 0,
+                "url": "/socket.io/",
+                "query": {},
+                "auth": {},
+            }),
+            rooms,
+            data: json!({}),
+        }
+    }
+}
+
+impl<H: NamespaceHandler> DynSocket for Socket<H> {
+    fn on_event(self: Arc<Self>, event: Event) {
+        self.nsp.handler().on_event(&self, event);
+    }
+
+    fn resolve_ack(&self, id: u64, reply: AckReply) {
+        if let Some(tx) = lock(&self.acks).resolve(id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn ack_sender(&self, id: u64) -> AckSender {
+        AckSender { conn: self.conn.clone(), nsp: self.nsp.name_arc().clone(), id }
+    }
+
+    fn cleanup(self: Arc<Self>, reason: DisconnectReason) {
+        Socket::cleanup(&self, reason);
     }
 }

@@ -2325,3 +2325,140 @@ mod tests {
         }
     }
 }
+
+// TEMPORARY until the protocol crate's two-way codec lands (replaced by eventfeed_protocol::adapter).
+/// A response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// 0
+    Sockets {
+        /// id
+        request_id: String,
+        /// ids
+        sockets: Vec<String>,
+    },
+    /// 1
+    AllRooms {
+        /// id
+        request_id: String,
+        /// rooms
+        rooms: Vec<String>,
+    },
+    /// 5
+    FetchSockets {
+        /// id
+        request_id: String,
+        /// sockets
+        sockets: Vec<FetchedSocket>,
+    },
+    /// ack
+    RemoteAck {
+        /// id
+        request_id: String,
+    },
+    /// 6
+    ServerSideEmit {
+        /// id
+        request_id: String,
+        /// data
+        data: Option<Value>,
+    },
+    /// 8
+    BroadcastClientCount {
+        /// id
+        request_id: String,
+        /// count
+        client_count: usize,
+    },
+}
+
+impl Response {
+    /// id
+    pub fn request_id(&self) -> &str {
+        match self {
+            Response::Sockets { request_id, .. }
+            | Response::AllRooms { request_id, .. }
+            | Response::FetchSockets { request_id, .. }
+            | Response::RemoteAck { request_id }
+            | Response::ServerSideEmit { request_id, .. }
+            | Response::BroadcastClientCount { request_id, .. } => request_id,
+        }
+    }
+}
+
+/// enc
+pub fn encode_response(r: &Response) -> Vec<u8> {
+    match r {
+        Response::Sockets { request_id, sockets } => sockets_response(request_id, sockets),
+        Response::AllRooms { request_id, rooms } => all_rooms_response(request_id, rooms),
+        Response::FetchSockets { request_id, sockets } => fetch_response(request_id, sockets),
+        Response::RemoteAck { request_id } => remote_ack_response(request_id),
+        Response::ServerSideEmit { request_id, data } => server_side_emit_response(request_id, data.as_ref()),
+        Response::BroadcastClientCount { request_id, client_count } => {
+            broadcast_client_count_response(request_id, *client_count)
+        }
+    }
+}
+
+/// dec
+pub fn decode_response(msg: &[u8]) -> Result<Response, AdapterError> {
+    let v: Value = serde_json::from_slice(msg).map_err(|_| malformed("json"))?;
+    let request_id = v.get("requestId").and_then(Value::as_str).ok_or_else(|| malformed("id"))?.to_owned();
+    if v.get("type").and_then(Value::as_u64) == Some(6) {
+        return Ok(Response::ServerSideEmit { request_id, data: v.get("data").cloned() });
+    }
+    if let Some(rooms) = v.get("rooms").and_then(Value::as_array) {
+        return Ok(Response::AllRooms {
+            request_id,
+            rooms: rooms.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect(),
+        });
+    }
+    if let Some(sockets) = v.get("sockets").and_then(Value::as_array) {
+        return Ok(Response::FetchSockets {
+            request_id,
+            sockets: sockets
+                .iter()
+                .filter_map(|s| {
+                    Some(FetchedSocket {
+                        id: s.get("id")?.as_str()?.to_owned(),
+                        handshake: s.get("handshake").cloned().unwrap_or(Value::Null),
+                        rooms: s
+                            .get("rooms")?
+                            .as_array()?
+                            .iter()
+                            .filter_map(|r| r.as_str().map(str::to_owned))
+                            .collect(),
+                        data: s.get("data").cloned().unwrap_or(Value::Null),
+                    })
+                })
+                .collect(),
+        });
+    }
+    Ok(Response::RemoteAck { request_id })
+}
+
+/// enc
+pub fn encode_request(uid: Option<&str>, r: &Request) -> Vec<u8> {
+    let sel = |s: &Selector| json!({"rooms": s.rooms, "except": s.except});
+    let v = match r {
+        Request::AllRooms { request_id } => json!({"uid": uid, "requestId": request_id, "type": 1}),
+        Request::RemoteJoin { selector, rooms } => {
+            json!({"uid": uid, "type": 2, "opts": sel(selector), "rooms": rooms})
+        }
+        Request::RemoteLeave { selector, rooms } => {
+            json!({"uid": uid, "type": 3, "opts": sel(selector), "rooms": rooms})
+        }
+        Request::RemoteDisconnect { selector, close } => {
+            json!({"uid": uid, "type": 4, "opts": sel(selector), "close": close})
+        }
+        Request::RemoteFetch { request_id, selector } => {
+            json!({"uid": uid, "requestId": request_id, "type": 5, "opts": sel(selector)})
+        }
+        Request::ServerSideEmit { request_id: Some(id), data, .. } => {
+            json!({"uid": uid, "requestId": id, "type": 6, "data": data})
+        }
+        Request::ServerSideEmit { request_id: None, data, .. } => json!({"uid": uid, "type": 6, "data": data}),
+        _ => json!({}),
+    };
+    v.to_string().into_bytes()
+}

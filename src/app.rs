@@ -1,0 +1,140 @@
+//! The wiring: a feed over a store, its namespace in a Socket.IO server over
+//! a cluster adapter, the Engine.IO endpoint and the router — for one of the
+//! two backends, chosen here once: in memory ([`App::new`]) or shared through
+//! Redis ([`App::redis`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::memory::MemoryStore;
+use crate::backend::redis::{Redis, RedisAdapter, RedisStore};
+use crate::config::RedisConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::feed::rest::Rest;
+use crate::feed::{Feed, FeedConfig, Gateway, Store, Tokens};
+use crate::metrics::{Metrics, RedisMetrics};
+use crate::server::Router;
+use crate::sio::{Adapter, LocalAdapter, Namespace, SioConfig, SocketIo};
+
+/// Everything the server runs: the feed, its Socket.IO engine, the router.
+pub struct App<S: Store = MemoryStore, A: Adapter = LocalAdapter> {
+    /// The feed.
+    pub feed: Arc<Feed<S>>,
+    /// The Socket.IO engine.
+    pub engine: Arc<Engine<SocketIo<A>>>,
+    /// The feed's namespace.
+    pub namespace: Arc<Namespace<Gateway<S>>>,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    nsp_label: &'static str,
+}
+
+impl App {
+    /// The feed in this process alone, with `tokens`, serving Socket.IO with
+    /// `engine_config`.
+    pub fn new(config: FeedConfig, tokens: Tokens, engine_config: EngineConfig, sio_config: SioConfig) -> Self {
+        let store = MemoryStore::new(config.buffer_size, config.recovery_window, config.max_kept_sessions);
+        App::build(store, LocalAdapter, Metrics::new(), config, tokens, engine_config, sio_config)
+    }
+}
+
+impl App<RedisStore, RedisAdapter> {
+    /// The feed shared with other instances through Redis: the store, the
+    /// sessions kept for recovery, and the broadcasts and requests of the
+    /// cluster adapter. Connects lazily: an unreachable Redis makes the
+    /// server unready, not fail.
+    pub fn redis(
+        redis: RedisConfig,
+        config: FeedConfig,
+        tokens: Tokens,
+        engine_config: EngineConfig,
+        sio_config: SioConfig,
+    ) -> Result<Self, String> {
+        let mut metrics = Metrics::new();
+        let redis_metrics = RedisMetrics {
+            deliveries: metrics.deliveries.clone(),
+            delivery_failures: metrics.delivery_failures.clone(),
+            ..RedisMetrics::default()
+        };
+        metrics.register_redis(&redis_metrics);
+        let redis = Redis::new(redis, &config.namespace, config.buffer_size, config.recovery_window, redis_metrics)?;
+        tracing::info!(prefix = %redis.prefix(), uid = %redis.uid(), "redis mode: store and broadcast shared through redis");
+        let app = App::build(redis.store(), redis.adapter(), metrics, config, tokens, engine_config, sio_config);
+        redis.start(app.feed.delivery().clone(), app.engine.handler().namespaces().clone(), app.feed.shutdown.clone());
+        Ok(app)
+    }
+}
+
+impl<S: Store, A: Adapter> App<S, A> {
+    fn build(
+        store: S,
+        adapter: A,
+        metrics: Metrics,
+        mut config: FeedConfig,
+        tokens: Tokens,
+        engine_config: EngineConfig,
+        sio_config: SioConfig,
+    ) -> Self {
+        // A recovery queues every missed event at once: keep that well inside a
+        // socket's outgoing queue, or the recovering client would be dropped
+        // as a slow consumer during its own recovery.
+        config.max_recovered_events = config.max_recovered_events.min(engine_config.max_queue / 2);
+        let engine_metrics = metrics.engine.clone();
+        let sio_config = SioConfig { metrics: metrics.sio.clone(), ..sio_config };
+        let metrics = Arc::new(metrics);
+        let nsp = config.namespace.clone();
+        let feed = Feed::new(store, tokens, config, metrics.clone());
+        let namespace = Namespace::new(nsp.clone(), Gateway::new(feed.clone()));
+        feed.delivery().attach(namespace.clone());
+        let io = SocketIo::with_adapter(sio_config, adapter).with(namespace.clone());
+        let engine = Engine::with_metrics(engine_config, io, engine_metrics);
+        // Metric labels are static; the namespace name is set once per process.
+        let nsp_label: &'static str = Box::leak(nsp.into_boxed_str());
+        App { feed, engine, namespace, metrics, nsp_label }
+    }
+
+    /// The token that shuts the server down; `/readyz` fails once it is cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.feed.shutdown.clone()
+    }
+
+    /// The router: `/socket.io/` for Socket.IO, the REST API for the rest.
+    pub fn router(&self) -> Router {
+        let engine = self.engine.clone();
+        let namespace = self.namespace.clone();
+        let nsp_label = self.nsp_label;
+        let refresh = move |m: &Metrics| {
+            let (polling, websocket) = engine.sessions_by_transport();
+            m.connections.get_or_create(&vec![("transport", "polling")]).set(polling as i64);
+            m.connections.get_or_create(&vec![("transport", "websocket")]).set(websocket as i64);
+            m.sockets.get_or_create(&vec![("namespace", nsp_label)]).set(namespace.socket_count() as i64);
+        };
+        let rest = Rest::new(self.feed.clone(), Box::new(refresh));
+        Router::new().engine("/socket.io/", self.engine.clone()).fallback(Arc::new(rest))
+    }
+
+    /// Drops idle rate-limit buckets and expired recovery sessions every
+    /// `every` until shutdown.
+    pub fn spawn_housekeeping(&self, every: Duration) {
+        let feed = self.feed.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        feed.limits.sweep();
+                        feed.store.sweep();
+                    }
+                    _ = feed.shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    /// Waits (at most `within`) for the store's queued writes, at shutdown.
+    pub async fn finish(&self, within: Duration) -> bool {
+        self.feed.store.finish(within).await
+    }
+}

@@ -1,0 +1,428 @@
+//! The event store in Redis, behind the feed's store seam: the scripts that
+//! append (allocating the `seq` and publishing the event) and read a
+//! tenant's log consistently, this instance's copy of the logs of the
+//! tenants it serves (kept current by [`super::sync`]), and the sessions
+//! kept for recovery ([`super::sessions`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::{Script, Value as RValue};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{Control, SessionOp, Shared, hex, wire};
+use crate::backend::memory::{EventBus, TenantLog};
+use crate::feed::event::PreparedEvent;
+use crate::feed::recovery::{Kept, Owner};
+use crate::feed::store::{Answer, Delivery, Found, Later, Opening, Store};
+use crate::feed::{FeedError, NewEvent, Page, PageRequest, StoredEvent, tenant_room};
+
+/// Allocates the next `seq`, stores the event, trims the log to capacity
+/// (dropping evicted ids from the index) and publishes it — one atomic step.
+/// KEYS: seq, log, ids. ARGV: capacity, id, JSON head, JSON tail, message
+/// head, message tail, channel. Returns the `seq`.
+const APPEND: &str = r#"
+local seq = redis.call('INCR', KEYS[1])
+local s = string.format('%d', seq)
+redis.call('RPUSH', KEYS[2], ARGV[3] .. s .. ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[2], s)
+local cap = tonumber(ARGV[1])
+local n = redis.call('LLEN', KEYS[2])
+while n > cap do
+  local old = redis.call('LPOP', KEYS[2])
+  redis.call('HDEL', KEYS[3], string.sub(old, 8, 43))
+  n = n - 1
+end
+redis.call('PUBLISH', ARGV[7], ARGV[5] .. cmsgpack.pack(seq) .. ARGV[6])
+return seq
+"#;
+
+/// Reads a tenant's log consistently. KEYS: seq, log, ids. ARGV: mode
+/// (`latest`, `after_id`, `after_seq`, `get`), its argument, limit.
+/// Returns `{last_seq, first_seq, status, has_more, anchor, events…}`;
+/// status 0 is fine, 1 means the id or `seq` asked for is no longer retained
+/// (gap), 2 means the `seq` asked for is newer than the newest (the history
+/// was lost). `anchor` is, for `after_seq`, the id of the event at that `seq`
+/// when it is retained (so the caller can tell it is the same history), else
+/// empty. An index entry that does not match the log is treated as absent.
+const READ: &str = r#"
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n = redis.call('LLEN', KEYS[2])
+local first = last - n + 1
+local mode = ARGV[1]
+local limit = tonumber(ARGV[3])
+local start = 0
+local status = 0
+local anchor = ''
+local function id_of(e) return string.sub(e, 8, 43) end
+if mode == 'latest' then
+  start = n - limit
+  if start < 0 then start = 0 end
+elseif mode == 'after_id' then
+  local s = redis.call('HGET', KEYS[3], ARGV[2])
+  if s then start = tonumber(s) - first + 1 end
+  if not s or start < 1 or start > n then start = 0; status = 1 end
+elseif mode == 'after_seq' then
+  local s = tonumber(ARGV[2])
+  if s > last then return {last, first, 2, 0, ''} end
+  if s + 1 < first then return {last, first, 1, 0, ''} end
+  if s >= first then anchor = id_of(redis.call('LINDEX', KEYS[2], s - first)) end
+  start = s - first + 1
+elseif mode == 'get' then
+  local s = redis.call('HGET', KEYS[3], ARGV[2])
+  if not s then return {last, first, 1, 0, ''} end
+  local i = tonumber(s) - first
+  if i < 0 or i >= n then return {last, first, 1, 0, ''} end
+  local e = redis.call('LINDEX', KEYS[2], i)
+  if not e or id_of(e) ~= ARGV[2] then return {last, first, 1, 0, ''} end
+  return {last, first, 0, 0, '', e}
+end
+local out = {last, first, status, 0, anchor}
+if start < n and limit > 0 then
+  local events = redis.call('LRANGE', KEYS[2], start, start + limit - 1)
+  for i = 1, #events do out[#out + 1] = events[i] end
+  if start + limit < n then out[4] = 1 end
+end
+return out
+"#;
+
+/// Takes a kept session if the credentials match (else leaves it for its
+/// owner). KEYS: the session. ARGV: tenant, user, token digest (hex).
+/// Returns `{sid, base_seq}` or nil.
+const TAKE_SESSION: &str = r#"
+local v = redis.call('HMGET', KEYS[1], 'tenant', 'user', 'digest', 'sid', 'base_seq')
+if v[1] == ARGV[1] and v[2] == ARGV[2] and v[3] == ARGV[3] then
+  redis.call('DEL', KEYS[1])
+  return {v[4], v[5]}
+end
+return false
+"#;
+
+/// What a read of a tenant's log gave.
+#[derive(Debug, Default)]
+pub(crate) struct LogRead {
+    pub last_seq: u64,
+    pub status: i64,
+    pub has_more: bool,
+    /// For `after_seq`: the id of the event at that `seq` in the store.
+    pub anchor: Option<Uuid>,
+    pub events: Vec<Arc<StoredEvent>>,
+}
+
+/// How a tenant's log is read ([`READ`]'s modes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReadMode<'a> {
+    /// The most recent events.
+    Latest,
+    /// The events after this id (`gap` when it is not retained).
+    AfterId(&'a Uuid),
+    /// The events after this `seq` (status 1 when some are not retained).
+    AfterSeq(u64),
+    /// The event with this id.
+    Get(&'a Uuid),
+}
+
+/// The feed's store in Redis (a handle: clones share it).
+#[derive(Clone)]
+pub struct RedisStore(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) shared: Arc<Shared>,
+    /// The feed's namespace, where stored events are published.
+    namespace: String,
+    pub(crate) capacity: usize,
+    /// This instance's copy of the logs of the tenants it serves.
+    pub(crate) bus: EventBus,
+    append: Script,
+    read: Script,
+    take_session: Script,
+    /// Requests to the subscription task.
+    pub(crate) control: mpsc::Sender<Control>,
+    /// Session writes for recovery, in order.
+    pub(crate) sessions: mpsc::Sender<SessionOp>,
+    /// The recovery window (zero: recovery off).
+    pub(crate) window: Duration,
+    /// The `pid`s of this instance's live sockets, whose sessions it renews.
+    pub(crate) live: Mutex<HashSet<String, foldhash::fast::RandomState>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.0.shared.config.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        namespace: &str,
+        capacity: usize,
+        window: Duration,
+        control: mpsc::Sender<Control>,
+        sessions: mpsc::Sender<SessionOp>,
+    ) -> Self {
+        let capacity = capacity.max(1);
+        RedisStore(Arc::new(Inner {
+            shared,
+            namespace: namespace.to_owned(),
+            capacity,
+            bus: EventBus::new(capacity),
+            append: Script::new(APPEND),
+            read: Script::new(READ),
+            take_session: Script::new(TAKE_SESSION),
+            control,
+            sessions,
+            window,
+            live: Mutex::default(),
+        }))
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.0
+    }
+}
+
+impl Inner {
+    fn key(&self, tenant: &str, what: &str) -> String {
+        // The tenant in braces: one hash slot per tenant.
+        format!("{}:{{{tenant}}}:{what}", self.shared.config.prefix)
+    }
+
+    /// The KEYS of the append and read scripts: the tenant's seq, log and ids.
+    fn tenant_keys<'a, 'b>(
+        &self,
+        invocation: &'b mut redis::ScriptInvocation<'a>,
+        tenant: &str,
+    ) -> &'b mut redis::ScriptInvocation<'a> {
+        invocation.key(self.key(tenant, "seq")).key(self.key(tenant, "log")).key(self.key(tenant, "ids"))
+    }
+
+    pub(crate) fn session_key(&self, pid: &str) -> String {
+        format!("{}:session:{pid}", self.shared.config.prefix)
+    }
+
+    /// The feed's namespace, where stored events are published.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn live(&self) -> MutexGuard<'_, HashSet<String, foldhash::fast::RandomState>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores a new event of `tenant` and publishes it; every instance
+    /// (this one too) delivers it from the subscription.
+    async fn append(&self, tenant: &str, new: NewEvent) -> Result<Arc<StoredEvent>, FeedError> {
+        let prepared = PreparedEvent::new(new, tenant.into());
+        let room = tenant_room(tenant);
+        let id = prepared.id.to_string();
+        let fields = wire::EventFields {
+            id: &id,
+            tenant_id: tenant,
+            message: &prepared.message,
+            timestamp: &prepared.timestamp,
+            author: &prepared.author,
+        };
+        let template = wire::event_template(&self.shared.store_uid, &self.namespace, &room, &fields);
+        let channel = self.shared.channels(&self.namespace).broadcast(&[room.as_str()]);
+        let mut conn = self.shared.conn.clone();
+        let mut invocation = self.append.prepare_invoke();
+        self.tenant_keys(&mut invocation, tenant)
+            .arg(self.capacity)
+            .arg(&id)
+            .arg(&prepared.json_head)
+            .arg(&prepared.json_tail)
+            .arg(&template.head)
+            .arg(&template.tail)
+            .arg(&channel);
+        let seq: u64 = self.shared.call(invocation.invoke_async(&mut conn)).await?;
+        Ok(Arc::new(prepared.with_seq(seq)))
+    }
+
+    /// Reads the tenant's log as `mode` says, at most `limit` events.
+    pub(crate) async fn read_log(&self, tenant: &str, mode: ReadMode<'_>, limit: usize) -> Result<LogRead, FeedError> {
+        let (name, arg) = match mode {
+            ReadMode::Latest => ("latest", String::new()),
+            ReadMode::AfterId(id) => ("after_id", id.to_string()),
+            ReadMode::AfterSeq(seq) => ("after_seq", seq.to_string()),
+            ReadMode::Get(id) => ("get", id.to_string()),
+        };
+        let mut conn = self.shared.conn.clone();
+        let mut invocation = self.read.prepare_invoke();
+        self.tenant_keys(&mut invocation, tenant).arg(name).arg(arg).arg(limit.min(self.capacity));
+        let reply: Vec<RValue> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
+        parse_read(tenant, reply).ok_or_else(|| {
+            tracing::error!(tenant, "unexpected answer from the read script");
+            FeedError::Internal
+        })
+    }
+
+    /// A page of `tenant`'s events, from the store (so any instance answers alike).
+    async fn read(&self, tenant: &str, request: PageRequest) -> Result<Page, FeedError> {
+        match request.since {
+            Some(since) => {
+                let read = self.read_log(tenant, ReadMode::AfterId(&since), request.limit).await?;
+                Ok(Page { events: read.events, has_more: read.has_more, gap: read.status != 0 })
+            }
+            None => {
+                let read = self.read_log(tenant, ReadMode::Latest, request.limit).await?;
+                Ok(Page { events: read.events, has_more: false, gap: false })
+            }
+        }
+    }
+
+    /// The event `id` of `tenant`, if retained.
+    async fn get(&self, tenant: &str, id: &Uuid) -> Result<Option<Arc<StoredEvent>>, FeedError> {
+        let read = self.read_log(tenant, ReadMode::Get(id), 1).await?;
+        Ok(read.events.into_iter().next())
+    }
+
+    /// Makes sure this instance has a copy of the tenant's log (a socket of
+    /// it is connecting); with `fresh`, one that has caught up with the store
+    /// as of now (the socket resumes from an event id it may have seen on
+    /// another instance a moment ago). Fails when Redis cannot be reached and
+    /// there is no copy yet. Bounded in time.
+    async fn ensure_tenant(&self, tenant: &str, fresh: bool) -> Result<(), FeedError> {
+        let ask = async {
+            let (reply, answer) = oneshot::channel();
+            self.control.send(Control::Load { tenant: tenant.into(), fresh, reply }).await.ok()?;
+            answer.await.ok()
+        };
+        match tokio::time::timeout(self.shared.config.timeout * 2, ask).await {
+            Ok(Some(result)) => result,
+            _ => Err(FeedError::Unavailable { retry_after: 1 }),
+        }
+    }
+
+    /// Takes the session kept under `pid` if these credentials opened it.
+    async fn take_session(&self, pid: &str, owner: &OwnedOwner) -> Result<Option<Kept>, FeedError> {
+        let digest = hex(&owner.token_digest);
+        let mut conn = self.shared.conn.clone();
+        let mut invocation = self.take_session.prepare_invoke();
+        invocation.key(self.session_key(pid)).arg(&owner.tenant).arg(&owner.user).arg(&digest);
+        let found: Option<(String, u64)> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
+        Ok(found.map(|(sid, base_seq)| Kept {
+            sid,
+            tenant: owner.tenant.clone(),
+            user: owner.user.clone(),
+            token_digest: owner.token_digest,
+            rooms: vec![tenant_room(&owner.tenant)],
+            base_seq,
+        }))
+    }
+}
+
+/// The credentials of a connecting socket, owned by the future that opens
+/// its tenant.
+struct OwnedOwner {
+    tenant: String,
+    user: String,
+    token_digest: [u8; 32],
+}
+
+impl Store for RedisStore {
+    type View = TenantLog;
+
+    fn append<D: Delivery>(
+        &self,
+        tenant: &str,
+        event: NewEvent,
+        _delivery: &D,
+    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<D>> {
+        let (inner, tenant) = (self.0.clone(), tenant.to_owned());
+        Answer::Later(async move { inner.append(&tenant, event).await })
+    }
+
+    fn read(&self, tenant: &str, request: PageRequest) -> Answer<Result<Page, FeedError>, impl Later<Page> + use<>> {
+        let (inner, tenant) = (self.0.clone(), tenant.to_owned());
+        Answer::Later(async move { inner.read(&tenant, request).await })
+    }
+
+    fn get(&self, tenant: &str, id: &Uuid) -> Answer<Result<Found, FeedError>, impl Later<Found> + use<>> {
+        let (inner, tenant, id) = (self.0.clone(), tenant.to_owned(), *id);
+        Answer::Later(async move { inner.get(&tenant, &id).await })
+    }
+
+    fn open(&self, opening: Opening<'_>) -> Answer<Result<Option<Kept>, FeedError>, impl Later<Option<Kept>> + use<>> {
+        let inner = self.0.clone();
+        let Owner { tenant, user, token_digest } = opening.owner;
+        let owner = OwnedOwner { tenant: tenant.to_owned(), user: user.to_owned(), token_digest: *token_digest };
+        let (fresh, pid) = (opening.fresh, opening.pid.map(str::to_owned));
+        Answer::Later(async move {
+            // The snapshot, recovery and replay on connect come from this
+            // instance's copy of the tenant's log: make sure it is there.
+            inner.ensure_tenant(&owner.tenant, fresh).await?;
+            let Some(pid) = pid else { return Ok(None) };
+            // Redis failing here only costs the recovery: a fresh session.
+            Ok(inner.take_session(&pid, &owner).await.unwrap_or(None))
+        })
+    }
+
+    fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&TenantLog) -> R) -> R {
+        self.0.bus.with_log(tenant, f)
+    }
+
+    fn session_opened(&self, pid: &str, kept: impl FnOnce() -> Kept) {
+        if self.0.window.is_zero() {
+            return;
+        }
+        self.0.live().insert(pid.to_owned());
+        self.0.queue_session(SessionOp::Keep { pid: pid.to_owned(), kept: Box::new(kept()) });
+    }
+
+    fn session_closed(&self, pid: &str, recoverable: bool, kept: impl FnOnce() -> Kept) {
+        if self.0.window.is_zero() {
+            return;
+        }
+        self.0.live().remove(pid);
+        // Kept in Redis, so the client can come back on any instance.
+        let op = match recoverable {
+            true => SessionOp::Keep { pid: pid.to_owned(), kept: Box::new(kept()) },
+            false => SessionOp::Forget { pid: pid.to_owned() },
+        };
+        self.0.queue_session(op);
+    }
+
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.0.shared.is_ready() { Ok(()) } else { Err("redis unavailable") }
+    }
+
+    fn sweep(&self) {}
+
+    fn finish(&self, within: Duration) -> impl std::future::Future<Output = bool> + Send {
+        let inner = self.0.clone();
+        async move {
+            let ok = inner.finish_writes(within).await;
+            if !ok {
+                tracing::warn!("some sessions kept for recovery were not written to redis before exit");
+            }
+            ok
+        }
+    }
+}
+
+fn parse_read(tenant: &str, reply: Vec<RValue>) -> Option<LogRead> {
+    let int = |v: &RValue| match v {
+        RValue::Int(i) => Some(*i),
+        _ => None,
+    };
+    let mut it = reply.into_iter();
+    let last = int(&it.next()?)?;
+    let _first = int(&it.next()?)?;
+    let status = int(&it.next()?)?;
+    let has_more = int(&it.next()?)? != 0;
+    let anchor = match it.next()? {
+        RValue::BulkString(b) => std::str::from_utf8(&b).ok().and_then(|s| Uuid::try_parse(s).ok()),
+        _ => None,
+    };
+    let tenant: Arc<str> = tenant.into();
+    let mut events = Vec::with_capacity(it.len());
+    for v in it {
+        let RValue::BulkString(bytes) = v else { return None };
+        let json = String::from_utf8(bytes).ok()?;
+        events.push(Arc::new(StoredEvent::from_json(&tenant, json)?));
+    }
+    Some(LogRead { last_seq: u64::try_from(last).ok()?, status, has_more, anchor, events })
+}
