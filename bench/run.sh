@@ -9,6 +9,9 @@
 #   bench/run.sh --repeats 5
 #   bench/run.sh --big            also hold 100,000 idle clients (eventfeed only)
 #   bench/run.sh --report DIR     print the table of an earlier results directory
+#   bench/run.sh --compare OLD_BIN
+#                                 two eventfeed builds instead: OLD_BIN and this
+#                                 checkout's, interleaved; medians, new / old, every run
 #
 # See bench/README.md for what each case measures.
 set -euo pipefail
@@ -32,6 +35,8 @@ usage() {
   cat <<EOF
 usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--cluster] [--no-build]
                     [--servers eventfeed,baseline] [--out DIR]
+       bench/run.sh --compare OLD_BIN [--new-bin NEW_BIN] [--labels OLD,NEW] [--servers baseline]
+                    [--quick] [--case NAME]... [--repeats N] [--big] [--cluster] [--no-build] [--out DIR]
        bench/run.sh --report DIR
 
   --quick        1 repeat, short durations, small sizes (a smoke test of the suite)
@@ -43,7 +48,17 @@ usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--cluster]
   --no-build     use the binaries and node_modules already built
   --servers S    comma-separated subset of eventfeed,baseline (default both)
   --out DIR      results directory (default bench/results/<timestamp>)
-  --report DIR   only print the table of an earlier run's results
+  --report DIR   only print the table of an earlier run's results (either mode)
+Comparing two builds of eventfeed (the baseline is not run unless --servers baseline):
+  --compare OLD_BIN  run the cases against OLD_BIN and NEW (this checkout's release build,
+                 built unless --no-build), interleaved old, new, old, new, ... (each a fresh
+                 server, the same environment and pinning); the cluster cases run two
+                 instances of each side's own binary. Prints per figure each side's median,
+                 new / old and every run's values; no targets
+  --new-bin NEW_BIN  the new side is this binary instead of this checkout's build
+  --labels OLD,NEW   names of the two sides in the output (default old,new)
+  --servers baseline also run the Node baseline (old, new, baseline, ...) and print new
+                 against it, with the targets, under each compare table
 Environment: SERVER_CPU (default 0), LOADGEN_CPU (default 1), CARGO_TARGET_DIR, NODE.
 EOF
 }
@@ -57,6 +72,10 @@ BUILD=1
 SERVERS="eventfeed,baseline"
 OUT=""
 REPORT=""
+COMPARE_OLD="" # --compare: the old side's binary
+COMPARE_NEW="" # --new-bin: the new side's binary (default: this checkout's build)
+LABELS="old,new"
+SERVERS_SET=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -65,7 +84,10 @@ while [[ $# -gt 0 ]]; do
     --big) BIG=1 ;;
     --cluster) CLUSTER=1 ;;
     --no-build) BUILD=0 ;;
-    --servers) SERVERS="${2:?--servers needs a list}"; shift ;;
+    --servers) SERVERS="${2:?--servers needs a list}"; SERVERS_SET=1; shift ;;
+    --compare) COMPARE_OLD="${2:?--compare needs the old eventfeed binary}"; shift ;;
+    --new-bin) COMPARE_NEW="${2:?--new-bin needs an eventfeed binary}"; shift ;;
+    --labels) LABELS="${2:?--labels needs OLD,NEW}"; shift ;;
     --out) OUT="${2:?--out needs a directory}"; shift ;;
     --report) REPORT="${2:?--report needs a directory}"; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -181,7 +203,16 @@ def fmt(x):
         return f"{x:,.0f}"
     return f"{x:.3g}"
 
-servers = ["eventfeed", "baseline", "cluster"]
+# --compare runs: the sides "old" and "new" (names from compare.tsv), perhaps the baseline.
+compare = any(r["server"] in ("old", "new") for r in runs)
+names = {"old": "old", "new": "new"}
+if compare and os.path.exists(os.path.join(out, "compare.tsv")):
+    with open(os.path.join(out, "compare.tsv")) as f:
+        for line in f:
+            side, label = line.rstrip("\n").split("\t")[:2]
+            names[side] = label
+
+servers = ["old", "new", "baseline"] if compare else ["eventfeed", "baseline", "cluster"]
 order = []
 for r in runs:
     if r["case"] not in order:
@@ -212,29 +243,57 @@ for case in order:
                 continue
             for k, v in flatten(r["result"] or {}).items():
                 figs.setdefault(k, []).append(v)
+        # Every run's figures in repeat order ({} for a run that crashed or timed out).
+        byrun = [flatten(r["result"] or {}) if r["rc"] == 0 else {} for r in sorted(rs, key=lambda r: r["repeat"])]
         per[s] = {
             "runs": len(rs),
             "excluded": sum(1 for r in rs if r["rc"] != 0),
             "failed": sum(1 for r in rs if r["rc"] == 0 and (not r["result"] or r["result"].get("ok") is False)),
             "median": {k: statistics.median(v) for k, v in figs.items()},
             "values": figs,
+            "by_run": byrun,
         }
     head = HEAD.get(mode) or []
     present = set().union(*(p["median"].keys() for p in per.values())) if per else set()
     keys = [h for h in head if h[0] in present]
     if not keys:  # unknown mode or renamed figures: show every numeric figure
-        keys = [(k, k, True) for k in sorted(present)]
-    summary[case] = {"mode": mode, "servers": per}
+        keys = [(k, k, None) for k in sorted(present)]
+    summary[case] = {"mode": mode, "servers": {s: {k: v for k, v in p.items() if k != "by_run"} for s, p in per.items()}}
     lines.append(f"### {case} ({mode or '?'})  " + ", ".join(
-        f"{s}: {p['runs']} run(s)"
+        f"{names.get(s, s)}: {p['runs']} run(s)"
         + (f", {p['excluded']} crashed or timed out (left out)" if p["excluded"] else "")
         + (f", {p['failed']} with failed checks" if p["failed"] else "")
         for s, p in per.items()))
     lines.append("")
-    # The cluster cases compare two instances on one Redis (publish on B,
-    # receive on A) with one instance; the others eventfeed with the baseline.
-    left, right = ("cluster", "eventfeed") if case.startswith("cluster_") else ("eventfeed", "baseline")
-    heads = {"cluster": "2 instances + Redis", "eventfeed": "eventfeed" if left == "eventfeed" else "1 instance", "baseline": "baseline"}
+    if compare:
+        # Old and new side by side: medians, new / old, and every run (✗: the run
+        # crashed or timed out, left out of the median).
+        o, n = names["old"], names["new"]
+        lines.append(f"| figure | better | {o} | {n} | {n} / {o} | {o} runs | {n} runs |")
+        lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        ratios = {}
+        for key, label, lower in keys:
+            a = per.get("old", {}).get("median", {}).get(key)
+            b = per.get("new", {}).get("median", {}).get(key)
+            ratio = b / a if a not in (None, 0) and b is not None else None
+            ratios[key] = ratio
+            better = {True: "lower", False: "higher"}.get(lower, "?")
+            each = lambda s: " · ".join(fmt(run.get(key)) if run else "✗" for run in per.get(s, {}).get("by_run", []))
+            lines.append(f"| {label} | {better} | {fmt(a)} | {fmt(b)} | {'—' if ratio is None else f'{ratio:.3g}'} | {each('old')} | {each('new')} |")
+        summary[case]["labels"] = {s: names[s] for s in ("old", "new")}
+        summary[case]["ratio"] = ratios
+        lines.append("")
+        if "baseline" not in per:
+            continue
+        lines.append(f"{n} against the baseline:")
+        lines.append("")
+        left, right = "new", "baseline"
+        heads = {"new": n, "baseline": "baseline"}
+    else:
+        # The cluster cases compare two instances on one Redis (publish on B,
+        # receive on A) with one instance; the others eventfeed with the baseline.
+        left, right = ("cluster", "eventfeed") if case.startswith("cluster_") else ("eventfeed", "baseline")
+        heads = {"cluster": "2 instances + Redis", "eventfeed": "eventfeed" if left == "eventfeed" else "1 instance", "baseline": "baseline"}
     lines.append(f"| figure | {heads[left]} | {heads[right]} | {heads[left]} / {heads[right]} | target |")
     lines.append("| --- | ---: | ---: | ---: | --- |")
     ratios = {}
@@ -259,10 +318,16 @@ for case in order:
             # Quick runs are too small to judge against the targets.
             verdict = text + ("" if met is None or quick else (" ✓" if met else " ✗"))
         lines.append(f"| {label} | {fmt(ef)} | {fmt(bl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict} |")
-    summary[case]["ratio"] = ratios
+    summary[case]["ratio_baseline" if compare else "ratio"] = ratios
     lines.append("")
-lines.append("Medians of the runs; ratio = the left column's median / the right column's median. "
-             "Server CPU per unit of work comes from /proc/PID/stat (utime+stime) over the measured window.")
+if compare:
+    o, n = names["old"], names["new"]
+    lines.append(f"Medians of the runs; {n} / {o} = {n}'s median / {o}'s median: below 1 is better for a figure "
+                 "marked lower, above 1 for one marked higher. A ratio within the spread of the runs is no change. "
+                 "Server CPU per unit of work comes from /proc/PID/stat (utime+stime) over the measured window.")
+else:
+    lines.append("Medians of the runs; ratio = the left column's median / the right column's median. "
+                 "Server CPU per unit of work comes from /proc/PID/stat (utime+stime) over the measured window.")
 text = "\n".join(lines)
 with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text + "\n")
@@ -292,10 +357,37 @@ fi
 for c in "${CASES[@]}"; do
   [[ " ${ALL_CASES[*]} " == *" $c "* ]] || die "unknown case '$c' (known: ${ALL_CASES[*]})"
 done
-IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
-for s in "${SERVER_LIST[@]}"; do
-  [[ $s == eventfeed || $s == baseline ]] || die "unknown server '$s' (eventfeed, baseline)"
-done
+# --compare: the two sides ("old" and "new" in file names and runs.tsv), their
+# binaries and their names in the output; --servers may only add the baseline.
+declare -A SIDE_BIN=() SIDE_LABEL=()
+if [[ -n $COMPARE_OLD ]]; then
+  [[ $SERVERS_SET == 0 ]] && SERVERS=""
+  IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+  for s in "${SERVER_LIST[@]}"; do
+    [[ $s == baseline ]] || die "with --compare, --servers may only name baseline (both eventfeed builds always run)"
+  done
+  IFS=, read -r -a l <<<"$LABELS"
+  [[ ${#l[@]} == 2 && -n ${l[0]} && -n ${l[1]} && ${l[0]} != "${l[1]}" ]] || die "--labels needs two different names: OLD,NEW"
+  for x in "${l[@]}"; do
+    [[ $x =~ ^[A-Za-z0-9._+-]+$ && $x != baseline ]] || die "label '$x': letters, digits and ._+- only, not 'baseline'"
+  done
+  SIDE_LABEL=([old]=${l[0]} [new]=${l[1]})
+  [[ -f $COMPARE_OLD && -x $COMPARE_OLD ]] || die "--compare $COMPARE_OLD: not an executable file"
+  SIDE_BIN[old]=$(realpath "$COMPARE_OLD")
+  if [[ -n $COMPARE_NEW ]]; then
+    [[ -f $COMPARE_NEW && -x $COMPARE_NEW ]] || die "--new-bin $COMPARE_NEW: not an executable file"
+    SIDE_BIN[new]=$(realpath "$COMPARE_NEW")
+  else
+    SIDE_BIN[new]=$EVENTFEED_BIN # checked after the build
+  fi
+else
+  [[ -z $COMPARE_NEW ]] || die "--new-bin needs --compare OLD_BIN"
+  [[ $LABELS == old,new ]] || die "--labels needs --compare OLD_BIN"
+  IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+  for s in "${SERVER_LIST[@]}"; do
+    [[ $s == eventfeed || $s == baseline ]] || die "unknown server '$s' (eventfeed, baseline)"
+  done
+fi
 
 # case_args CASE: the loadgen subcommand and its arguments.
 case_args() {
@@ -325,6 +417,14 @@ case_args() {
 # case_servers CASE: which servers run it.
 case_servers() {
   local s
+  if [[ -n $COMPARE_OLD ]]; then
+    # Both builds (two instances each, on one Redis, in the cluster cases), then
+    # the baseline if asked, in the cases it runs.
+    echo old
+    echo new
+    if [[ $1 != big && $1 != cluster_* && " ${SERVER_LIST[*]} " == *" baseline "* ]]; then echo baseline; fi
+    return
+  fi
   if [[ $1 == cluster_* ]]; then
     # One instance, then two instances on one Redis: side by side.
     echo eventfeed
@@ -374,6 +474,8 @@ fi
 # ---------------------------------------------------------------- build
 
 if [[ $BUILD == 1 ]]; then
+  # Both packages in every mode (also with --new-bin): built alone, the generator
+  # gets other dependency features, so a binary other than a normal run's.
   log "building eventfeed and eventfeed-loadgen (release)"
   (cd "$ROOT" && cargo build --release -p eventfeed -p eventfeed-loadgen)
   if [[ " ${SERVER_LIST[*]} " == *" baseline "* ]]; then
@@ -381,7 +483,11 @@ if [[ $BUILD == 1 ]]; then
     (cd "$BASELINE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi
-[[ -x $EVENTFEED_BIN ]] || die "$EVENTFEED_BIN not built"
+if [[ -n $COMPARE_OLD ]]; then
+  [[ -x ${SIDE_BIN[new]} ]] || die "${SIDE_BIN[new]} not built"
+else
+  [[ -x $EVENTFEED_BIN ]] || die "$EVENTFEED_BIN not built"
+fi
 [[ -x $LOADGEN_BIN ]] || die "$LOADGEN_BIN not built"
 if [[ " ${SERVER_LIST[*]} " == *" baseline "* ]]; then
   [[ -d $BASELINE_DIR/node_modules/socket.io ]] || die "bench/baseline/node_modules missing (run without --no-build)"
@@ -395,10 +501,25 @@ mkdir -p "$OUT"
   echo "commit:    $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "cpu:       $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $NCPU core(s); server on core $SERVER_CPU, generator on core $LOADGEN_CPU"
   echo "kernel:    $(uname -sr)"
+  if [[ -n $COMPARE_OLD ]]; then
+    # Each side's binary: its path, the start of its sha256 and its modification time.
+    for side in old new; do
+      printf '%-10s %s (sha256 %s, modified %s)\n' "${SIDE_LABEL[$side]}:" "${SIDE_BIN[$side]}" \
+        "$(sha256sum "${SIDE_BIN[$side]}" | cut -c1-12)" "$(date -u -r "${SIDE_BIN[$side]}" +%Y-%m-%dT%H:%M:%SZ)"
+    done
+    cmp -s "${SIDE_BIN[old]}" "${SIDE_BIN[new]}" && echo "           (the two binaries are identical)"
+  fi
+  [[ -n $COMPARE_OLD && " ${SERVER_LIST[*]} " != *" baseline "* ]] ||
   echo "node:      $($NODE --version), socket.io $($NODE -p 'require("'"$BASELINE_DIR"'/node_modules/socket.io/package.json").version' 2>/dev/null || echo '?'), bufferutil $(cd "$BASELINE_DIR" && $NODE -e 'require("bufferutil");console.log("native")' 2>/dev/null || echo 'absent')"
   echo "open files: $FD_LIMIT"
   echo "mode:      $([[ $QUICK == 1 ]] && echo 'QUICK (small sizes: not comparable to the standard figures)' || echo standard), $REPEATS repeat(s)"
 } >"$OUT/machine.txt"
+# The two sides of --compare, for the aggregation (and --report): side, label, binary.
+if [[ -n $COMPARE_OLD ]]; then
+  for side in old new; do
+    printf '%s\t%s\t%s\n' "$side" "${SIDE_LABEL[$side]}" "${SIDE_BIN[$side]}"
+  done >"$OUT/compare.tsv"
+fi
 # A quiet machine first: the build leaves dirty pages the kernel writes back
 # over the next seconds (and a finished job may still wind down), which cost
 # the first case CPU and latency. Flush them, then wait (at most 60 s) for a
@@ -443,6 +564,7 @@ fi
 # ---------------------------------------------------------------- servers
 
 SERVER_PID=""
+SERVER_BIN=$EVENTFEED_BIN # the eventfeed binary start_eventfeed runs (per side with --compare)
 LOADGEN_PID=""
 EXTRA_PIDS=()   # the cluster case's instance B and redis-server
 PUBLISH_ARGS=() # the cluster case's --publish-url
@@ -465,7 +587,7 @@ start_eventfeed() {
     NB_BACKEND_RATE_LIMIT=off NB_BACKEND_TENANT_RATE_LIMIT=off NB_BACKEND_MAX_QUEUE=4096 \
     NB_BACKEND_MAX_CONNECTIONS=1000000 NB_BACKEND_MAX_TENANT_CONNECTIONS=1000000 \
     NB_BACKEND_LOG="warn,eventfeed=info" NO_COLOR=1 "$@" \
-    taskset -c "$SERVER_CPU" "$EVENTFEED_BIN" >"$logf" 2>&1 &
+    taskset -c "$SERVER_CPU" "$SERVER_BIN" >"$logf" 2>&1 &
   SERVER_PID=$!
 }
 
@@ -562,8 +684,17 @@ for c in "${CASES[@]}"; do
   for ((rep = 1; rep <= REPEATS; rep++)); do
     for s in "${SERVERS_FOR_CASE[@]}"; do
       base="$c.$s.$rep"
-      start_server "$s" "$OUT/$base.server.log"
-      log "$c [$s, run $rep/$REPEATS] pid $SERVER_PID port $PORT: eventfeed-loadgen ${ARGS[*]}"
+      kind=$s
+      name=${SIDE_LABEL[$s]:-$s}
+      if [[ $s == old || $s == new ]]; then
+        # A side of --compare: its own binary, as one instance or as the cluster.
+        SERVER_BIN=${SIDE_BIN[$s]}
+        [[ $c == cluster_* ]] && kind=cluster || kind=eventfeed
+      else
+        SERVER_BIN=$EVENTFEED_BIN
+      fi
+      start_server "$kind" "$OUT/$base.server.log"
+      log "$c [$name, run $rep/$REPEATS] pid $SERVER_PID port $PORT: eventfeed-loadgen ${ARGS[*]}"
       rc=0
       # In the background and waited for, so an interrupt is handled at once.
       taskset -c "$LOADGEN_CPU" timeout --kill-after=10 "$BOUND" \
@@ -573,7 +704,7 @@ for c in "${CASES[@]}"; do
       wait "$LOADGEN_PID" || rc=$?
       LOADGEN_PID=""
       if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "   warning: the $s server died during the run (log: $OUT/$base.server.log)" >&2
+        echo "   warning: the $name server died during the run (log: $OUT/$base.server.log)" >&2
         if [[ $rc == 0 ]]; then rc=99; fi
       fi
       stop_server
