@@ -42,6 +42,9 @@ pub enum AdapterError {
     /// The bus between the servers is unreachable.
     #[error("the other servers cannot be reached")]
     Unavailable,
+    /// This server has no such namespace.
+    #[error("no such namespace")]
+    UnknownNamespace,
 }
 
 /// What reaches the other servers of a cluster. Every method is about the
@@ -199,10 +202,11 @@ pub fn answer(namespaces: &Namespaces, nsp: &str, request: Request) -> Option<Re
         Request::RemoteDisconnectSocket { request_id, sid, close } => {
             namespace.disconnect_one(&sid, close).then_some(Response::RemoteAck { request_id })
         }
-        // This server has no server-side listeners; one with an ack is
-        // answered with no data, so the sender does not wait for its timeout.
-        Request::ServerSideEmit { request_id, .. } => {
-            request_id.map(|request_id| Response::ServerSideEmit { request_id, data: None })
+        // Answered (when asked) even without a listener, so the sender does
+        // not wait for its timeout.
+        Request::ServerSideEmit { request_id, data, .. } => {
+            let reply = namespace.server_event(&data);
+            request_id.map(|request_id| Response::ServerSideEmit { request_id, data: reply })
         }
         // Delivered without asking the clients for an ack (this server does
         // not relay client acks), answered with a client count of 0.

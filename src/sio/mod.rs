@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::session::{ConnectRefusal, Namespaces as Connected};
 use eventfeed_protocol::socket::{Decoder, Packet, PacketType};
@@ -42,6 +43,7 @@ pub use namespace::{
 
 use crate::engine::{self, Conn, Message};
 pub use crate::metrics::SioMetrics;
+use adapter::wire::FetchedSocket;
 use namespace::DynNamespace;
 
 /// Socket.IO settings.
@@ -135,6 +137,92 @@ impl<A: Adapter> SocketIo<A> {
     /// The adapter.
     pub fn adapter(&self) -> &A {
         &self.adapter
+    }
+
+    fn get(&self, nsp: &str) -> Result<&Arc<dyn DynNamespace>, AdapterError> {
+        self.namespaces.map.get(nsp).ok_or(AdapterError::UnknownNamespace)
+    }
+
+    /// Emits `event` with `args` to the sockets `op` selects in namespace
+    /// `nsp`, on this server and on every other one of the cluster (encoded
+    /// once for the sockets here); what it did here.
+    pub fn broadcast(
+        &self,
+        nsp: &str,
+        op: &BroadcastOp<'_>,
+        event: &str,
+        args: Vec<Value>,
+        attachments: Vec<Bytes>,
+    ) -> Result<BroadcastStats, AdapterError> {
+        let namespace = self.get(nsp)?;
+        let packet = Packet::event(nsp, event, args, None, attachments);
+        let stats = namespace.broadcast(op, &packet.encode());
+        self.adapter.broadcast(nsp, op, packet.data.as_ref().unwrap_or(&Value::Null), &packet.attachments);
+        Ok(stats)
+    }
+
+    /// The sockets `op` selects in `nsp`, here and on every other server.
+    pub async fn fetch_sockets(&self, nsp: &str, op: &BroadcastOp<'_>) -> Result<Vec<FetchedSocket>, AdapterError> {
+        let mut sockets = self.get(nsp)?.fetch(op);
+        sockets.extend(self.adapter.fetch_sockets(nsp, op).await?);
+        Ok(sockets)
+    }
+
+    /// The rooms with members in `nsp` (socket ids included, as Node lists
+    /// them), here and on every other server, each once.
+    pub async fn all_rooms(&self, nsp: &str) -> Result<Vec<String>, AdapterError> {
+        let namespace = self.get(nsp)?;
+        let mut rooms = namespace.room_names();
+        rooms.extend(namespace.socket_ids(&BroadcastOp::default()));
+        rooms.extend(self.adapter.all_rooms(nsp).await?);
+        rooms.sort_unstable();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    /// Makes the sockets `op` selects in `nsp` join `rooms`, here and on every other server.
+    pub fn sockets_join(&self, nsp: &str, op: &BroadcastOp<'_>, rooms: &[&str]) -> Result<(), AdapterError> {
+        self.get(nsp)?.join(op, rooms);
+        self.adapter.sockets_join(nsp, op, rooms);
+        Ok(())
+    }
+
+    /// Makes the sockets `op` selects in `nsp` leave `rooms`, here and on every other server.
+    pub fn sockets_leave(&self, nsp: &str, op: &BroadcastOp<'_>, rooms: &[&str]) -> Result<(), AdapterError> {
+        self.get(nsp)?.leave(op, rooms);
+        self.adapter.sockets_leave(nsp, op, rooms);
+        Ok(())
+    }
+
+    /// Disconnects the sockets `op` selects in `nsp` (`close`: their
+    /// Engine.IO sessions too), here and on every other server.
+    pub fn disconnect_sockets(&self, nsp: &str, op: &BroadcastOp<'_>, close: bool) -> Result<(), AdapterError> {
+        self.get(nsp)?.disconnect(op, close);
+        self.adapter.disconnect_sockets(nsp, op, close);
+        Ok(())
+    }
+
+    /// Emits `event` with `args` to the server-side listeners of `nsp` on
+    /// the *other* servers (as Node's `serverSideEmit`); with `ack`, waits
+    /// that long for each one's answer and gives them.
+    pub async fn server_side_emit(
+        &self,
+        nsp: &str,
+        event: &str,
+        args: Vec<Value>,
+        ack: Option<Duration>,
+    ) -> Result<Vec<Value>, AdapterError> {
+        self.get(nsp)?;
+        let mut data = Vec::with_capacity(args.len() + 1);
+        data.push(Value::String(event.to_owned()));
+        data.extend(args);
+        self.adapter.server_side_emit(nsp, &Value::Array(data), ack).await
+    }
+
+    /// How many servers serve `nsp`, this one included.
+    pub async fn server_count(&self, nsp: &str) -> Result<usize, AdapterError> {
+        self.get(nsp)?;
+        self.adapter.server_count(nsp).await
     }
 }
 

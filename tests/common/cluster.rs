@@ -132,6 +132,19 @@ pub fn redis_cmd_at(port: u16, args: &[&str]) -> std::io::Result<String> {
     Ok(out)
 }
 
+/// A connection to the Redis at `port` subscribed to `channel` that never
+/// reads again: a server that counts in `PUBSUB NUMSUB` but never answers.
+/// Unsubscribed when dropped (the connection closes).
+pub fn silent_subscriber(port: u16, channel: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&resp_encode(&["SUBSCRIBE", channel])).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut out = String::new();
+    resp_read(&mut r, &mut out).expect("the subscription is confirmed");
+    s
+}
+
 // ------------------------------------------------------------ RedisServer
 
 /// A `redis-server` child on a loopback port, with AOF (`appendfsync always`)

@@ -147,6 +147,13 @@ pub trait NamespaceHandler: Send + Sync + Sized + 'static {
     fn allows_remote_room_change(&self, _room: &str) -> bool {
         true
     }
+
+    /// Another server emitted `event` to this namespace's server-side
+    /// listeners (`serverSideEmit`); what this server acknowledges with when
+    /// the sender asked for acknowledgements (`None`: an empty answer).
+    fn on_server_event(&self, _event: &str, _args: &[Value]) -> Option<Value> {
+        None
+    }
 }
 
 const ROOM_SHARDS: usize = 16;
@@ -375,6 +382,9 @@ pub trait AnyNamespace: Send + Sync + 'static {
     fn broadcast(&self, op: &BroadcastOp<'_>, packet: &Encoded) -> BroadcastStats;
     /// Whether a request of another server may make sockets join or leave `room`.
     fn allows_remote_room_change(&self, room: &str) -> bool;
+    /// Another server's `serverSideEmit` (`data` is `[name, ...args]`); the
+    /// acknowledgement, if any.
+    fn server_event(&self, data: &Value) -> Option<Value>;
 }
 
 impl<H: NamespaceHandler> AnyNamespace for Namespace<H> {
@@ -442,6 +452,13 @@ impl<H: NamespaceHandler> AnyNamespace for Namespace<H> {
 
     fn allows_remote_room_change(&self, room: &str) -> bool {
         self.handler.allows_remote_room_change(room)
+    }
+
+    fn server_event(&self, data: &Value) -> Option<Value> {
+        match data.as_array()?.split_first()? {
+            (Value::String(event), args) => self.handler.on_server_event(event, args),
+            _ => None,
+        }
     }
 }
 
