@@ -61,16 +61,11 @@ fn main() -> ExitCode {
 /// On one core, the single-threaded scheduler: a work-stealing pool of one
 /// worker has no one to steal from, and pays for it anyway (cross-thread
 /// wake-ups, a worker thread beside the main one, the worker's own malloc
-/// arena growing a page at a time with `mprotect`, one per connect or so
-/// while connections accumulate). Measured pinned as `bench/run.sh` pins the
-/// server: 7 % fewer user-space instructions per connect (callgrind), ≈10 %
-/// less CPU per connect together with the release profile's LTO, and under
-/// the maximum publish rate a third of the latency for the same CPU per
-/// delivery.
-/// Its I/O driver is polled every 256 task polls instead of 61 while tasks
-/// are runnable: under load more frames queue per socket between polls, so
-/// fewer and larger writes (the default made writes ~25 % smaller than the
-/// multi-threaded scheduler's); an idle server polls it at once, as before.
+/// arena growing a page at a time while connections accumulate).
+/// Its I/O driver is polled every 256 task polls while tasks are runnable:
+/// under load more frames queue per socket between polls, so fewer and
+/// larger writes; an idle server polls it at once.
+/// (What these choices measured: bench/README.md.)
 fn runtime() -> (std::io::Result<tokio::runtime::Runtime>, &'static str) {
     if std::thread::available_parallelism().is_ok_and(|n| n.get() == 1) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().event_interval(256).build();
