@@ -19,9 +19,11 @@
 //! - [`socket::session`]: namespaces per connection, the connect deadline,
 //!   and outstanding acknowledgements with timeouts.
 //! - [`json`]: JSON written exactly as `JSON.stringify` writes it.
+//! - [`date`]: calendar dates as JavaScript's `Date` writes them.
 //!
 //! Every decoder returns an error for malformed input and never panics.
 
+pub mod date;
 pub mod engine;
 pub mod json;
 pub mod socket;

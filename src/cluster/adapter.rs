@@ -964,27 +964,7 @@ fn js_number_string(f: f64) -> String {
 
 /// `date.toJSON()`: the ISO string of a JS time value, or null when it is not a valid Date.
 fn js_date_json(ms: f64) -> Value {
-    if !ms.is_finite() || ms.trunc().abs() > 8.64e15 {
-        return Value::Null;
-    }
-    let t = ms.trunc() as i64;
-    let days = t.div_euclid(86_400_000);
-    let rem = t.rem_euclid(86_400_000);
-    let (y, mo, d) = crate::feed::event::civil_from_days(days);
-    let year = if (0..=9999).contains(&y) {
-        format!("{y:04}")
-    } else if y < 0 {
-        format!("-{:06}", y.unsigned_abs())
-    } else {
-        format!("+{y:06}")
-    };
-    Value::String(format!(
-        "{year}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    ))
+    eventfeed_protocol::date::iso_string(ms).map_or(Value::Null, Value::String)
 }
 
 /// Canonical array index (`"0"`, `"17"`, ≤ 2^32 − 2): JS enumerates these keys first, ascending.
