@@ -34,7 +34,6 @@
 //! always` for no loss on a Redis crash) and must not evict keys
 //! (`maxmemory-policy noeviction`); Redis Cluster is not supported.
 
-pub mod adapter;
 mod requests;
 mod sessions;
 mod sync;
@@ -53,6 +52,7 @@ use uuid::Uuid;
 use crate::feed::event::PreparedEvent;
 use crate::feed::recovery::Kept;
 use crate::feed::{FeedError, NewEvent, Page, StoredEvent, tenant_room};
+use eventfeed_protocol::adapter;
 
 pub use sync::Control;
 

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::adapter::{self, Channels, FetchedSocket, Request, Selector};
 use crate::sio::{Namespace, Socket};
+use eventfeed_protocol::adapter::{self, Channels, FetchedSocket, Request, Selector};
 use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::Packet;
 

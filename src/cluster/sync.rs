@@ -24,7 +24,7 @@
 //!
 //! Broadcasts from Node servers (or the emitter) are re-encoded once and
 //! queued to the local sockets they select; requests on the adapter's request
-//! channel are answered (see [`super::adapter`] for which).
+//! channel are answered (see [`eventfeed_protocol::adapter`] for which).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -40,11 +40,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::adapter::{self, Broadcast};
 use super::{Cluster, LogRead};
 use crate::feed::store::Applied;
 use crate::feed::{Feed, FeedError, StoredEvent, tenant_room};
 use crate::sio::{BroadcastOp, Namespace};
+use eventfeed_protocol::adapter::{self, Broadcast};
 use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::Packet;
 
