@@ -86,9 +86,11 @@ fn write_js_number<W: ?Sized + io::Write>(w: &mut W, value: f64) -> io::Result<(
         // Covers -0 as well: JavaScript prints it as "0".
         return w.write_all(b"0");
     }
-    if value.fract() == 0.0 && value.abs() < 1e21 {
-        // An integral value below 1e21 prints without a fraction or exponent.
-        // `{:.0}` prints the exact integer, which is what JavaScript shows too.
+    if value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_992.0 {
+        // Up to 2^53 every integer is a double, so the shortest digits that
+        // read back are the exact integer: `{:.0}` prints it. Above, JavaScript
+        // pads the shortest digits with zeros (2^64 is "18446744073709552000"),
+        // which the general path below does.
         return write!(w, "{value:.0}");
     }
     // Shortest round-trip digits, in scientific form: "d[.ddd]e[-]x".
@@ -166,6 +168,12 @@ mod tests {
             (1e-7, "1e-7"),
             (1.25e-7, "1.25e-7"),
             (9007199254740993.0, "9007199254740992"),
+            (9007199254740994.0, "9007199254740994"),
+            (1152921504606846976.0, "1152921504606847000"),
+            (18446744073709551616.0, "18446744073709552000"),
+            (-18446744073709551616.0, "-18446744073709552000"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (1180591620717411303424.0, "1.1805916207174113e+21"),
             (f64::MAX, "1.7976931348623157e+308"),
             (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
             (5e-324, "5e-324"),
