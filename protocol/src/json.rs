@@ -75,6 +75,22 @@ pub fn to_string<T: ?Sized + Serialize>(value: &T) -> Result<String, serde_json:
     String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.to_string()))
 }
 
+/// `String(value)`: a number as JavaScript turns it into a string — what a
+/// number used as an object key or a room name becomes. Unlike JSON, `NaN`,
+/// `Infinity` and `-Infinity` are spelled out.
+pub fn number_to_string(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".to_owned();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    let mut out = Vec::with_capacity(24);
+    // Writing into a `Vec` cannot fail, and every byte written is ASCII.
+    let _ = write_js_number(&mut out, value);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Writes a finite `f64` as ECMAScript `Number::toString` (ECMA-262 §6.1.6.1.20).
 ///
 /// JSON cannot hold NaN or infinities; like `JSON.stringify` they become `null`.
@@ -182,6 +198,22 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(num(*v), *want, "value {v:e}");
+        }
+    }
+
+    #[test]
+    fn strings_of_numbers_as_javascript_writes_them() {
+        for (v, want) in [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (-0.0, "0"),
+            (42.0, "42"),
+            (1.5e-7, "1.5e-7"),
+            (1e21, "1e+21"),
+            (18446744073709551616.0, "18446744073709552000"),
+        ] {
+            assert_eq!(number_to_string(v), want, "{v:e}");
         }
     }
 

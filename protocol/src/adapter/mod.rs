@@ -48,9 +48,9 @@
 //! * uint64/int64 beyond ±2^53 keep their exact value here, whereas Node would round them to a double.
 //! * bin → a Socket.IO placeholder `{"_placeholder":true,"num":i}` plus the bytes pushed on `attachments`, numbered
 //!   depth-first in the order of the final JSON (what socket.io-parser's `deconstructPacket` does).
-//! * map keys: strings as is; numbers, booleans and nil are stringified as JS `String(key)` does (floats other than
-//!   integral ones use Rust's shortest round-trip formatting, which equals JS's for magnitudes in `[1e-6, 1e21)`);
-//!   array/map/bin/ext keys are rejected with [`AdapterError::Malformed`].
+//! * map keys: strings as is; numbers, booleans and nil are stringified as JS `String(key)` does (floats with
+//!   [`json::number_to_string`](crate::json::number_to_string), so `1e21` is `"1e+21"`); array/map/bin/ext keys are
+//!   rejected with [`AdapterError::Malformed`]. Rooms that are numbers are stringified the same way.
 //! * map key order is JS object order: keys that are canonical array indices (`"0"`, `"42"`, up to 2^32-2) first in
 //!   ascending numeric order, then the other keys in msgpack order. A duplicated key keeps its first position and
 //!   its last value. A `__proto__` key is dropped (assigning it in JS sets the prototype, it never becomes an own

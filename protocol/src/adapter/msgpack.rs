@@ -70,7 +70,7 @@ pub(super) fn room_string(n: Option<Node>, what: &str) -> Result<String, Adapter
         Some(Node::Str(s)) => Ok(s),
         Some(Node::Int(i)) => Ok(i.to_string()),
         Some(Node::UInt(u)) => Ok(u.to_string()),
-        Some(Node::Float(f)) => Ok(js_number_string(f)),
+        Some(Node::Float(f)) => Ok(crate::json::number_to_string(f)),
         _ => Err(malformed(format!("{what} is missing or not a string"))),
     }
 }
@@ -130,19 +130,6 @@ pub(super) fn js_number_json(f: f64) -> Value {
         Value::from(f as i64)
     } else {
         serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-    }
-}
-
-/// `String(number)` (exact for integers and magnitudes in `[1e-6, 1e21)`).
-pub(super) fn js_number_string(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".to_owned()
-    } else if f.is_infinite() {
-        if f > 0.0 { "Infinity".to_owned() } else { "-Infinity".to_owned() }
-    } else if f.trunc() == f && f.abs() <= 9_007_199_254_740_992.0 {
-        (f as i64).to_string()
-    } else {
-        format!("{f}")
     }
 }
 
@@ -425,7 +412,7 @@ pub(super) fn js_key(key: Node) -> Result<String, AdapterError> {
         Node::Str(s) => Ok(s),
         Node::Int(i) => Ok(i.to_string()),
         Node::UInt(u) => Ok(u.to_string()),
-        Node::Float(f) => Ok(js_number_string(f)),
+        Node::Float(f) => Ok(crate::json::number_to_string(f)),
         Node::Bool(b) => Ok(b.to_string()),
         Node::Null => Ok("null".to_owned()),
         Node::Undefined => Ok("undefined".to_owned()),

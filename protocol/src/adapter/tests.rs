@@ -697,6 +697,9 @@ fn map_keys_follow_js_object_semantics() {
         "c008"
     ));
     assert_eq!(serde_json::to_string(&v).expect("json"), r#"{"2":3,"7":6,"10":2,"b":5,"02":4,"true":7,"null":8}"#);
+    // Float keys are written as JS `String(number)` writes them: {1e21: 1, 1.5: 2, NaN: 3, 2**64: 4}.
+    let (v, _) = arg("84cb444b1ae4d6e2ef5001cb3ff800000000000002cb7ff800000000000003cb43f000000000000004");
+    assert_eq!(serde_json::to_string(&v).expect("json"), r#"{"1e+21":1,"1.5":2,"NaN":3,"18446744073709552000":4}"#);
     // Non-scalar keys are refused.
     assert!(with_arg("819000").is_err());
     assert!(with_arg("81c40000").is_err());
@@ -764,6 +767,8 @@ fn wrong_shapes_are_errors() {
     // Numeric rooms are stringified, unknown flags ignored, null rooms = none.
     let ok = bad("93 a175 82a474797065 02 a464617461 91a178 82a5726f6f6d73 922a2a a5666c616773 81a178c3");
     assert_eq!(ok.expect("decodes").rooms, vec!["42"]);
+    let ok = bad("93 a175 82a474797065 02 a464617461 91a178 81a5726f6f6d73 92cb444b1ae4d6e2ef50cb3ff8000000000000");
+    assert_eq!(ok.expect("decodes").rooms, vec!["1e+21", "1.5"]);
     // Reserved marker and trailing bytes.
     assert_eq!(bad("c1"), Err(AdapterError::InvalidMarker(0xc1)));
     let mut trailing = unhex(NO_NSP);
