@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::msgpack::{
-    Node, decode_msgpack, string_list, take, to_json, truthy, w_array_header, w_bool, w_json, w_map_header, w_str,
-    w_uint,
+    Node, decode_msgpack, string_list, take, to_json, truthy, uint_field, w_array_header, w_bool, w_json, w_map_header,
+    w_str, w_uint,
 };
 use super::{AdapterError, FEED_EVENT_NAME, PACKET_TYPE_EVENT, STORE_UID, malformed};
 
@@ -24,7 +24,7 @@ pub struct Flags {
     pub timeout: Option<u64>,
 }
 
-/// A broadcast from another server (or the emitter), decoded.
+/// A broadcast: from another server (or the emitter), decoded, or to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Broadcast {
     /// The sender's uid (`"emitter"` for the emitter, [`STORE_UID`] for stored feed events). Node ignores messages
@@ -90,37 +90,43 @@ pub fn event_from_broadcast(b: &Broadcast) -> Option<(u64, &Map<String, Value>)>
     }
 }
 
-/// Encodes a broadcast exactly as `RedisAdapter.broadcast` does: `[uid, {type: 2, data, nsp}, {rooms, except,
+/// Encodes a broadcast exactly as `RedisAdapter.broadcast` does: `[uid, {type, data, nsp}, {rooms, except,
 /// flags}]`, the placeholders of `data` turned back into msgpack bin (from `attachments`). `flags` keys are written
 /// in the order `volatile, compress, local, timeout`, and only when set. Publish it on
 /// [`Channels::broadcast`](super::Channels::broadcast)`(rooms)`.
 ///
-/// Fails on a placeholder whose `num` is not an index of `attachments`, or on nesting deeper than [`MAX_DEPTH`](super::MAX_DEPTH).
-pub fn encode_broadcast<R: AsRef<str>, E: AsRef<str>>(
-    uid: &str,
-    nsp: &str,
-    data: &Value,
-    attachments: &[Bytes],
-    rooms: &[R],
-    except: &[E],
-    flags: &Flags,
-) -> Result<Vec<u8>, AdapterError> {
+/// [`decode_broadcast`] gives `b` back when `b` is in the form the decoder produces: placeholders numbered in
+/// depth-first order, each attachment referenced once, no room listed twice.
+///
+/// Fails on `data` that is not an array, on a placeholder whose `num` is not an index of `attachments`, or on
+/// nesting deeper than [`MAX_DEPTH`](super::MAX_DEPTH) (counted from the top of the message, as the decoder does).
+pub fn encode_broadcast(b: &Broadcast) -> Result<Vec<u8>, AdapterError> {
     let mut out = Vec::with_capacity(64);
     w_array_header(&mut out, 3);
-    w_str(&mut out, uid);
-    w_map_header(&mut out, 3);
-    w_str(&mut out, "type");
-    w_uint(&mut out, PACKET_TYPE_EVENT);
-    w_str(&mut out, "data");
-    w_json(&mut out, data, attachments, 0)?;
-    w_str(&mut out, "nsp");
-    w_str(&mut out, nsp);
-    w_opts(&mut out, rooms, except, Some(flags));
+    w_str(&mut out, &b.uid);
+    w_packet(&mut out, b, 1)?;
+    w_opts(&mut out, &b.rooms, &b.except, &b.flags);
     Ok(out)
 }
 
-fn w_opts<R: AsRef<str>, E: AsRef<str>>(out: &mut Vec<u8>, rooms: &[R], except: &[E], flags: Option<&Flags>) {
-    w_map_header(out, if flags.is_some() { 3 } else { 2 });
+/// The packet `{type, data, nsp}` of `b`, a map at nesting `depth` of its message.
+pub(super) fn w_packet(out: &mut Vec<u8>, b: &Broadcast, depth: usize) -> Result<(), AdapterError> {
+    if !b.data.is_array() {
+        return Err(malformed("packet data is not an array"));
+    }
+    w_map_header(out, 3);
+    w_str(out, "type");
+    w_uint(out, b.packet_type);
+    w_str(out, "data");
+    w_json(out, &b.data, &b.attachments, depth + 1)?;
+    w_str(out, "nsp");
+    w_str(out, &b.nsp);
+    Ok(())
+}
+
+/// The broadcast options `{rooms, except, flags}`, in the adapter's key order.
+pub(super) fn w_opts<R: AsRef<str>, E: AsRef<str>>(out: &mut Vec<u8>, rooms: &[R], except: &[E], flags: &Flags) {
+    w_map_header(out, 3);
     w_str(out, "rooms");
     w_array_header(out, rooms.len());
     for r in rooms {
@@ -131,29 +137,27 @@ fn w_opts<R: AsRef<str>, E: AsRef<str>>(out: &mut Vec<u8>, rooms: &[R], except: 
     for e in except {
         w_str(out, e.as_ref());
     }
-    if let Some(flags) = flags {
-        w_str(out, "flags");
-        let n = usize::from(flags.volatile)
-            + usize::from(flags.compress.is_some())
-            + usize::from(flags.local)
-            + usize::from(flags.timeout.is_some());
-        w_map_header(out, n);
-        if flags.volatile {
-            w_str(out, "volatile");
-            w_bool(out, true);
-        }
-        if let Some(c) = flags.compress {
-            w_str(out, "compress");
-            w_bool(out, c);
-        }
-        if flags.local {
-            w_str(out, "local");
-            w_bool(out, true);
-        }
-        if let Some(t) = flags.timeout {
-            w_str(out, "timeout");
-            w_uint(out, t);
-        }
+    w_str(out, "flags");
+    let n = usize::from(flags.volatile)
+        + usize::from(flags.compress.is_some())
+        + usize::from(flags.local)
+        + usize::from(flags.timeout.is_some());
+    w_map_header(out, n);
+    if flags.volatile {
+        w_str(out, "volatile");
+        w_bool(out, true);
+    }
+    if let Some(c) = flags.compress {
+        w_str(out, "compress");
+        w_bool(out, c);
+    }
+    if flags.local {
+        w_str(out, "local");
+        w_bool(out, true);
+    }
+    if let Some(t) = flags.timeout {
+        w_str(out, "timeout");
+        w_uint(out, t);
     }
 }
 
@@ -232,7 +236,7 @@ pub fn event_template(uid: &str, nsp: &str, room: &str, event: &EventFields<'_>)
     }
     w_str(&mut tail, "nsp");
     w_str(&mut tail, nsp);
-    w_opts(&mut tail, &[room], &[] as &[&str], Some(&Flags::default()));
+    w_opts(&mut tail, &[room], &[] as &[&str], &Flags::default());
     EventTemplate { head, tail }
 }
 
@@ -272,11 +276,7 @@ pub(super) fn broadcast_from_nodes(uid: String, packet: Node, opts: Node) -> Res
     let Node::Map(mut p) = packet else {
         return Err(malformed("packet is not an object"));
     };
-    let packet_type = match take(&mut p, "type") {
-        Some(Node::Int(t)) if t >= 0 => t.unsigned_abs(),
-        Some(Node::UInt(t)) => t,
-        _ => return Err(malformed("packet type is missing or not a non-negative integer")),
-    };
+    let packet_type = uint_field(take(&mut p, "type"), "packet type")?;
     let nsp = match take(&mut p, "nsp") {
         None => "/".to_owned(),
         Some(Node::Str(s)) => s,

@@ -1,8 +1,18 @@
 //! Wire format of the Node packages `@socket.io/redis-adapter` v8 (checked against 8.3.0) and
 //! `@socket.io/redis-emitter` v5 (checked against 5.1.0), so that eventfeed and Node Socket.IO servers sharing one
-//! Redis can broadcast to each other.
+//! Redis can broadcast to each other, and ask each other things (fetch sockets, make them join rooms, ...).
 //!
-//! This module is pure encoding/decoding: it never talks to Redis itself.
+//! This module is pure encoding/decoding: it never talks to Redis itself, and takes whatever randomness it needs
+//! ([`request_id`]) as an argument. Every message can be both decoded and encoded:
+//!
+//! | message | decode | encode |
+//! |---|---|---|
+//! | broadcast | [`decode_broadcast`] | [`encode_broadcast`], or [`event_template`] for the store's Lua script |
+//! | request | [`decode_request`] | [`encode_request`] |
+//! | response | [`decode_response`] | [`encode_response`] (and the `*_response` shorthands) |
+//!
+//! The encoders write exactly the bytes the Node adapter publishes for the same message, and what they write
+//! decodes to the value encoded.
 //!
 //! # Channels
 //!
@@ -37,7 +47,13 @@
 //!
 //! Requests are published on the request channel, either as JSON (the message's first byte is `{`, 0x7b) or as
 //! msgpack (only `BROADCAST`, i.e. broadcast-with-ack, is msgpack in 8.3.0). See [`Request`] for every type and
-//! which response it expects, and the `*_response` functions for the exact bytes and the channel of each response.
+//! which [`Response`] answers it; [`encode_request`] for the bytes of each. A requester makes its request id with
+//! [`request_id`], counts the servers that will answer with `PUBSUB NUMSUB` on the request channel, and matches the
+//! answers by [`Response::request_id`].
+//!
+//! Responses are published on the common response channel or on the requester's own one; they are JSON except
+//! `BROADCAST_ACK`. Node writes no `type` in most of them (the requester knows what it asked), so
+//! [`decode_response`] reads them by their keys: see there for the rule.
 //!
 //! # msgpack → JSON mapping (what a Node server would see after `notepack.decode` and `JSON.stringify`)
 //!
@@ -107,10 +123,10 @@ pub use broadcast::{
     Broadcast, EventFields, EventTemplate, Flags, decode_broadcast, encode_broadcast, event_from_broadcast,
     event_template, msgpack_uint, store_uid,
 };
-pub use request::{Request, Selector, decode_request};
+pub use request::{REQUEST_ID_LEN, Request, Selector, decode_request, encode_request, request_id};
 pub use response::{
-    FetchedSocket, all_rooms_response, broadcast_ack_response, broadcast_client_count_response, fetch_response,
-    remote_ack_response, server_side_emit_response, sockets_response,
+    FetchedSocket, Response, all_rooms_response, broadcast_ack_response, broadcast_client_count_response,
+    decode_response, encode_response, fetch_response, remote_ack_response, server_side_emit_response, sockets_response,
 };
 
 /// uid our store-published feed events carry (not any instance's uid).

@@ -75,22 +75,29 @@ pub(super) fn room_string(n: Option<Node>, what: &str) -> Result<String, Adapter
     }
 }
 
-/// A list of rooms: absent/null → empty; otherwise an array of strings (or numbers), deduplicated like a JS `Set`.
-pub(super) fn string_list(n: Option<Node>, what: &str) -> Result<Vec<String>, AdapterError> {
-    let items = match n {
-        None | Some(Node::Null) => return Ok(Vec::new()),
-        Some(Node::Arr(items)) => items,
-        Some(_) => return Err(malformed(format!("{what} is not an array"))),
-    };
-    let mut seen = HashSet::with_capacity(items.len());
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let s = room_string(Some(item), what)?;
-        if seen.insert(s.clone()) {
-            out.push(s);
-        }
+/// A list of rooms as sent: absent/null → empty; otherwise an array of strings (or numbers), duplicates kept.
+pub(super) fn room_list(n: Option<Node>, what: &str) -> Result<Vec<String>, AdapterError> {
+    match n {
+        None | Some(Node::Null) => Ok(Vec::new()),
+        Some(Node::Arr(items)) => items.into_iter().map(|item| room_string(Some(item), what)).collect(),
+        Some(_) => Err(malformed(format!("{what} is not an array"))),
     }
-    Ok(out)
+}
+
+/// A list of rooms as the receiver uses it: [`room_list`] deduplicated like a JS `Set` (first occurrence kept).
+pub(super) fn string_list(n: Option<Node>, what: &str) -> Result<Vec<String>, AdapterError> {
+    let items = room_list(n, what)?;
+    let mut seen = HashSet::with_capacity(items.len());
+    Ok(items.into_iter().filter(|s| seen.insert(s.clone())).collect())
+}
+
+/// A non-negative integer field (a message's or a packet's `type`, a count).
+pub(super) fn uint_field(n: Option<Node>, what: &str) -> Result<u64, AdapterError> {
+    match n {
+        Some(Node::Int(t)) if t >= 0 => Ok(t.unsigned_abs()),
+        Some(Node::UInt(t)) => Ok(t),
+        _ => Err(malformed(format!("{what} is missing or not a non-negative integer"))),
+    }
 }
 
 /// Node tree → JSON as `JSON.stringify(deconstructPacket(...))` would produce it.
@@ -596,4 +603,44 @@ pub(super) fn w_json(out: &mut Vec<u8>, v: &Value, attachments: &[Bytes], depth:
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// JSON writer (JSON.stringify of a message)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Refuses arrays and objects nested deeper than [`MAX_DEPTH`], `v` being at nesting `depth` of its message: the
+/// decoders' rule, so that whatever is encoded decodes.
+pub(super) fn check_depth(v: &Value, depth: usize) -> Result<(), AdapterError> {
+    match v {
+        Value::Array(items) => {
+            if depth >= MAX_DEPTH {
+                return Err(AdapterError::TooDeep);
+            }
+            items.iter().try_for_each(|i| check_depth(i, depth + 1))
+        }
+        Value::Object(m) => {
+            if depth >= MAX_DEPTH {
+                return Err(AdapterError::TooDeep);
+            }
+            m.values().try_for_each(|v| check_depth(v, depth + 1))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `JSON.stringify(message)` for a message object whose keys were inserted in the order Node writes them, after
+/// [`check_depth`].
+pub(super) fn json_message(message: Map<String, Value>) -> Result<Vec<u8>, AdapterError> {
+    let message = Value::Object(message);
+    check_depth(&message, 0)?;
+    Ok(json_bytes(&message))
+}
+
+/// `JSON.stringify(v)`, numbers as JavaScript writes them ([`crate::json`]); no nesting check.
+pub(super) fn json_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // Serializing a `Value` cannot fail: its keys are strings and its numbers finite.
+    let _ = crate::json::write_to(&mut out, v);
+    out
 }

@@ -372,7 +372,7 @@ fn adapter_broadcast_with_binary_roundtrips_byte_exact() {
     assert_eq!(b.uid, "abc123");
     assert_eq!(b.data, json!(["bin", ph(0), {"x": ph(1), "y": [ph(2)]}]));
     assert_eq!(b.attachments, vec![Bytes::from_static(b"hi"), Bytes::new(), Bytes::from_static(&[255])]);
-    let again = encode_broadcast(&b.uid, &b.nsp, &b.data, &b.attachments, &b.rooms, &b.except, &b.flags);
+    let again = encode_broadcast(&b);
     assert_eq!(again.expect("encodes"), bytes);
 }
 
@@ -384,7 +384,7 @@ fn adapter_broadcast_with_flags_and_integer_keys_roundtrips_byte_exact() {
     assert_eq!(serde_json::to_string(&b.data).expect("json"), r#"["all",{"1":"one","2":"two","b":1}]"#);
     assert_eq!(b.except, vec!["a"]);
     assert_eq!(b.flags, Flags { volatile: true, compress: Some(false), ..Flags::default() });
-    let again = encode_broadcast(&b.uid, &b.nsp, &b.data, &b.attachments, &b.rooms, &b.except, &b.flags);
+    let again = encode_broadcast(&b);
     assert_eq!(again.expect("encodes"), bytes);
 }
 
@@ -462,33 +462,72 @@ fn feed_event_needs_store_uid_and_shape() {
     assert!(event_from_broadcast(&b).is_none());
 }
 
+/// A broadcast of `data` from uid "u" to the whole root namespace.
+fn bc(data: Value, attachments: Vec<Bytes>) -> Broadcast {
+    Broadcast {
+        uid: "u".into(),
+        packet_type: PACKET_TYPE_EVENT,
+        nsp: "/".into(),
+        data,
+        attachments,
+        rooms: vec![],
+        except: vec![],
+        flags: Flags::default(),
+    }
+}
+
 #[test]
 fn encode_broadcast_rejects_bad_placeholders() {
-    let none: &[&str] = &[];
     for data in
         [json!(["x", ph(1)]), json!(["x", {"_placeholder": true, "num": "0"}]), json!(["x", {"_placeholder": true}])]
     {
-        let r = encode_broadcast("u", "/", &data, &[Bytes::from_static(b"a")], none, none, &Flags::default());
+        let r = encode_broadcast(&bc(data.clone(), vec![Bytes::from_static(b"a")]));
         assert!(matches!(r, Err(AdapterError::Placeholder(_))), "{data}");
     }
     // `_placeholder` not `true`: an ordinary object.
     let data = json!(["x", {"_placeholder": 1, "num": 0}]);
-    let bytes = encode_broadcast("u", "/", &data, &[], none, none, &Flags::default()).expect("encodes");
+    let bytes = encode_broadcast(&bc(data.clone(), vec![])).expect("encodes");
     assert_eq!(ev(&bytes).data, data);
     // Deep JSON is refused instead of overflowing the stack.
     let mut deep = json!(1);
     for _ in 0..200 {
         deep = json!([deep]);
     }
-    let r = encode_broadcast("u", "/", &deep, &[], none, none, &Flags::default());
-    assert_eq!(r, Err(AdapterError::TooDeep));
+    assert_eq!(encode_broadcast(&bc(deep, vec![])), Err(AdapterError::TooDeep));
+    // Data that is not an array would not decode.
+    assert!(matches!(encode_broadcast(&bc(json!({"a": 1}), vec![])), Err(AdapterError::Malformed(_))));
+}
+
+#[test]
+fn encoders_nest_as_deep_as_the_decoders_accept() {
+    // `data` sits at nesting 2 of a broadcast (top array, packet map): MAX_DEPTH - 2 levels of arrays fit.
+    let nested = |levels: usize| (0..levels).fold(json!(null), |v, _| json!([v]));
+    let bytes = encode_broadcast(&bc(nested(MAX_DEPTH - 2), vec![])).expect("at the limit");
+    assert_eq!(ev(&bytes).data, nested(MAX_DEPTH - 2));
+    assert_eq!(encode_broadcast(&bc(nested(MAX_DEPTH - 1), vec![])), Err(AdapterError::TooDeep));
+    // A request's `data` sits at nesting 1, in JSON and in msgpack alike.
+    for attachments in [vec![], vec![Bytes::from_static(b"x")]] {
+        let mut data = nested(MAX_DEPTH - 1);
+        if !attachments.is_empty() {
+            data = json!([ph(0), data[0].clone()]);
+        }
+        let r = Request::ServerSideEmit { request_id: None, data, attachments };
+        let bytes = encode_request(None, &r).expect("at the limit");
+        assert_eq!(req(&bytes).1, r);
+        let Request::ServerSideEmit { data, attachments, .. } = r else { unreachable!() };
+        let deeper = Request::ServerSideEmit { request_id: None, data: json!([data]), attachments };
+        assert_eq!(encode_request(None, &deeper), Err(AdapterError::TooDeep));
+    }
+    // A BROADCAST_ACK's `packet` sits at nesting 1.
+    let bytes = broadcast_ack_response("r", Some(&nested(MAX_DEPTH - 1)), &[]).expect("at the limit");
+    assert!(decode_response(&bytes).is_ok());
+    assert_eq!(broadcast_ack_response("r", Some(&nested(MAX_DEPTH)), &[]), Err(AdapterError::TooDeep));
 }
 
 #[test]
 fn encode_broadcast_numbers_like_notepack() {
-    let none: &[&str] = &[];
     let data = json!(["n", 0.5, 2.0, -0.0, -33, -200, -40_000, -3_000_000_000_i64]);
-    let bytes = encode_broadcast("u", "/", &data, &[], none, none, &Flags::default()).expect("encodes");
+    let bytes = encode_broadcast(&bc(data, vec![])).expect("encodes");
     // notepack: 0.5 -> cb, 2.0 -> 02, -0 -> 00, -33 -> d0 df, -200 -> d1 ff38, -40000 -> d2, -3e9 -> d3.
     let expected = "cb3fe000000000000002".to_owned() + "00d0dfd1ff38d2ffff63c0d3ffffffff4d2fa200";
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -608,6 +647,46 @@ fn msgpack_broadcast_with_ack_request() {
     assert_eq!(broadcast.flags, Flags { timeout: Some(1000), ..Flags::default() });
 }
 
+#[test]
+fn requests_encode_as_node_wrote_them() {
+    let json = [
+        REQ_FETCH,
+        REQ_ALL_ROOMS,
+        REQ_JOIN,
+        REQ_LEAVE,
+        REQ_DISCONNECT,
+        REQ_SSE,
+        REQ_SSE_ACK,
+        REQ_SOCKETS_LEGACY,
+        REQ_JOIN_SID_LEGACY,
+        EMITTER_JOIN,
+        EMITTER_LEAVE,
+        EMITTER_DISCONNECT,
+        EMITTER_SSE,
+    ];
+    let legacy = [
+        r#"{"uid":"old1","requestId":"rq3","type":3,"sid":"s1","room":"r"}"#,
+        r#"{"uid":"old1","requestId":"rq4","type":4,"sid":"s1","close":true}"#,
+        r#"{"uid":"x","type":42}"#,
+    ];
+    let msgpack = [
+        unhex(ADAPTER_BROADCAST_ACK_REQ),
+        unhex("83a3756964a175a474797065 06 a464617461 92a165c40101".replace(' ', "").as_str()),
+    ];
+    for bytes in json.iter().chain(&legacy).map(|j| j.as_bytes().to_vec()).chain(msgpack) {
+        let (uid, r) = req(&bytes);
+        let again = encode_request(uid.as_deref(), &r).expect("encodes");
+        assert_eq!(String::from_utf8_lossy(&again), String::from_utf8_lossy(&bytes));
+    }
+}
+
+#[test]
+fn request_ids_as_uid2_makes_them() {
+    assert_eq!(request_id(&[0, 25, 26, 51, 52, 61, 62, 63, 64, 255]), "AZaz09-_A_");
+    assert_eq!(request_id(&[]), "");
+    assert_eq!(request_id(&[7; REQUEST_ID_LEN]).len(), REQUEST_ID_LEN);
+}
+
 // --- responses ----------------------------------------------------------------------------------------------
 
 #[test]
@@ -631,6 +710,117 @@ fn responses_are_byte_exact() {
         sockets_response("x", &["a\"b".into(), "é\n".into()]),
         "{\"requestId\":\"x\",\"sockets\":[\"a\\\"b\",\"é\\n\"]}".as_bytes()
     );
+}
+
+#[test]
+fn responses_decode_by_shape_and_encode_back() {
+    let one = FetchedSocket {
+        id: "sid1".into(),
+        handshake: json!({"headers": {}, "query": {"EIO": "4"}}),
+        rooms: vec!["sid1".into(), "room1".into()],
+        data: json!({"user": "u"}),
+    };
+    let cases = [
+        (RESP_ALL_ROOMS.as_bytes().to_vec(), Response::AllRooms { request_id: "r1".into(), rooms: vec![] }),
+        (RESP_FETCH.as_bytes().to_vec(), Response::RemoteFetch { request_id: "r5".into(), sockets: vec![] }),
+        (RESP_FETCH_ONE.as_bytes().to_vec(), Response::RemoteFetch { request_id: "r5".into(), sockets: vec![one] }),
+        (
+            RESP_SSE.as_bytes().to_vec(),
+            Response::ServerSideEmit { request_id: "r6".into(), data: Some(json!({"pong": 5})), attachments: vec![] },
+        ),
+        (
+            br#"{"type":6,"requestId":"r6"}"#.to_vec(),
+            Response::ServerSideEmit { request_id: "r6".into(), data: None, attachments: vec![] },
+        ),
+        (
+            RESP_CLIENT_COUNT.as_bytes().to_vec(),
+            Response::BroadcastClientCount { request_id: "r7".into(), client_count: 0 },
+        ),
+        (
+            unhex(RESP_BROADCAST_ACK),
+            Response::BroadcastAck { request_id: "r7".into(), arg: Some(json!(["ok", 1])), attachments: vec![] },
+        ),
+        (br#"{"requestId":"rq2"}"#.to_vec(), Response::RemoteAck { request_id: "rq2".into() }),
+        (
+            br#"{"requestId":"r0","sockets":["a","b"]}"#.to_vec(),
+            Response::Sockets { request_id: "r0".into(), sockets: vec!["a".into(), "b".into()] },
+        ),
+        // Binary in an acknowledgement: msgpack, attachments.
+        (
+            unhex(
+                "83a474797065 09 a9726571756573744964 a27237 a67061636b6574 92a26f6b c40201ff"
+                    .replace(' ', "")
+                    .as_str(),
+            ),
+            Response::BroadcastAck {
+                request_id: "r7".into(),
+                arg: Some(json!(["ok", ph(0)])),
+                attachments: vec![Bytes::from_static(&[1, 255])],
+            },
+        ),
+    ];
+    for (bytes, want) in cases {
+        let got = decode_response(&bytes).expect("decodes");
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(got.request_id(), want.request_id());
+        assert_eq!(encode_response(&got).expect("encodes"), bytes, "{want:?}");
+    }
+    // No socket: a SOCKETS answer and a REMOTE_FETCH answer are the same bytes; they read as the latter.
+    let empty = Response::Sockets { request_id: "r0".into(), sockets: vec![] };
+    assert_eq!(encode_response(&empty).expect("encodes"), RESP_SOCKETS.as_bytes());
+    assert_eq!(
+        decode_response(RESP_SOCKETS.as_bytes()),
+        Ok(Response::RemoteFetch { request_id: "r0".into(), sockets: vec![] })
+    );
+    // A SERVER_SIDE_EMIT answer with binary is written in msgpack and reads back.
+    let sse = Response::ServerSideEmit {
+        request_id: "r6".into(),
+        data: Some(json!({"file": ph(0)})),
+        attachments: vec![Bytes::from_static(b"z")],
+    };
+    let bytes = encode_response(&sse).expect("encodes");
+    assert_eq!(bytes.first(), Some(&0x83));
+    assert_eq!(decode_response(&bytes), Ok(sse));
+    // Numbers as rooms are stringified; a fetched socket without handshake or data has nulls.
+    assert_eq!(
+        decode_response(br#"{"requestId":"x","rooms":["a",7,1.5]}"#),
+        Ok(Response::AllRooms { request_id: "x".into(), rooms: vec!["a".into(), "7".into(), "1.5".into()] })
+    );
+    assert_eq!(
+        decode_response(br#"{"requestId":"x","sockets":[{"id":"s"}]}"#),
+        Ok(Response::RemoteFetch {
+            request_id: "x".into(),
+            sockets: vec![FetchedSocket { id: "s".into(), handshake: Value::Null, rooms: vec![], data: Value::Null }]
+        })
+    );
+}
+
+#[test]
+fn malformed_responses_are_errors() {
+    for msg in [
+        &b"{"[..],
+        b"{}",
+        b"{\"requestId\":5}",
+        b"{\"requestId\":\"x\",\"type\":1}",
+        b"{\"requestId\":\"x\",\"type\":\"6\"}",
+        b"{\"requestId\":\"x\",\"type\":8}",
+        b"{\"requestId\":\"x\",\"type\":8,\"clientCount\":-1}",
+        b"{\"requestId\":\"x\",\"sockets\":{}}",
+        b"{\"requestId\":\"x\",\"sockets\":[\"a\",{\"id\":\"b\"}]}",
+        b"{\"requestId\":\"x\",\"sockets\":[{\"rooms\":[]}]}",
+        b"{\"requestId\":\"x\",\"sockets\":[1]}",
+        b"{\"requestId\":\"x\",\"rooms\":[[]]}",
+        b"{\"requestId\":\"x\",\"rooms\":\"a\"}",
+        b"[\"x\"]",
+        b"\x92\x01\x02",
+        b"",
+    ] {
+        assert!(decode_response(msg).is_err(), "{}", String::from_utf8_lossy(msg));
+    }
+    // Binary where Node's answer would be JSON.
+    let bin_in_fetch =
+        unhex("82a9726571756573744964a178a7736f636b65747391 82a26964a173 a464617461c40101".replace(' ', "").as_str());
+    assert!(matches!(decode_response(&bin_in_fetch), Err(AdapterError::Malformed(_))));
 }
 
 // --- msgpack → JSON details ---------------------------------------------------------------------------------
