@@ -11,8 +11,8 @@
 //! | request | [`decode_request`] | [`encode_request`] |
 //! | response | [`decode_response`] | [`encode_response`] (and the `*_response` shorthands) |
 //!
-//! The encoders write exactly the bytes the Node adapter publishes for the same message, and what they write
-//! decodes to the value encoded.
+//! The encoders write exactly the bytes the Node adapter publishes for the same message (checked against vectors
+//! captured from Node: `protocol/tests/vectors/`), and what they write decodes to the value encoded.
 //!
 //! # Channels
 //!
