@@ -67,6 +67,55 @@ pub fn decode_broadcast(msg: &[u8]) -> Result<Broadcast, AdapterError> {
     broadcast_from_nodes(uid, packet, opts)
 }
 
+/// `opts.flags`: JS truthiness for the booleans, a non-negative number for `timeout`; anything else ignored.
+fn flags(n: Option<Node>) -> Flags {
+    let mut flags = Flags::default();
+    let Some(Node::Map(m)) = n else {
+        return flags;
+    };
+    for (k, v) in m {
+        match (k.as_str(), &v) {
+            (_, Node::Undefined) => {}
+            ("volatile", v) => flags.volatile = truthy(v),
+            ("compress", v) => flags.compress = Some(truthy(v)),
+            ("local", v) => flags.local = truthy(v),
+            ("timeout", Node::Int(t)) if *t >= 0 => flags.timeout = Some(t.unsigned_abs()),
+            ("timeout", Node::UInt(t)) => flags.timeout = Some(*t),
+            ("timeout", Node::Float(t)) if t.is_finite() && *t >= 0.0 => {
+                // Saturating float-to-int conversion, fractional milliseconds dropped.
+                flags.timeout = Some(*t as u64)
+            }
+            _ => {}
+        }
+    }
+    flags
+}
+
+/// A broadcast from the decoded `packet` and `opts` (of a broadcast message, or of a `BROADCAST` request).
+pub(super) fn broadcast_from_nodes(uid: String, packet: Node, opts: Node) -> Result<Broadcast, AdapterError> {
+    let Node::Map(mut p) = packet else {
+        return Err(malformed("packet is not an object"));
+    };
+    let packet_type = uint_field(take(&mut p, "type"), "packet type")?;
+    let nsp = match take(&mut p, "nsp") {
+        None => "/".to_owned(),
+        Some(Node::Str(s)) => s,
+        Some(_) => return Err(malformed("packet nsp is not a string")),
+    };
+    let data @ Node::Arr(_) = take(&mut p, "data").unwrap_or(Node::Undefined) else {
+        return Err(malformed("packet data is missing or not an array"));
+    };
+    let Node::Map(mut o) = opts else {
+        return Err(malformed("broadcast opts is not an object"));
+    };
+    let rooms = string_list(take(&mut o, "rooms"), "opts.rooms")?;
+    let except = string_list(take(&mut o, "except"), "opts.except")?;
+    let flags = flags(take(&mut o, "flags"));
+    let mut attachments = Vec::new();
+    let data = to_json(data, &mut attachments);
+    Ok(Broadcast { uid, packet_type, nsp, data, attachments, rooms, except, flags })
+}
+
 /// The uid of the stored events of the deployment whose keys start with `prefix`: `eventfeed-store:<prefix>`.
 /// Pub/sub channels are global to a Redis server (not per database, not per key prefix), so the uid tells the
 /// deployments sharing one apart.
@@ -247,51 +296,4 @@ pub fn msgpack_uint(n: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(9);
     w_uint(&mut out, n);
     out
-}
-
-pub(super) fn flags(n: Option<Node>) -> Flags {
-    let mut flags = Flags::default();
-    let Some(Node::Map(m)) = n else {
-        return flags;
-    };
-    for (k, v) in m {
-        match (k.as_str(), &v) {
-            (_, Node::Undefined) => {}
-            ("volatile", v) => flags.volatile = truthy(v),
-            ("compress", v) => flags.compress = Some(truthy(v)),
-            ("local", v) => flags.local = truthy(v),
-            ("timeout", Node::Int(t)) if *t >= 0 => flags.timeout = Some(t.unsigned_abs()),
-            ("timeout", Node::UInt(t)) => flags.timeout = Some(*t),
-            ("timeout", Node::Float(t)) if t.is_finite() && *t >= 0.0 => {
-                // Saturating float-to-int conversion, fractional milliseconds dropped.
-                flags.timeout = Some(*t as u64)
-            }
-            _ => {}
-        }
-    }
-    flags
-}
-
-pub(super) fn broadcast_from_nodes(uid: String, packet: Node, opts: Node) -> Result<Broadcast, AdapterError> {
-    let Node::Map(mut p) = packet else {
-        return Err(malformed("packet is not an object"));
-    };
-    let packet_type = uint_field(take(&mut p, "type"), "packet type")?;
-    let nsp = match take(&mut p, "nsp") {
-        None => "/".to_owned(),
-        Some(Node::Str(s)) => s,
-        Some(_) => return Err(malformed("packet nsp is not a string")),
-    };
-    let data @ Node::Arr(_) = take(&mut p, "data").unwrap_or(Node::Undefined) else {
-        return Err(malformed("packet data is missing or not an array"));
-    };
-    let Node::Map(mut o) = opts else {
-        return Err(malformed("broadcast opts is not an object"));
-    };
-    let rooms = string_list(take(&mut o, "rooms"), "opts.rooms")?;
-    let except = string_list(take(&mut o, "except"), "opts.except")?;
-    let flags = flags(take(&mut o, "flags"));
-    let mut attachments = Vec::new();
-    let data = to_json(data, &mut attachments);
-    Ok(Broadcast { uid, packet_type, nsp, data, attachments, rooms, except, flags })
 }

@@ -46,7 +46,8 @@
 //! # Requests and responses
 //!
 //! Requests are published on the request channel, either as JSON (the message's first byte is `{`, 0x7b) or as
-//! msgpack (only `BROADCAST`, i.e. broadcast-with-ack, is msgpack in 8.3.0). See [`Request`] for every type and
+//! msgpack (only `BROADCAST`, i.e. broadcast-with-ack, is msgpack in 8.3.0; our encoders also use msgpack for a
+//! `SERVER_SIDE_EMIT` request or answer that carries binary, which JSON cannot). See [`Request`] for every type and
 //! which [`Response`] answers it; [`encode_request`] for the bytes of each. A requester makes its request id with
 //! [`request_id`], counts the servers that will answer with `PUBSUB NUMSUB` on the request channel, and matches the
 //! answers by [`Response::request_id`].

@@ -1,6 +1,6 @@
 //! The value tree every decoder goes through — what `notepack.decode` or `JSON.parse` would give a Node server —
-//! its msgpack and JSON readers, its mapping to JSON (binary as Socket.IO placeholders), and the msgpack writer
-//! (notepack.io's choices of encodings).
+//! its msgpack and JSON readers, its mapping to JSON (binary as Socket.IO placeholders), and the two writers: msgpack
+//! (notepack.io's choices of encodings) and JSON (`JSON.stringify`), both held to the readers' nesting limit.
 
 use std::collections::{HashMap, HashSet};
 

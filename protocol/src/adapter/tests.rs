@@ -1,3 +1,7 @@
+//! Unit tests of the adapter codec: the message shapes, the msgpack → JSON mapping rules one by one, and
+//! malformed input. The full set of Node vectors, one per message type, is `protocol/tests/vectors/` (see
+//! `adapter_vectors.rs` there).
+//!
 //! Byte fixtures below were produced by the real Node packages with this script (run it in a directory where
 //! `npm install notepack.io@3.0.1 @socket.io/redis-adapter@8.3.0 @socket.io/redis-emitter@5.1.0 socket.io@4`
 //! was done, then `node gen.js`; it prints JSON with the hex of each message and its channel). Request ids are
