@@ -75,6 +75,22 @@ pub fn to_string<T: ?Sized + Serialize>(value: &T) -> Result<String, serde_json:
     String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.to_string()))
 }
 
+/// `String(value)`: a number as JavaScript turns it into a string — what a
+/// number used as an object key or a room name becomes. Unlike JSON, `NaN`,
+/// `Infinity` and `-Infinity` are spelled out.
+pub fn number_to_string(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".to_owned();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    let mut out = Vec::with_capacity(24);
+    // Writing into a `Vec` cannot fail, and every byte written is ASCII.
+    let _ = write_js_number(&mut out, value);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Writes a finite `f64` as ECMAScript `Number::toString` (ECMA-262 §6.1.6.1.20).
 ///
 /// JSON cannot hold NaN or infinities; like `JSON.stringify` they become `null`.
@@ -86,9 +102,11 @@ fn write_js_number<W: ?Sized + io::Write>(w: &mut W, value: f64) -> io::Result<(
         // Covers -0 as well: JavaScript prints it as "0".
         return w.write_all(b"0");
     }
-    if value.fract() == 0.0 && value.abs() < 1e21 {
-        // An integral value below 1e21 prints without a fraction or exponent.
-        // `{:.0}` prints the exact integer, which is what JavaScript shows too.
+    if value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_992.0 {
+        // Up to 2^53 every integer is a double, so the shortest digits that
+        // read back are the exact integer: `{:.0}` prints it. Above, JavaScript
+        // pads the shortest digits with zeros (2^64 is "18446744073709552000"),
+        // which the general path below does.
         return write!(w, "{value:.0}");
     }
     // Shortest round-trip digits, in scientific form: "d[.ddd]e[-]x".
@@ -166,6 +184,12 @@ mod tests {
             (1e-7, "1e-7"),
             (1.25e-7, "1.25e-7"),
             (9007199254740993.0, "9007199254740992"),
+            (9007199254740994.0, "9007199254740994"),
+            (1152921504606846976.0, "1152921504606847000"),
+            (18446744073709551616.0, "18446744073709552000"),
+            (-18446744073709551616.0, "-18446744073709552000"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (1180591620717411303424.0, "1.1805916207174113e+21"),
             (f64::MAX, "1.7976931348623157e+308"),
             (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
             (5e-324, "5e-324"),
@@ -174,6 +198,22 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(num(*v), *want, "value {v:e}");
+        }
+    }
+
+    #[test]
+    fn strings_of_numbers_as_javascript_writes_them() {
+        for (v, want) in [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (-0.0, "0"),
+            (42.0, "42"),
+            (1.5e-7, "1.5e-7"),
+            (1e21, "1e+21"),
+            (18446744073709551616.0, "18446744073709552000"),
+        ] {
+            assert_eq!(number_to_string(v), want, "{v:e}");
         }
     }
 

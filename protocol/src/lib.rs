@@ -19,9 +19,15 @@
 //! - [`socket::session`]: namespaces per connection, the connect deadline,
 //!   and outstanding acknowledgements with timeouts.
 //! - [`json`]: JSON written exactly as `JSON.stringify` writes it.
+//! - [`date`]: calendar dates as JavaScript's `Date` writes them.
+//! - [`adapter`]: the wire format of `@socket.io/redis-adapter` and
+//!   `@socket.io/redis-emitter` (broadcasts, requests and responses between
+//!   servers sharing a Redis; a notepack.io-compatible MessagePack subset).
 //!
 //! Every decoder returns an error for malformed input and never panics.
 
+pub mod adapter;
+pub mod date;
 pub mod engine;
 pub mod json;
 pub mod socket;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use eventfeed_protocol::date::civil_from_days;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -202,22 +203,6 @@ fn rfc3339_millis(t: SystemTime) -> String {
     ]);
     // ASCII digits and separators only.
     String::from_utf8(out).unwrap_or_default()
-}
-
-/// Days since 1970-01-01 (negative before) → year, month (1..=12) and day
-/// (1..=31) in the proleptic Gregorian calendar (Howard Hinnant's algorithm:
-/// days since 0000-03-01, in 400-year eras of 146 097 days).
-pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// [`rfc3339_millis`] through the `time` crate (any year it can represent).

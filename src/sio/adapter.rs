@@ -26,9 +26,8 @@ use serde_json::Value;
 
 use super::Namespaces;
 use super::namespace::{AnyNamespace, BroadcastOp, BroadcastStats};
-pub use crate::backend::redis::wire;
+use eventfeed_protocol::adapter::{Broadcast, FetchedSocket, Request, Response, Selector};
 use eventfeed_protocol::socket::Packet;
-use wire::{Broadcast, FetchedSocket, Request, Response, Selector};
 
 /// Why a cluster-wide operation did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +44,10 @@ pub enum AdapterError {
     /// This server has no such namespace.
     #[error("no such namespace")]
     UnknownNamespace,
+    /// The message cannot be put on the wire (a placeholder without its
+    /// attachment, nesting too deep).
+    #[error("cannot encode the message: {0}")]
+    Encoding(String),
 }
 
 /// What reaches the other servers of a cluster. Every method is about the
@@ -177,7 +180,7 @@ pub fn answer(namespaces: &Namespaces, nsp: &str, request: Request) -> Option<Re
         }
         Request::RemoteFetch { request_id, selector } => {
             let sockets = with_op(&selector, |op| namespace.fetch(op));
-            Some(Response::FetchSockets { request_id, sockets })
+            Some(Response::RemoteFetch { request_id, sockets })
         }
         Request::RemoteJoin { selector, rooms } => {
             let rooms = permitted(namespace, &rooms);
@@ -206,7 +209,7 @@ pub fn answer(namespaces: &Namespaces, nsp: &str, request: Request) -> Option<Re
         // not wait for its timeout.
         Request::ServerSideEmit { request_id, data, .. } => {
             let reply = namespace.server_event(&data);
-            request_id.map(|request_id| Response::ServerSideEmit { request_id, data: reply })
+            request_id.map(|request_id| Response::ServerSideEmit { request_id, data: reply, attachments: Vec::new() })
         }
         // Delivered without asking the clients for an ack (this server does
         // not relay client acks), answered with a client count of 0.
@@ -223,9 +226,9 @@ fn answer_empty(request: Request) -> Option<Response> {
     match request {
         Request::Sockets { request_id, .. } => Some(Response::Sockets { request_id, sockets: Vec::new() }),
         Request::AllRooms { request_id } => Some(Response::AllRooms { request_id, rooms: Vec::new() }),
-        Request::RemoteFetch { request_id, .. } => Some(Response::FetchSockets { request_id, sockets: Vec::new() }),
+        Request::RemoteFetch { request_id, .. } => Some(Response::RemoteFetch { request_id, sockets: Vec::new() }),
         Request::ServerSideEmit { request_id, .. } => {
-            request_id.map(|request_id| Response::ServerSideEmit { request_id, data: None })
+            request_id.map(|request_id| Response::ServerSideEmit { request_id, data: None, attachments: Vec::new() })
         }
         Request::BroadcastWithAck { request_id, .. } => {
             Some(Response::BroadcastClientCount { request_id, client_count: 0 })

@@ -43,7 +43,7 @@ pub use namespace::{
 
 use crate::engine::{self, Conn, Message};
 pub use crate::metrics::SioMetrics;
-use adapter::wire::FetchedSocket;
+use eventfeed_protocol::adapter::FetchedSocket;
 use namespace::DynNamespace;
 
 /// Socket.IO settings.

@@ -21,9 +21,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::Shared;
-use super::wire::{self, Broadcast, FetchedSocket, Flags, Request, Response, Selector};
 use crate::sio::adapter::{self as sio_adapter, Adapter, AdapterError};
 use crate::sio::{BroadcastOp, Namespaces};
+use eventfeed_protocol::adapter::{
+    self as wire, Broadcast, FetchedSocket, Flags, PACKET_TYPE_EVENT, Request, Response, Selector,
+};
 
 /// Requests waiting for answers at most; more are refused at once.
 pub const MAX_PENDING: usize = 256;
@@ -83,7 +85,13 @@ impl RedisAdapter {
         self.0.shared.metrics.requests_answered.inc();
         let shared = self.0.shared.clone();
         let channel = shared.channels(nsp).response;
-        let body = wire::encode_response(&response);
+        let body = match wire::encode_response(&response) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode an answer to another server");
+                return;
+            }
+        };
         tokio::spawn(async move {
             let _ = shared.publish(&channel, body).await;
         });
@@ -121,6 +129,14 @@ impl Inner {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Publishes `request` on `nsp`'s request channel, expecting no answer.
+    fn tell(self: &Arc<Self>, nsp: &str, request: &Request) {
+        match wire::encode_request(Some(&self.shared.uid), request) {
+            Ok(body) => self.publish_later(self.shared.channels(nsp).request, body),
+            Err(e) => tracing::warn!(error = %e, "cannot encode a request to the other servers"),
+        }
+    }
+
     fn publish_later(self: &Arc<Self>, channel: String, body: Vec<u8>) {
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -151,7 +167,7 @@ impl Inner {
         if expected == 0 {
             return Ok(Vec::new());
         }
-        let request_id = crate::engine::new_sid();
+        let request_id = wire::request_id(&rand::random::<[u8; wire::REQUEST_ID_LEN]>());
         let (done, answered) = oneshot::channel();
         {
             let mut pending = self.pending();
@@ -161,14 +177,20 @@ impl Inner {
             }
             pending.insert(request_id.clone(), Pending { expected, answers: Vec::new(), done: Some(done) });
         }
-        let body = wire::encode_request(Some(&self.shared.uid), &request(request_id.clone()));
-        let published = self.shared.publish(&self.shared.channels(nsp).request, body).await;
+        let published = match wire::encode_request(Some(&self.shared.uid), &request(request_id.clone())) {
+            Ok(body) => self
+                .shared
+                .publish(&self.shared.channels(nsp).request, body)
+                .await
+                .map_err(|_| AdapterError::Unavailable),
+            Err(e) => Err(AdapterError::Encoding(e.to_string())),
+        };
         let outcome = match published {
             Ok(()) => match tokio::time::timeout(timeout, answered).await {
                 Ok(Ok(answers)) => Ok(answers),
                 _ => Err(AdapterError::Timeout(timeout)),
             },
-            Err(_) => Err(AdapterError::Unavailable),
+            Err(e) => Err(e),
         };
         if outcome.is_err() {
             self.pending().remove(&request_id);
@@ -180,8 +202,19 @@ impl Inner {
 impl Adapter for RedisAdapter {
     fn broadcast(&self, nsp: &str, op: &BroadcastOp<'_>, data: &Value, attachments: &[Bytes]) {
         let Selector { rooms, except } = selector(op);
-        match wire::encode_broadcast(&self.0.shared.uid, nsp, data, attachments, &rooms, &except, &Flags::default()) {
-            Ok(body) => self.0.publish_later(self.0.shared.channels(nsp).broadcast(&rooms), body),
+        let channel = self.0.shared.channels(nsp).broadcast(&rooms);
+        let broadcast = Broadcast {
+            uid: self.0.shared.uid.clone(),
+            packet_type: PACKET_TYPE_EVENT,
+            nsp: nsp.to_owned(),
+            data: data.clone(),
+            attachments: attachments.to_vec(),
+            rooms,
+            except,
+            flags: Flags::default(),
+        };
+        match wire::encode_broadcast(&broadcast) {
+            Ok(body) => self.0.publish_later(channel, body),
             Err(e) => tracing::warn!(error = %e, "cannot encode a broadcast for the other servers"),
         }
     }
@@ -198,7 +231,7 @@ impl Adapter for RedisAdapter {
             Ok(answers
                 .into_iter()
                 .flat_map(|a| match a {
-                    Response::FetchSockets { sockets, .. } => sockets,
+                    Response::RemoteFetch { sockets, .. } => sockets,
                     _ => Vec::new(),
                 })
                 .collect())
@@ -222,27 +255,18 @@ impl Adapter for RedisAdapter {
     fn sockets_join(&self, nsp: &str, op: &BroadcastOp<'_>, rooms: &[&str]) {
         let request =
             Request::RemoteJoin { selector: selector(op), rooms: rooms.iter().map(|r| (*r).to_owned()).collect() };
-        self.0.publish_later(
-            self.0.shared.channels(nsp).request,
-            wire::encode_request(Some(&self.0.shared.uid), &request),
-        );
+        self.0.tell(nsp, &request);
     }
 
     fn sockets_leave(&self, nsp: &str, op: &BroadcastOp<'_>, rooms: &[&str]) {
         let request =
             Request::RemoteLeave { selector: selector(op), rooms: rooms.iter().map(|r| (*r).to_owned()).collect() };
-        self.0.publish_later(
-            self.0.shared.channels(nsp).request,
-            wire::encode_request(Some(&self.0.shared.uid), &request),
-        );
+        self.0.tell(nsp, &request);
     }
 
     fn disconnect_sockets(&self, nsp: &str, op: &BroadcastOp<'_>, close: bool) {
         let request = Request::RemoteDisconnect { selector: selector(op), close };
-        self.0.publish_later(
-            self.0.shared.channels(nsp).request,
-            wire::encode_request(Some(&self.0.shared.uid), &request),
-        );
+        self.0.tell(nsp, &request);
     }
 
     fn server_side_emit(
@@ -255,12 +279,10 @@ impl Adapter for RedisAdapter {
         async move {
             if ack.is_none() {
                 let request = Request::ServerSideEmit { request_id: None, data, attachments: Vec::new() };
-                let body = wire::encode_request(Some(&inner.shared.uid), &request);
-                inner
-                    .shared
-                    .publish(&inner.shared.channels(&nsp).request, body)
-                    .await
-                    .map_err(|_| AdapterError::Unavailable)?;
+                let body = wire::encode_request(Some(&inner.shared.uid), &request)
+                    .map_err(|e| AdapterError::Encoding(e.to_string()))?;
+                let channel = inner.shared.channels(&nsp).request;
+                inner.shared.publish(&channel, body).await.map_err(|_| AdapterError::Unavailable)?;
                 return Ok(Vec::new());
             }
             let timeout = ack.unwrap_or(REQUEST_TIMEOUT);

@@ -44,12 +44,12 @@ pub mod adapter;
 pub mod sessions;
 pub mod store;
 mod sync;
-pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use eventfeed_protocol::adapter as wire;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};

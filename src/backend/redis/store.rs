@@ -12,12 +12,13 @@ use redis::{Script, Value as RValue};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Control, SessionOp, Shared, hex, wire};
+use super::{Control, SessionOp, Shared, hex};
 use crate::backend::memory::{EventBus, TenantLog};
 use crate::feed::event::PreparedEvent;
 use crate::feed::recovery::{Kept, Owner};
 use crate::feed::store::{Answer, Delivery, Found, Later, Opening, Store};
 use crate::feed::{FeedError, NewEvent, Page, PageRequest, StoredEvent, tenant_room};
+use eventfeed_protocol::adapter as wire;
 
 /// Allocates the next `seq`, stores the event, trims the log to capacity
 /// (dropping evicted ids from the index) and publishes it — one atomic step.

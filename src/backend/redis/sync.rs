@@ -43,11 +43,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Inner, LogRead, ReadMode, RedisStore};
-use super::wire::{self, Broadcast};
 use super::{Control, RedisAdapter, Shared};
 use crate::backend::memory::Applied;
 use crate::feed::{Delivery, FeedError, StoredEvent, tenant_room};
 use crate::sio::Namespaces;
+use eventfeed_protocol::adapter::{self as wire, Broadcast};
 
 /// Live events of one tenant kept while its copy is loading or being
 /// completed; beyond this the copy is fetched again instead.

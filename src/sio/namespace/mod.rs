@@ -23,9 +23,9 @@ use serde_json::Value;
 
 pub mod socket;
 
-use super::adapter::wire::FetchedSocket;
 use super::{Client, Event, SioConfig};
 use crate::engine::Conn;
+use eventfeed_protocol::adapter::FetchedSocket;
 pub use socket::{Socket, SocketParts};
 
 /// How a namespace answers a refused CONNECT: CONNECT_ERROR `{message, data}`.

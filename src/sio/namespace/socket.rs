@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use crate::sio::adapter::wire::FetchedSocket;
 use bytes::Bytes;
+use eventfeed_protocol::adapter::FetchedSocket;
 use eventfeed_protocol::socket::session::{Acks, TooManyAcks};
 use eventfeed_protocol::socket::{Encoded, Packet, encode_raw_ack};
 use prometheus_client::metrics::counter::Counter;
