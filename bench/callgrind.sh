@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instruction counts of eventfeed builds under callgrind: user-space
-# instructions per connect and per delivery, the figures that do not move
-# with the machine's load (see bench/README.md, "Instruction counts").
+# instructions per connect, per delivery and per REST request, the figures
+# that do not move with the machine's load (see bench/README.md,
+# "Instruction counts").
 #
 #   bench/callgrind.sh                         the release build of this checkout
 #   bench/callgrind.sh OLD_BIN NEW_BIN ...     several builds, side by side
@@ -13,9 +14,12 @@
 #   fanout   10 tenants x 50 receivers, publishers at the maximum rate for
 #            DURATION seconds (default 10), REST and post_event mixed
 #   short    the same receivers and publishers, publishing for 2 s
+#   rest     8 keep-alive connections looping POST then GET ?limit=50, for
+#            DURATION seconds, and for 2 s
 # per connect  = (connect - idle) / CONNECTS
 # per delivery = (fanout - short) / (deliveries of fanout - deliveries of short):
 #                the connects, the start and the stop cancel out
+# per request  = (rest - short rest) / (their difference in requests)
 #
 # Needs valgrind and a release build of eventfeed-loadgen (built if missing).
 set -euo pipefail
@@ -70,16 +74,16 @@ total() {
   awk '/^(summary|totals):/ {print $2; exit}' "$1"
 }
 
-# Deliveries reported by the generator's JSON (last line of its output).
-deliveries() {
-  tail -n 1 "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("deliveries", 0))'
+# A count reported by the generator's JSON (last line of its output).
+count() {
+  tail -n 1 "$2" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', 0))"
 }
 
 loadgen() {
   taskset -c "$LOADGEN_CPU" "$LOADGEN" "$@" --timeout 60 --json
 }
 
-printf '%-40s %14s %14s\n' binary "Ir/connect" "Ir/delivery"
+printf '%-40s %14s %14s %14s\n' binary "Ir/connect" "Ir/delivery" "Ir/request"
 for bin in "${BINS[@]}"; do
   name=$(basename "$bin")
   start "$bin" "$name.idle"; stop
@@ -93,18 +97,32 @@ for bin in "${BINS[@]}"; do
   start "$bin" "$name.fanout"
   loadgen "${fanout[@]}" --url "$URL" --duration "$DURATION" >"$OUT/$name.fanout.out"
   stop
+  rest=(rest --connections 8 --limit 50)
+  start "$bin" "$name.rest-short"
+  loadgen "${rest[@]}" --url "$URL" --duration 2 >"$OUT/$name.rest-short.out"
+  stop
+  start "$bin" "$name.rest"
+  loadgen "${rest[@]}" --url "$URL" --duration "$DURATION" >"$OUT/$name.rest.out"
+  stop
   idle=$(total "$OUT/$name.idle.cg")
   connect=$(total "$OUT/$name.connect.cg")
   short=$(total "$OUT/$name.short.cg")
   fan=$(total "$OUT/$name.fanout.cg")
-  d_short=$(deliveries "$OUT/$name.short.out")
-  d_fan=$(deliveries "$OUT/$name.fanout.out")
-  python3 - "$bin" "$idle" "$connect" "$CONNECTS" "$short" "$fan" "$d_short" "$d_fan" <<'EOF'
+  d_short=$(count deliveries "$OUT/$name.short.out")
+  d_fan=$(count deliveries "$OUT/$name.fanout.out")
+  rest_short=$(total "$OUT/$name.rest-short.cg")
+  rest_long=$(total "$OUT/$name.rest.cg")
+  r_short=$(count requests "$OUT/$name.rest-short.out")
+  r_long=$(count requests "$OUT/$name.rest.out")
+  python3 - "$bin" "$idle" "$connect" "$CONNECTS" "$short" "$fan" "$d_short" "$d_fan" \
+    "$rest_short" "$rest_long" "$r_short" "$r_long" <<'EOF'
 import sys
-bin, idle, connect, n, short, fan, d_short, d_fan = sys.argv[1:]
+bin, idle, connect, n, short, fan, d_short, d_fan, rest_short, rest_long, r_short, r_long = sys.argv[1:]
 per_connect = (int(connect) - int(idle)) / int(n)
 per_delivery = (int(fan) - int(short)) / max(1, int(d_fan) - int(d_short))
-print(f"{bin:<40} {per_connect:14,.0f} {per_delivery:14,.1f}   ({int(d_fan):,} deliveries)")
+per_request = (int(rest_long) - int(rest_short)) / max(1, int(r_long) - int(r_short))
+print(f"{bin:<40} {per_connect:14,.0f} {per_delivery:14,.1f} {per_request:14,.0f}"
+      f"   ({int(d_fan):,} deliveries, {int(r_long):,} requests)")
 EOF
 done
 echo "callgrind outputs in $OUT"

@@ -51,7 +51,7 @@ usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--cluster]
   --report DIR   only print the table of an earlier run's results (either mode)
 Comparing two builds of eventfeed (the baseline is not run unless --servers baseline):
   --compare OLD_BIN  run the cases against OLD_BIN and NEW (this checkout's release build,
-                 built unless --no-build), interleaved old, new, old, new, ... (each a fresh
+                 built unless --no-build), interleaved old, new, new, old, ... (each a fresh
                  server, the same environment and pinning); the cluster cases run two
                  instances of each side's own binary. Prints per figure each side's median,
                  new / old and every run's values; no targets
@@ -682,7 +682,14 @@ for c in "${CASES[@]}"; do
   [[ ${#SERVERS_FOR_CASE[@]} -gt 0 ]] || continue
   [[ $c == big ]] && BOUND=1800 || BOUND=600
   for ((rep = 1; rep <= REPEATS; rep++)); do
-    for s in "${SERVERS_FOR_CASE[@]}"; do
+    ORDER=("${SERVERS_FOR_CASE[@]}")
+    if [[ -n $COMPARE_OLD && $((rep % 2)) == 0 && ${ORDER[0]} == old && ${ORDER[1]:-} == new ]]; then
+      # --compare: every other repeat runs new before old, so whatever the
+      # first run of a pair gains or loses (a cooler cache, a quieter host)
+      # falls on each side alike.
+      ORDER=(new old "${ORDER[@]:2}")
+    fi
+    for s in "${ORDER[@]}"; do
       base="$c.$s.$rep"
       kind=$s
       name=${SIDE_LABEL[$s]:-$s}
