@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -102,20 +103,48 @@ pub enum TokensError {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    tokens: Vec<RawEntry>,
-}
+/// The fields an entry may have.
+const FIELDS: [&str; 5] = ["token", "token_sha256", "user", "tenants", "role"];
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEntry {
-    token: Option<String>,
-    token_sha256: Option<String>,
-    user: Option<String>,
-    tenants: Option<Vec<String>>,
-    role: Option<String>,
+/// One entry of a tokens file, checked field by field; the error says which
+/// field is wrong and how (never its value: it may be a token).
+fn parse_entry(raw: &Value) -> Result<Entry, String> {
+    let Value::Object(fields) = raw else {
+        return Err("an entry must be an object {token | token_sha256, user, tenants, role}".to_owned());
+    };
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!("unknown field {unknown:?} (expected one of {FIELDS:?})"));
+    }
+    let string = |name: &str| match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(format!("{name:?} must be a string")),
+    };
+    let user = match string("user")? {
+        Some(u) if !u.trim().is_empty() => u.to_owned(),
+        _ => return Err("\"user\" is missing or empty".to_owned()),
+    };
+    let digest = match (string("token")?, string("token_sha256")?) {
+        (Some(t), None) if !t.is_empty() => sha256(t.as_bytes()),
+        (None, Some(h)) => parse_hex32(h).ok_or("\"token_sha256\" must be 64 hex characters")?,
+        (Some(_), Some(_)) => return Err("give either \"token\" or \"token_sha256\", not both".to_owned()),
+        _ => return Err("\"token\" or \"token_sha256\" is required".to_owned()),
+    };
+    const TENANTS: &str = "\"tenants\" must be a non-empty list of tenant ids (or [\"*\"])";
+    let tenants = match fields.get("tenants") {
+        Some(Value::Array(list)) if !list.is_empty() => list
+            .iter()
+            .map(|t| t.as_str().filter(|t| !t.is_empty()).map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(TENANTS)?,
+        _ => return Err(TENANTS.to_owned()),
+    };
+    let role = match string("role")? {
+        Some("admin") => Role::Admin,
+        Some("reader") => Role::Reader,
+        _ => return Err("\"role\" must be \"admin\" or \"reader\"".to_owned()),
+    };
+    Ok(Entry { digest, user, tenants, role })
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -172,43 +201,39 @@ impl Tokens {
         Self::parse(&text, &p)
     }
 
-    /// Parses the JSON of a tokens file (`origin` names it in errors).
+    /// Parses the JSON of a tokens file (`origin` names it in errors). Every
+    /// entry is checked field by field, so an error names the entry (its
+    /// index, and its user when it has one) and the field — never a token.
     pub fn parse(text: &str, origin: &str) -> Result<Self, TokensError> {
-        let file: File = serde_json::from_str(text)
-            .map_err(|e| TokensError::Format { path: origin.to_owned(), message: e.to_string() })?;
-        let mut entries = Vec::with_capacity(file.tokens.len());
-        for (index, raw) in file.tokens.into_iter().enumerate() {
-            let err = |message: &str, user: &Option<String>| TokensError::Entry {
-                path: origin.to_owned(),
-                index,
-                user: user.as_ref().map(|u| format!(" (user {u:?})")).unwrap_or_default(),
-                message: message.to_owned(),
-            };
-            let user = match &raw.user {
-                Some(u) if !u.trim().is_empty() => u.clone(),
-                _ => return Err(err("\"user\" is missing or empty", &raw.user)),
-            };
-            let digest = match (&raw.token, &raw.token_sha256) {
-                (Some(t), None) if !t.is_empty() => sha256(t.as_bytes()),
-                (None, Some(h)) => {
-                    parse_hex32(h).ok_or_else(|| err("\"token_sha256\" must be 64 hex characters", &raw.user))?
-                }
-                (Some(_), Some(_)) => {
-                    return Err(err("give either \"token\" or \"token_sha256\", not both", &raw.user));
-                }
-                _ => return Err(err("\"token\" or \"token_sha256\" is required", &raw.user)),
-            };
-            let tenants = match raw.tenants {
-                Some(t) if !t.is_empty() && t.iter().all(|x| !x.is_empty()) => t,
-                _ => return Err(err("\"tenants\" must be a non-empty list of tenant ids (or [\"*\"])", &raw.user)),
-            };
-            let role = match raw.role.as_deref() {
-                Some("admin") => Role::Admin,
-                Some("reader") => Role::Reader,
-                _ => return Err(err("\"role\" must be \"admin\" or \"reader\"", &raw.user)),
-            };
-            entries.push(Entry { digest, user, tenants, role });
+        let format = |message: &str| TokensError::Format { path: origin.to_owned(), message: message.to_owned() };
+        let root: Value = serde_json::from_str(text).map_err(|e| {
+            // Where the JSON breaks, not what it says (a token may be nearby).
+            format(&format!("not JSON (line {}, column {})", e.line(), e.column()))
+        })?;
+        let Value::Object(mut root) = root else {
+            return Err(format("the file must be an object {\"tokens\": [...]}"));
+        };
+        let Some(Value::Array(list)) = root.remove("tokens") else {
+            return Err(format("\"tokens\" must be a list of entries"));
+        };
+        if let Some(other) = root.keys().next() {
+            return Err(format(&format!("unknown field {other:?} (only \"tokens\")")));
         }
+        let entries = list
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                parse_entry(raw).map_err(|message| TokensError::Entry {
+                    path: origin.to_owned(),
+                    index,
+                    user: match raw.get("user") {
+                        Some(Value::String(u)) => format!(" (user {u:?})"),
+                        _ => String::new(),
+                    },
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Tokens { entries, demo: false })
     }
 
@@ -314,5 +339,39 @@ mod tests {
         }
         assert!(matches!(Tokens::parse("{", "f.json"), Err(TokensError::Format { .. })));
         assert!(matches!(Tokens::parse(r#"{"tokens":[],"x":1}"#, "f.json"), Err(TokensError::Format { .. })));
+        assert!(matches!(Tokens::parse(r#"{"tokens":{}}"#, "f.json"), Err(TokensError::Format { .. })));
+        assert!(matches!(Tokens::parse("[]", "f.json"), Err(TokensError::Format { .. })));
+    }
+
+    #[test]
+    fn every_wrong_shape_names_the_entry_and_the_field_but_never_a_token() {
+        let entry = |fields: &str| {
+            format!(r#"{{"tokens":[{{"token":"ok","user":"a","tenants":["x"],"role":"admin"}},{fields}]}}"#)
+        };
+        let cases = [
+            (r#"{"token":"SECRET","user":"b","tenants":"x","role":"admin"}"#, "\"tenants\""),
+            (r#"{"token":"SECRET","user":"b","tenants":[5],"role":"admin"}"#, "\"tenants\""),
+            (r#"{"token":"SECRET","user":"b","tenants":[""],"role":"admin"}"#, "\"tenants\""),
+            (r#"{"token":["SECRET"],"user":"b","tenants":["x"],"role":"admin"}"#, "\"token\" must be a string"),
+            (r#"{"token":"SECRET","user":"b","tenants":["x"],"role":5}"#, "\"role\" must be a string"),
+            (
+                r#"{"token":"SECRET","user":"b","tenants":["x"],"role":"admin","tokn":"SECRET"}"#,
+                "unknown field \"tokn\"",
+            ),
+            (r#"{"token":"SECRET","user":7,"tenants":["x"],"role":"admin"}"#, "\"user\" must be a string"),
+            (r#"{"token_sha256":"SECRET","user":"b","tenants":["x"],"role":"admin"}"#, "64 hex"),
+            (r#""SECRET""#, "must be an object"),
+        ];
+        for (fields, want) in cases {
+            let err = Tokens::parse(&entry(fields), "f.json").unwrap_err().to_string();
+            assert!(err.contains("f.json: entry 1"), "{err}");
+            assert!(err.contains(want), "{err} should contain {want}");
+            assert!(!err.contains("SECRET"), "a token in the message: {err}");
+            if fields.contains(r#""user":"b""#) {
+                assert!(err.contains(r#"(user "b")"#), "{err}");
+            }
+        }
+        let broken = Tokens::parse(r#"{"tokens":[{"token":"SECRET""#, "f.json").unwrap_err().to_string();
+        assert!(!broken.contains("SECRET") && broken.contains("line 1"), "{broken}");
     }
 }
