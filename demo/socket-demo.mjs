@@ -13,6 +13,8 @@ const base = process.argv[2] || process.env.EVENTFEED_URL || "http://127.0.0.1:3
 const once = (em, ev) => new Promise((res) => em.once(ev, (...a) => res(a)));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Every listener is attached before the socket can receive anything: the
+// snapshot follows the CONNECT answer at once, whoever is awaited first.
 function connect(tenantId, token) {
   const socket = io(`${base}/events`, { auth: { tenantId, token } });
   const seen = [];
@@ -20,16 +22,28 @@ function connect(tenantId, token) {
     seen.push(e);
     console.log(`  [${tenantId}] event_created #${e.seq} by ${e.author}: ${JSON.stringify(e.message)}`);
   });
-  return { socket, seen };
+  const snapshot = Promise.race([
+    once(socket, "snapshot").then(([events]) => events),
+    once(socket, "connect_error").then(([err]) => {
+      throw new Error(`${tenantId}: ${err.message} (is the server running at ${base}?)`);
+    }),
+  ]);
+  // Awaited later: keep an early failure from counting as unhandled.
+  snapshot.catch(() => {});
+  return { socket, seen, snapshot };
+}
+
+/// Waits (at most `ms`) until `pred()` holds.
+async function until(pred, what, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
+    await sleep(10);
+  }
 }
 
 async function ready(name, client) {
-  const [snapshot] = await Promise.race([
-    once(client.socket, "snapshot"),
-    once(client.socket, "connect_error").then(([err]) => {
-      throw new Error(`${name}: ${err.message} (is the server running at ${base}?)`);
-    }),
-  ]);
+  const snapshot = await client.snapshot;
   console.log(`${name}: connected (socket ${client.socket.id}), snapshot of ${snapshot.length} events`);
   for (const e of snapshot.slice(-3)) console.log(`  #${e.seq} ${JSON.stringify(e.message)}`);
   return snapshot;
@@ -57,7 +71,7 @@ console.log(`  ${res.status} ${res.headers.get("location")}`);
 console.log("\nB posts one of its own:");
 await b.socket.emitWithAck("post_event", { message: "B's private note" });
 
-await sleep(300);
+await until(() => a.seen.some((e) => e.id === created.id), "A to receive its REST event");
 
 console.log("\nA replays everything after its socket post (replay with ack):");
 const replay = await a.socket.emitWithAck("replay", { sinceId: viaSocket.event.id, limit: 10 });
@@ -81,3 +95,4 @@ if (leaked.length > 0 || !aGotCreated) {
 }
 
 for (const c of [a, b, reader]) c.socket.disconnect();
+if (process.exitCode !== 1) console.log("\ndemo finished");
