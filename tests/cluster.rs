@@ -644,3 +644,18 @@ async fn a_session_recovers_on_another_instance_after_its_own_crashed() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_stops_without_a_false_alarm() {
+    let (_redis, mut a, mut b) = cluster().await;
+    // One socket came and went normally on B: its session was written, then deleted.
+    drop(FeedClient::connect(b.addr(), A).await);
+    for instance in [&mut a, &mut b] {
+        let status = tokio::task::block_in_place(|| instance.terminate());
+        assert!(status.success(), "exit status {status:?}");
+        let logs = instance.logs();
+        for alarm in ["redis call failed", "were lost", "were not written"] {
+            assert!(!logs.contains(alarm), "a shutdown with Redis up logged {alarm:?}:\n{logs}");
+        }
+    }
+}

@@ -102,9 +102,14 @@ impl Inner {
                     SessionOp::Flush(done) => flushed.push(done),
                 }
             }
-            let mut conn = self.shared.conn.clone();
-            if self.shared.call(pipe.query_async::<()>(&mut conn)).await.is_err() {
-                tracing::warn!("session writes for recovery were lost (redis unavailable)");
+            // A batch of flushes alone writes nothing: an empty pipeline is
+            // not sent (Redis would refuse it, and its error would read as a
+            // lost write).
+            if pipe.cmd_iter().next().is_some() {
+                let mut conn = self.shared.conn.clone();
+                if self.shared.call(pipe.query_async::<()>(&mut conn)).await.is_err() {
+                    tracing::warn!("session writes for recovery were lost (redis unavailable)");
+                }
             }
             for done in flushed {
                 let _ = done.send(());
