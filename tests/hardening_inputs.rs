@@ -485,6 +485,12 @@ async fn hostile_socketio_packets_close_only_their_own_session() {
     // Unknown events are ignored.
     client.send(&format!(r#"42{NSP},["no_such_event",1,2,3]"#)).await;
     client.send(&format!(r#"42{NSP},8["no_such_event"]"#)).await;
+    // So is an acknowledgement the server never asked for (a late one, say),
+    // text or binary: the socket stays.
+    client.send(&format!(r#"43{NSP},99["late"]"#)).await;
+    client.send(&format!(r#"43{NSP},0[]"#)).await;
+    client.send(&format!(r#"461-{NSP},98[{{"_placeholder":true,"num":0}}]"#)).await;
+    send_binary(&mut client.ws, b"late bytes").await;
     let ack = client.post(9, "after wrong arguments").await;
     assert_eq!(ack["event"]["seq"], 1, "nothing was created before: {ack}");
     drop(client);
