@@ -213,7 +213,7 @@ async fn accept_loop(listener: TcpListener, router: Router, config: ServerConfig
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             // Bound hit: too many connections; this one is closed unanswered.
-            tracing::warn!(max = config.max_connections, "connection limit reached; closing new connection");
+            tracing::warn!(target: "audit", action = "accept", outcome = "connection_limit", peer = %peer, max = config.max_connections, "connection limit reached; new connection closed");
             if let Some(m) = &config.metrics {
                 m.reject("connections");
             }

@@ -202,6 +202,9 @@ impl<H: Handler> Engine<H> {
         origin_ok: bool,
         peer: Option<SocketAddr>,
     ) -> Result<Response<Body>, Reject> {
+        if !origin_ok {
+            h::audit_origin_refused("engine.io", &req, peer);
+        }
         if req.method() == Method::OPTIONS {
             return Ok(h::preflight(&req, origin_ok));
         }
@@ -248,7 +251,7 @@ impl<H: Handler> Engine<H> {
         if self.sessions.len() >= self.config.max_sessions {
             self.metrics.session_limit_rejections.inc();
             // Bound hit: refuse new sessions; existing ones are unaffected.
-            tracing::warn!(max = self.config.max_sessions, "session limit reached; refusing handshake");
+            tracing::warn!(target: "audit", action = "handshake", outcome = "session_limit", peer = %h::Peer(peer), max = self.config.max_sessions, "session limit reached; handshake refused");
             return Err(Reject::TooManySessions);
         }
         let sid: Arc<str> = new_sid().into();

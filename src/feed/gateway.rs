@@ -37,6 +37,7 @@ use super::recovery::{Kept, Owner, recovery_point};
 use super::store::{Answer, Opening, Store};
 use super::{Feed, Principal, SNAPSHOT_LIMIT, TENANT_ROOM_PREFIX, tenant_room};
 use crate::engine::Conn;
+use crate::http::{Peer, claimed};
 use crate::sio::{
     Accept, Authorization, ConnectRejection, Connecting, Decision, Deferred, DisconnectReason, Event, NamespaceHandler,
     Socket,
@@ -186,9 +187,9 @@ impl Admission {
     }
 }
 
-/// The peer address as the audit log shows it (formatted only for a log line).
-fn peer_of(conn: &Conn) -> String {
-    conn.peer().map(|p| p.to_string()).unwrap_or_default()
+/// The peer address as the audit log shows it (formatted only when a line is written).
+fn peer_of(conn: &Conn) -> Peer {
+    Peer(conn.peer())
 }
 
 impl<S: Store> Gateway<S> {
@@ -204,7 +205,7 @@ impl<S: Store> Gateway<S> {
             Err(e) => {
                 let peer = peer_of(connecting.conn);
                 self.feed.auth_failed("socket");
-                tracing::info!(target: "audit", action = "connect", outcome = "unauthorized", tenant = tenant.unwrap_or(""), peer, "socket auth failed");
+                tracing::info!(target: "audit", action = "connect", outcome = "unauthorized", tenant = %claimed(tenant.unwrap_or("")), peer = %peer, "socket auth failed");
                 return Err(ConnectRejection { message: "unauthorized".into(), data: Some(e.to_value()) });
             }
         };
@@ -213,7 +214,7 @@ impl<S: Store> Gateway<S> {
             // Bound hit: this tenant has as many sockets as allowed; refuse this one.
             self.feed.metrics.reject("tenant_connections");
             let peer = peer_of(connecting.conn);
-            tracing::warn!(target: "audit", action = "connect", outcome = "tenant_connection_limit", tenant = %principal.tenant, user = %principal.user, peer, max, "socket refused");
+            tracing::warn!(target: "audit", action = "connect", outcome = "tenant_connection_limit", tenant = %principal.tenant, user = %principal.user, peer = %peer, max, "socket refused");
             return Err(ConnectRejection {
                 message: "too many connections".into(),
                 data: Some(
@@ -251,10 +252,10 @@ impl<S: Store> Gateway<S> {
                         accept_id = Some(kept.sid);
                         accept_pid = Some(pid);
                         start = Start::Recover { after_seq };
-                        tracing::info!(target: "audit", action = "connect", outcome = "recovered", tenant = %principal.tenant, user = %principal.user, peer, "session recovered");
+                        tracing::info!(target: "audit", action = "connect", outcome = "recovered", tenant = %principal.tenant, user = %principal.user, peer = %peer, "session recovered");
                     }
                     None => {
-                        tracing::info!(target: "audit", action = "connect", outcome = "not_recoverable", tenant = %principal.tenant, user = %principal.user, peer, "missed events no longer retained; fresh session");
+                        tracing::info!(target: "audit", action = "connect", outcome = "not_recoverable", tenant = %principal.tenant, user = %principal.user, peer = %peer, "missed events no longer retained; fresh session");
                     }
                 }
             }
@@ -326,11 +327,11 @@ impl<S: Store> Gateway<S> {
             let peer = peer_of(socket.conn());
             let result = match result {
                 Ok(e) => {
-                    tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer, "event created");
+                    tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = %peer, "event created");
                     Ok(event_body(&e))
                 }
                 Err(e) => {
-                    tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer, "event refused");
+                    tracing::info!(target: "audit", action = "post_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = %peer, "event refused");
                     Err(e)
                 }
             };
@@ -480,7 +481,7 @@ impl<S: Store> NamespaceHandler for Gateway<S> {
         let who = &socket.data().principal;
         if reason == DisconnectReason::Transport(CloseReason::SlowConsumer) {
             let peer = peer_of(socket.conn());
-            tracing::warn!(target: "audit", action = "disconnect", outcome = "slow_consumer", tenant = %who.tenant, user = %who.user, peer, "socket dropped: its queue overflowed");
+            tracing::warn!(target: "audit", action = "disconnect", outcome = "slow_consumer", tenant = %who.tenant, user = %who.user, peer = %peer, "socket dropped: its queue overflowed");
         }
         // Kept for recovery only when the client lost it without meaning to.
         let abnormal = matches!(reason, DisconnectReason::Transport(r) if r.is_abnormal());

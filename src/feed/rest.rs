@@ -22,7 +22,7 @@ use super::event::page_json;
 use super::paging::PageRequest;
 use super::store::Store;
 use super::{Feed, Principal};
-use crate::http::{self as h, Body};
+use crate::http::{self as h, Body, claimed};
 use crate::metrics::Metrics;
 use crate::server::{ResponseFuture, Service};
 
@@ -48,6 +48,7 @@ impl<S: Store> Service for Rest<S> {
             let cors =
                 self.feed.config.cors.headers_for(req.headers().get(header::ORIGIN), req.headers().get(header::HOST));
             let mut res = if !cors.is_allowed() {
+                h::audit_origin_refused("rest", &req, Some(peer));
                 FeedError::OriginNotAllowed.to_response()
             } else {
                 match route(&self, req, peer).await {
@@ -130,7 +131,7 @@ fn principal<S: Store>(feed: &Feed<S>, headers: &HeaderMap, peer: SocketAddr) ->
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     feed.authenticate(get("x-tenant-id"), get("x-user-token")).inspect_err(|_| {
         feed.auth_failed("rest");
-        tracing::info!(target: "audit", action = "authenticate", outcome = "unauthorized", tenant = get("x-tenant-id").unwrap_or(""), peer = %peer, "rest auth failed");
+        tracing::info!(target: "audit", action = "authenticate", outcome = "unauthorized", tenant = %claimed(get("x-tenant-id").unwrap_or("")), peer = %peer, "rest auth failed");
     })
 }
 

@@ -11,6 +11,41 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
+/// A peer address as every audit line writes it (`peer=127.0.0.1:54321`,
+/// `peer=unknown`), formatted only when the line is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Bytes of a name a client claims (a tenant id it was not authenticated
+/// for) that an audit line keeps: enough to recognise it, not enough to
+/// flood the log.
+pub const CLAIMED_MAX: usize = 128;
+
+/// `name` cut to [`CLAIMED_MAX`] bytes (at a character boundary).
+pub fn claimed(name: &str) -> &str {
+    let mut end = name.len().min(CLAIMED_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Writes the audit line of a request refused for its `Origin` (`via`:
+/// `rest` or `engine.io`).
+pub fn audit_origin_refused<B>(via: &'static str, req: &Request<B>, peer: Option<std::net::SocketAddr>) {
+    let origin = req.headers().get(header::ORIGIN).map(|o| o.to_str().unwrap_or("(not text)")).unwrap_or("");
+    tracing::info!(target: "audit", action = "request", outcome = "origin_not_allowed", via, origin = %claimed(origin), peer = %Peer(peer), "request refused: origin not allowed");
+}
+
 /// The response body used everywhere: one buffer.
 pub type Body = Full<Bytes>;
 
