@@ -81,6 +81,7 @@ impl<S: Store, A: Adapter> App<S, A> {
         // socket's outgoing queue, or the recovering client would be dropped
         // as a slow consumer during its own recovery.
         config.max_recovered_events = config.max_recovered_events.min(engine_config.max_queue / 2);
+        config.stream_queue = engine_config.max_queue;
         let engine_metrics = metrics.engine.clone();
         let sio_config = SioConfig { metrics: metrics.sio.clone(), ..sio_config };
         let metrics = Arc::new(metrics);
@@ -104,8 +105,10 @@ impl<S: Store, A: Adapter> App<S, A> {
     pub fn router(&self) -> Router {
         let engine = self.engine.clone();
         let namespace = self.namespace.clone();
+        let streams = self.feed.delivery().streams().clone();
         let nsp_label = self.nsp_label;
         let refresh = move |m: &Metrics| {
+            m.streams.set(streams.open() as i64);
             let (polling, websocket) = engine.sessions_by_transport();
             m.connections.get_or_create(&vec![("transport", "polling")]).set(polling as i64);
             m.connections.get_or_create(&vec![("transport", "websocket")]).set(websocket as i64);

@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 pub type Labels = Vec<(&'static str, &'static str)>;
 
 /// Route labels whose request histograms exist from the start.
-const KNOWN_ROUTES: [&str; 6] = ["engine.io", "api_events", "api_event", "ops", "other", "app"];
+const KNOWN_ROUTES: [&str; 7] = ["engine.io", "api_events", "api_event", "api_stream", "ops", "other", "app"];
 
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -93,6 +93,10 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Deliveries refused by a closed or overflowing socket queue.
     pub delivery_failures: Counter,
+    /// Open Server-Sent Events streams (set when scraped).
+    pub streams: Gauge,
+    /// Event records queued to streams.
+    pub stream_deliveries: Counter,
     /// Writes refused by a rate limit, by scope (`user`, `tenant`).
     pub rate_limited: Family<Labels, Counter>,
     /// Failed authentications, by channel (`rest`, `socket`).
@@ -132,6 +136,8 @@ impl Metrics {
             events_created: Counter::default(),
             deliveries: Counter::default(),
             delivery_failures: Counter::default(),
+            streams: Gauge::default(),
+            stream_deliveries: Counter::default(),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
             limit_rejections: Family::default(),
@@ -149,6 +155,12 @@ impl Metrics {
             "delivery_failures",
             "Deliveries refused by a closed or overflowing socket queue",
             m.delivery_failures.clone(),
+        );
+        registry.register("streams", "Open Server-Sent Events streams", m.streams.clone());
+        registry.register(
+            "stream_deliveries",
+            "Event records queued to Server-Sent Events streams",
+            m.stream_deliveries.clone(),
         );
         registry.register("rate_limited", "Writes refused by a rate limit", m.rate_limited.clone());
         registry.register("auth_failures", "Failed authentications", m.auth_failures.clone());
@@ -175,7 +187,7 @@ impl Metrics {
             ("sessions_closed", "Engine.IO sessions closed", &engine.sessions_closed),
             (
                 "slow_consumer_disconnects",
-                "Sessions closed because their outgoing queue filled",
+                "Sessions and streams closed because their outgoing queue filled",
                 &engine.slow_consumer_closes,
             ),
             ("frames_queued", "Engine.IO packets queued to sessions", &engine.frames_queued),

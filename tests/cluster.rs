@@ -7,7 +7,8 @@
 //! leaves no client with a hole; a dropped subscription is filled from the
 //! store; a store that lost its history closes the sockets instead of leaving
 //! a silent gap; a slow Redis gets `unavailable` within the deadline; an
-//! instance started before Redis serves once it is up.
+//! instance started before Redis serves once it is up; a Server-Sent Events
+//! stream on one instance gets the events posted on both, in `seq` order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +19,8 @@ mod common;
 mod feed;
 #[path = "common/raw.rs"]
 mod raw;
+#[path = "common/sse.rs"]
+mod sse;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -658,4 +661,27 @@ async fn an_idle_instance_stops_without_a_false_alarm() {
             assert!(!logs.contains(alarm), "a shutdown with Redis up logged {alarm:?}:\n{logs}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_one_instance_gets_the_events_of_both_in_order() {
+    let (_redis, a, b) = cluster().await;
+    let posted_before = post_event(b.addr(), A, "before").await.json();
+    let [t, k] = feed::auth_headers(A);
+    let target = format!("/api/events/stream?sinceId={}", posted_before["id"].as_str().unwrap());
+    let mut on_a = sse::SseClient::get(a.addr(), &target, &[t, k]).await;
+    assert_eq!(on_a.status, 200);
+    let mut posted = Vec::new();
+    for i in 0..20 {
+        let on = if i % 2 == 0 { a.addr() } else { b.addr() };
+        let res = post_event(on, A, &format!("m{i}")).await;
+        assert_eq!(res.status, 201);
+        posted.push(res.json());
+    }
+    let got = on_a.events(20).await;
+    assert_eq!(got, posted, "every event of both instances, once, in seq order");
+    // Another tenant's events never reach it.
+    assert_eq!(post_event(b.addr(), B, "other tenant").await.status, 201);
+    let last = post_event(b.addr(), A, "last").await.json();
+    assert_eq!(on_a.events(1).await, vec![last]);
 }

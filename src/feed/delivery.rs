@@ -1,10 +1,18 @@
-//! New events to the sockets of their tenant: the `event_created` packet is
-//! encoded once from the stored JSON and the same bytes are queued to every
-//! socket in the room `tenant:{id}` of the feed's namespace on this server.
-//! (Other servers of a cluster deliver to their own sockets from the shared
-//! store: nothing here crosses instances.)
+//! New events to the subscribers of their tenant on this server: the
+//! `event_created` packet is encoded once from the stored JSON and the same
+//! bytes are queued to every socket in the room `tenant:{id}` of the feed's
+//! namespace; the Server-Sent Events record is encoded once too and queued to
+//! every stream of the tenant ([`Streams`]). (Other servers of a cluster
+//! deliver to their own subscribers from the shared store: nothing here
+//! crosses instances.)
 
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
 
 use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::{Encoded, encode_raw_event};
@@ -16,22 +24,35 @@ use crate::metrics::Metrics;
 use crate::sio::{BroadcastOp, Namespace, NamespaceHandler, Socket};
 
 /// The feed's [`Delivery`]: events to the tenant's room of its namespace
-/// (served by `H`, the feed's gateway).
+/// (served by `H`, the feed's gateway) and to the tenant's streams.
 pub struct SocketDelivery<H: NamespaceHandler> {
     namespace: OnceLock<Arc<Namespace<H>>>,
     metrics: Arc<Metrics>,
     /// Append the offset argument (connection state recovery is on).
     with_offsets: bool,
+    /// The open Server-Sent Events streams, by tenant.
+    streams: Streams,
 }
 
 impl<H: NamespaceHandler> SocketDelivery<H> {
     pub(super) fn new(metrics: Arc<Metrics>, with_offsets: bool) -> Self {
-        SocketDelivery { namespace: OnceLock::new(), metrics, with_offsets }
+        SocketDelivery { namespace: OnceLock::new(), metrics, with_offsets, streams: Streams::default() }
     }
 
     /// Points delivery at the namespace (once, at start).
     pub fn attach(&self, namespace: Arc<Namespace<H>>) {
         let _ = self.namespace.set(namespace);
+    }
+
+    /// The open streams.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// The tenant's subscribers here: its sockets and its streams.
+    pub fn subscribers(&self, tenant: &str) -> usize {
+        let sockets = self.namespace.get().map_or(0, |nsp| nsp.room_size(&tenant_room(tenant)));
+        sockets + self.streams.count(tenant)
     }
 }
 
@@ -44,13 +65,219 @@ impl<H: NamespaceHandler> Delivery for SocketDelivery<H> {
         let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
         self.metrics.deliveries.inc_by(stats.delivered as u64);
         self.metrics.delivery_failures.inc_by(stats.failed as u64);
+        let streamed = self.streams.deliver(event);
+        if streamed > 0 {
+            self.metrics.stream_deliveries.inc_by(streamed as u64);
+        }
     }
 
     fn reset(&self, tenant: &str) {
+        self.streams.end_tenant(tenant);
         let Some(nsp) = self.namespace.get() else { return };
         let room = tenant_room(tenant);
         for socket in nsp.sockets_in(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }) {
             socket.conn().close(CloseReason::ForcedClose);
+        }
+    }
+}
+
+/// One event as a Server-Sent Events record: `id`, `event`, the JSON on one
+/// `data` line, a blank line.
+pub fn sse_record(event: &StoredEvent) -> Bytes {
+    let json = event.json().get();
+    let mut out = Vec::with_capacity(json.len() + 80);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(event.id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
+    out.extend_from_slice(b"\nevent: event_created\ndata: ");
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// A stream's live events: records queued by the delivery (under the
+/// tenant's lock, so in `seq` order), taken by the stream's task.
+#[derive(Debug)]
+pub struct StreamQueue {
+    inner: Mutex<QueueInner>,
+    /// Wakes the stream's task: records queued, or the stream must end.
+    pub notify: Notify,
+    /// Records queued at most; one more ends the stream (a slow consumer).
+    max: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueInner {
+    records: VecDeque<(u64, Bytes)>,
+    end: Option<StreamEnd>,
+}
+
+/// Why a stream must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Its client fell behind by more than the queue bound.
+    SlowConsumer,
+    /// The tenant's history here was replaced: the client resumes by id.
+    Reset,
+}
+
+/// What a stream's task takes from its queue.
+#[derive(Debug)]
+pub enum Taken {
+    /// Records, oldest first, with their `seq`s.
+    Records(Vec<(u64, Bytes)>),
+    /// The stream must end.
+    End(StreamEnd),
+}
+
+impl StreamQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, seq: u64, record: &Bytes) {
+        let mut inner = self.lock();
+        if inner.end.is_some() {
+            return;
+        }
+        if inner.records.len() >= self.max {
+            // Bound hit: the client reads slower than the tenant writes. The
+            // stream ends; its client resumes with Last-Event-ID.
+            inner.records = VecDeque::new();
+            inner.end = Some(StreamEnd::SlowConsumer);
+        } else {
+            inner.records.push_back((seq, record.clone()));
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    fn end(&self, why: StreamEnd) {
+        self.lock().end.get_or_insert(why);
+        self.notify.notify_one();
+    }
+
+    /// Why the stream must end, if it must.
+    pub fn ended(&self) -> Option<StreamEnd> {
+        self.lock().end
+    }
+
+    /// Everything queued, or why the stream must end.
+    pub fn take(&self) -> Taken {
+        let mut inner = self.lock();
+        match inner.end {
+            Some(why) => Taken::End(why),
+            None => Taken::Records(inner.records.drain(..).collect()),
+        }
+    }
+}
+
+const STREAM_SHARDS: usize = 16;
+
+type StreamShard = HashMap<Arc<str>, Vec<Arc<StreamQueue>>, foldhash::fast::RandomState>;
+
+/// The open Server-Sent Events streams of this server, by tenant (a
+/// handle: clones share them).
+#[derive(Debug, Clone, Default)]
+pub struct Streams(Arc<Registry>);
+
+#[derive(Debug)]
+struct Registry {
+    shards: Vec<Mutex<StreamShard>>,
+    hasher: foldhash::fast::RandomState,
+    /// Streams open in all: delivery skips the lookup when there are none.
+    open: AtomicUsize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..STREAM_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            open: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, tenant: &str) -> MutexGuard<'_, StreamShard> {
+        let i = (self.hasher.hash_one(tenant) as usize) % STREAM_SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A stream's place in [`Streams`]; it leaves when this is dropped.
+#[derive(Debug)]
+pub struct StreamGuard {
+    registry: Arc<Registry>,
+    tenant: Arc<str>,
+    /// The stream's queue.
+    pub queue: Arc<StreamQueue>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut shard = self.registry.shard(&self.tenant);
+        if let Some(list) = shard.get_mut(&self.tenant) {
+            list.retain(|q| !Arc::ptr_eq(q, &self.queue));
+            if list.is_empty() {
+                shard.remove(&self.tenant);
+            }
+        }
+        self.registry.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Streams {
+    fn shard(&self, tenant: &str) -> MutexGuard<'_, StreamShard> {
+        self.0.shard(tenant)
+    }
+
+    /// Streams open in all.
+    pub fn open(&self) -> usize {
+        self.0.open.load(Ordering::Relaxed)
+    }
+
+    /// The tenant's open streams.
+    pub fn count(&self, tenant: &str) -> usize {
+        if self.open() == 0 {
+            return 0;
+        }
+        self.shard(tenant).get(tenant).map_or(0, Vec::len)
+    }
+
+    /// Opens a stream of `tenant` whose queue holds `max` records at most.
+    /// Call it under the tenant's lock (where nothing is delivered), so the
+    /// stream gets every event after that point and none before.
+    pub fn join(&self, tenant: &str, max: usize) -> StreamGuard {
+        let queue = Arc::new(StreamQueue { inner: Mutex::default(), notify: Notify::new(), max: max.max(1) });
+        let tenant: Arc<str> = tenant.into();
+        self.shard(&tenant).entry(tenant.clone()).or_default().push(queue.clone());
+        self.0.open.fetch_add(1, Ordering::Relaxed);
+        StreamGuard { registry: self.0.clone(), tenant, queue }
+    }
+
+    /// Queues `event`'s record (encoded once) to every stream of its tenant;
+    /// how many.
+    fn deliver(&self, event: &StoredEvent) -> usize {
+        if self.open() == 0 {
+            return 0;
+        }
+        let shard = self.shard(event.tenant_id());
+        let Some(queues) = shard.get(event.tenant_id()) else { return 0 };
+        let record = sse_record(event);
+        for queue in queues {
+            queue.push(event.seq, &record);
+        }
+        queues.len()
+    }
+
+    /// Ends every stream of `tenant` (its history here was replaced).
+    fn end_tenant(&self, tenant: &str) {
+        if self.open() == 0 {
+            return;
+        }
+        if let Some(queues) = self.shard(tenant).get(tenant) {
+            queues.iter().for_each(|q| q.end(StreamEnd::Reset));
         }
     }
 }

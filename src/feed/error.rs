@@ -51,6 +51,13 @@ pub enum FeedError {
         /// Seconds until a retry may succeed.
         retry_after: u64,
     },
+    /// 429 `too_many_connections`: the tenant has as many subscribers
+    /// (sockets and streams) as allowed here; with the seconds to wait.
+    #[error("this tenant has too many open connections")]
+    TooManyConnections {
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
     /// 503 `unavailable`, with the seconds to wait.
     #[error("service unavailable")]
     Unavailable {
@@ -81,6 +88,7 @@ impl FeedError {
             FeedError::UnsupportedMediaType => "unsupported_media_type",
             FeedError::Validation(_) => "validation_failed",
             FeedError::RateLimited { .. } => "rate_limited",
+            FeedError::TooManyConnections { .. } => "too_many_connections",
             FeedError::Unavailable { .. } => "unavailable",
             FeedError::Internal => "internal",
         }
@@ -98,7 +106,7 @@ impl FeedError {
             FeedError::Timeout => StatusCode::REQUEST_TIMEOUT,
             FeedError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             FeedError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            FeedError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            FeedError::RateLimited { .. } | FeedError::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
             FeedError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             FeedError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -118,7 +126,9 @@ impl FeedError {
             FeedError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            FeedError::RateLimited { retry_after } | FeedError::Unavailable { retry_after } => {
+            FeedError::RateLimited { retry_after }
+            | FeedError::TooManyConnections { retry_after }
+            | FeedError::Unavailable { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
             }
             _ => {}

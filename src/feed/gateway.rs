@@ -210,17 +210,13 @@ impl<S: Store> Gateway<S> {
             }
         };
         let max = self.feed.config.max_tenant_connections;
-        if connecting.namespace.room_size(&tenant_room(&principal.tenant)) >= max {
+        if self.feed.delivery().subscribers(&principal.tenant) >= max {
             // Bound hit: this tenant has as many sockets as allowed; refuse this one.
             self.feed.metrics.reject("tenant_connections");
             let peer = peer_of(connecting.conn);
             tracing::warn!(target: "audit", action = "connect", outcome = "tenant_connection_limit", tenant = %principal.tenant, user = %principal.user, peer = %peer, max, "socket refused");
-            return Err(ConnectRejection {
-                message: "too many connections".into(),
-                data: Some(
-                    json!({"code": "too_many_connections", "message": "this tenant has too many open connections"}),
-                ),
-            });
+            let refusal = FeedError::TooManyConnections { retry_after: 1 };
+            return Err(ConnectRejection { message: "too many connections".into(), data: Some(refusal.to_value()) });
         }
         let since = since_member(auth.get("sinceId")).map_err(|e| rejection(e.code(), &e.to_string()))?;
         let pid = match auth.get("pid") {
@@ -425,8 +421,11 @@ impl<S: Store> NamespaceHandler for Gateway<S> {
             Ok(a) => a,
             Err(rejection) => return Authorization::Now(Err(rejection)),
         };
-        let opening =
-            Opening { owner: admission.owner(), fresh: admission.since.is_some(), pid: admission.pid.as_deref() };
+        let opening = Opening {
+            tenant: &admission.principal.tenant,
+            fresh: admission.since.is_some(),
+            recover: admission.pid.as_deref().map(|pid| (pid, admission.owner())),
+        };
         match self.feed.store.open(opening) {
             Answer::Now(opened) => Authorization::Now(self.decide(connecting.conn, admission, opened)),
             Answer::Later(opened) => {

@@ -10,6 +10,7 @@
 //! - [`recovery`]: connection state recovery's rules.
 //! - [`delivery`]: new events to the tenant's room, encoded once.
 //! - [`rest`]: the hand-written REST dispatcher (`/api/events`, health).
+//! - [`stream`]: `GET /api/events/stream`, Server-Sent Events.
 //! - [`gateway`]: the Socket.IO namespace (`/events` by default).
 //!
 //! [`Feed`] holds the shared pieces over a store `S`. Tenant isolation: every
@@ -26,6 +27,7 @@ pub mod paging;
 pub mod recovery;
 pub mod rest;
 pub mod store;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,11 @@ pub struct FeedConfig {
     /// Missed events a recovery replays at most (more: a fresh session and a
     /// snapshot); capped at half the engine's per-session queue.
     pub max_recovered_events: usize,
+    /// Live events a stream may fall behind by (the engine's per-session
+    /// queue bound); one more ends it as a slow consumer.
+    pub stream_queue: usize,
+    /// How often an idle stream gets a keep-alive comment.
+    pub stream_keep_alive: Duration,
 }
 
 impl Default for FeedConfig {
@@ -90,6 +97,8 @@ impl Default for FeedConfig {
             recovery_window: Duration::ZERO,
             max_kept_sessions: 100_000,
             max_recovered_events: 512,
+            stream_queue: 1024,
+            stream_keep_alive: Duration::from_secs(15),
         }
     }
 }

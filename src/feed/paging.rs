@@ -58,6 +58,10 @@ pub trait TenantView {
     fn after_seq(&self, seq: u64, limit: usize) -> Option<Page>;
     /// The `seq` of the newest event (0 when none was ever written).
     fn last_seq(&self) -> u64;
+    /// The `seq` of the oldest retained event (`last_seq() + 1` when none is).
+    fn first_seq(&self) -> u64;
+    /// The `seq` of the event `id`, if it is retained.
+    fn seq_of(&self, id: &Uuid) -> Option<u64>;
 }
 
 fn bad_limit() -> FeedError {

@@ -96,6 +96,12 @@ mod tests {
         fn last_seq(&self) -> u64 {
             self.last
         }
+        fn first_seq(&self) -> u64 {
+            self.first
+        }
+        fn seq_of(&self, _id: &Uuid) -> Option<u64> {
+            None
+        }
     }
 
     fn kept(base_seq: u64) -> Kept {

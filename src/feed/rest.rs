@@ -1,6 +1,7 @@
 //! The REST API, dispatched by hand on hyper: `POST /api/events`,
-//! `GET /api/events?sinceId=&limit=`, `GET /api/events/{id}`, plus
-//! `GET /healthz` and `GET /readyz`.
+//! `GET /api/events?sinceId=&limit=`, `GET /api/events/{id}`,
+//! `GET /api/events/stream` (Server-Sent Events, [`super::stream`]), plus
+//! `GET /healthz`, `GET /readyz` and `GET /metrics`.
 //!
 //! Unknown paths get 404 JSON; a known path with the wrong method gets 405
 //! with `Allow`. Bodies are read with a size limit (`NB_BACKEND_MAX_BODY`);
@@ -64,6 +65,7 @@ impl<S: Store> Service for Rest<S> {
     fn route_label(&self, path: &str) -> &'static str {
         match path {
             "/api/events" | "/api/events/" => "api_events",
+            "/api/events/stream" => "api_stream",
             p if p.starts_with("/api/events/") => "api_event",
             "/healthz" | "/readyz" | "/metrics" => "ops",
             _ => "other",
@@ -87,6 +89,13 @@ async fn route<S: Store>(
             Method::GET => list(feed, &req, peer).await,
             Method::POST => create(feed, req, peer).await,
             _ => Err(FeedError::MethodNotAllowed { allow: "GET, POST" }),
+        },
+        "/api/events/stream" => match method {
+            Method::GET => {
+                let who = principal(feed, req.headers(), peer)?;
+                super::stream::open(&rest.feed, who, req.headers(), req.uri().query().unwrap_or(""), peer).await
+            }
+            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
         },
         "/healthz" => match method {
             Method::GET | Method::HEAD => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),

@@ -96,17 +96,17 @@ impl<D: Delivery> Delivery for Arc<D> {
     }
 }
 
-/// A socket opening a tenant here.
+/// A subscriber (a socket, a stream) opening a tenant here.
 #[derive(Debug, Clone, Copy)]
 pub struct Opening<'a> {
-    /// Who connects.
-    pub owner: Owner<'a>,
-    /// The socket resumes after an event it may have seen on another
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The subscriber resumes after an event it may have seen on another
     /// instance a moment ago: the tenant's log here must have caught up with
     /// the store as of now.
     pub fresh: bool,
-    /// The private session id it presented to recover a session, if any.
-    pub pid: Option<&'a str>,
+    /// The session it asks to recover (a socket's `pid`) and who asks.
+    pub recover: Option<(&'a str, Owner<'a>)>,
 }
 
 /// An event store, as the feed uses it.
@@ -131,7 +131,7 @@ pub trait Store: Send + Sync + 'static {
     /// One event of `tenant`, if retained.
     fn get(&self, tenant: &str, id: &Uuid) -> Answer<Result<Found, FeedError>, impl Later<Found> + use<Self>>;
 
-    /// Makes the tenant ready for a socket connecting here, and takes the
+    /// Makes the tenant ready for a subscriber connecting here, and takes the
     /// session it asks to recover, if it was kept for these credentials.
     fn open(
         &self,

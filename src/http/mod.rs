@@ -1,15 +1,17 @@
-//! HTTP plumbing shared by the engines and the REST API: the body type,
-//! response builders, request-size helpers, the origin policy (CORS and
-//! the websocket origin check), and the accepted connection ([`conn`]).
+//! HTTP plumbing shared by the engines and the REST API: the body type
+//! ([`body`]: one buffer or a stream), response builders, request-size
+//! helpers, the origin policy (CORS and the websocket origin check), the
+//! audit line's common pieces, and the accepted connection ([`conn`]).
 
+pub mod body;
 pub mod conn;
 
+pub use body::{Body, BodySender};
 pub use conn::ConnectionSlot;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 
 /// A peer address as every audit line writes it (`peer=127.0.0.1:54321`,
 /// `peer=unknown`), formatted only when the line is written.
@@ -46,12 +48,9 @@ pub fn audit_origin_refused<B>(via: &'static str, req: &Request<B>, peer: Option
     tracing::info!(target: "audit", action = "request", outcome = "origin_not_allowed", via, origin = %claimed(origin), peer = %Peer(peer), "request refused: origin not allowed");
 }
 
-/// The response body used everywhere: one buffer.
-pub type Body = Full<Bytes>;
-
 /// A response with `body` and `content_type`.
 pub fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut res = Response::new(Full::new(body));
+    let mut res = Response::new(Body::from(body));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res

@@ -50,7 +50,7 @@ impl FeedServer {
 
     /// Serves `app` with `config`.
     pub async fn start_with(app: App, config: ServerConfig) -> Self {
-        let server = TestServer::start_with(app.router(), config).await;
+        let server = TestServer::start_until(app.router(), config, app.shutdown_token()).await;
         FeedServer { app, server }
     }
 

@@ -26,9 +26,14 @@ impl TestServer {
 
     /// Serves `router` with `config` on a free loopback port.
     pub async fn start_with(router: Router, config: ServerConfig) -> Self {
+        Self::start_until(router, config, CancellationToken::new()).await
+    }
+
+    /// Serves `router` with `config` on a free loopback port until `shutdown`
+    /// (an app's own token: what it serves ends with the server, as in the binary).
+    pub async fn start_until(router: Router, config: ServerConfig, shutdown: CancellationToken) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
         let handle = tokio::spawn(server::serve(listener, router, config, shutdown.clone()));
         TestServer { addr, shutdown, handle: Some(handle) }
     }

@@ -109,6 +109,15 @@ impl TenantView for TenantLog {
     fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
+
+    fn first_seq(&self) -> u64 {
+        self.events.front().map_or(self.next_seq, |e| e.seq)
+    }
+
+    fn seq_of(&self, id: &Uuid) -> Option<u64> {
+        let seq = *self.index.get(id)?;
+        self.position(seq).map(|_| seq)
+    }
 }
 
 impl TenantLog {
@@ -434,6 +443,20 @@ mod tests {
             assert_eq!(seqs(&log.after_seq(5, 10).unwrap()), Vec::<u64>::new());
         });
         b.with_log("empty", |log| assert_eq!(seqs(&log.after_seq(0, 10).unwrap()), Vec::<u64>::new()));
+        b.with_log("empty", |log| assert_eq!((log.first_seq(), log.last_seq()), (1, 0)));
+    }
+
+    #[test]
+    fn first_seq_and_seq_of_follow_eviction() {
+        let b = bus(3);
+        let e: Vec<_> = (1..=5).map(|i| post(&b, "a", &i.to_string())).collect();
+        b.with_log("a", |log| {
+            assert_eq!((log.first_seq(), log.last_seq()), (3, 5));
+            assert_eq!(log.seq_of(&e[4].id), Some(5));
+            assert_eq!(log.seq_of(&e[2].id), Some(3));
+            assert_eq!(log.seq_of(&e[1].id), None, "evicted");
+            assert_eq!(log.seq_of(&Uuid::new_v4()), None);
+        });
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Store for MemoryStore {
     }
 
     fn open(&self, opening: Opening<'_>) -> Answer<Result<Option<Kept>, FeedError>, impl Later<Option<Kept>> + use<>> {
-        Answer::now(Ok(opening.pid.and_then(|pid| self.sessions.take(pid, &opening.owner))))
+        Answer::now(Ok(opening.recover.and_then(|(pid, owner)| self.sessions.take(pid, &owner))))
     }
 
     fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&TenantLog) -> R) -> R {

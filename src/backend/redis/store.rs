@@ -348,14 +348,16 @@ impl Store for RedisStore {
 
     fn open(&self, opening: Opening<'_>) -> Answer<Result<Option<Kept>, FeedError>, impl Later<Option<Kept>> + use<>> {
         let inner = self.0.clone();
-        let Owner { tenant, user, token_digest } = opening.owner;
-        let owner = OwnedOwner { tenant: tenant.to_owned(), user: user.to_owned(), token_digest: *token_digest };
-        let (fresh, pid) = (opening.fresh, opening.pid.map(str::to_owned));
+        let (tenant, fresh) = (opening.tenant.to_owned(), opening.fresh);
+        let recover = opening.recover.map(|(pid, Owner { tenant, user, token_digest })| {
+            let owner = OwnedOwner { tenant: tenant.to_owned(), user: user.to_owned(), token_digest: *token_digest };
+            (pid.to_owned(), owner)
+        });
         Answer::Later(async move {
             // The snapshot, recovery and replay on connect come from this
             // instance's copy of the tenant's log: make sure it is there.
-            inner.ensure_tenant(&owner.tenant, fresh).await?;
-            let Some(pid) = pid else { return Ok(None) };
+            inner.ensure_tenant(&tenant, fresh).await?;
+            let Some((pid, owner)) = recover else { return Ok(None) };
             // Redis failing here only costs the recovery: a fresh session.
             Ok(inner.take_session(&pid, &owner).await.unwrap_or(None))
         })
