@@ -242,7 +242,7 @@ async fn an_idle_stream_gets_keep_alive_comments() {
 
 #[tokio::test]
 async fn shutdown_ends_every_stream_cleanly() {
-    let server = server().await;
+    let server = FeedServer::start_as_binary(app_with(FeedConfig::default(), quiet_engine(1_000_000))).await;
     let mut a = stream(&server, A, "", &[]).await;
     let mut b = stream(&server, B, "", &[]).await;
     a.next().await.unwrap();

@@ -50,7 +50,14 @@ impl FeedServer {
 
     /// Serves `app` with `config`.
     pub async fn start_with(app: App, config: ServerConfig) -> Self {
-        let server = TestServer::start_until(app.router(), config, app.shutdown_token()).await;
+        let server = TestServer::start_with(app.router(), config).await;
+        FeedServer { app, server }
+    }
+
+    /// Serves `app` until the app's own shutdown token is cancelled, as the
+    /// binary does (a test cancelling it stops the listener too).
+    pub async fn start_as_binary(app: App) -> Self {
+        let server = TestServer::start_until(app.router(), ServerConfig::default(), app.shutdown_token()).await;
         FeedServer { app, server }
     }
 
