@@ -1,5 +1,6 @@
 // Serves the demo web page and the official socket.io-client bundle on
-// http://127.0.0.1:8080 (no other dependency than demo/node_modules).
+// http://127.0.0.1:8080, or on $PORT (0: a free port), and prints the address
+// it really listens on (no other dependency than demo/node_modules).
 //
 //   NB_BACKEND_ALLOWED_ORIGINS=http://127.0.0.1:8080 cargo run --release   # the server
 //   cd demo && npm ci && node serve.mjs                                     # this page
@@ -18,7 +19,7 @@ const files = {
   "/socket.io.min.js": ["node_modules/socket.io-client/dist/socket.io.min.js", "text/javascript"],
 };
 
-createServer(async (req, res) => {
+const server = createServer(async (req, res) => {
   const file = files[new URL(req.url, "http://x").pathname];
   if (!file) {
     res.writeHead(404).end("not found");
@@ -30,4 +31,7 @@ createServer(async (req, res) => {
   } catch {
     res.writeHead(500).end("run `npm ci` in demo/ first");
   }
-}).listen(port, "127.0.0.1", () => console.log(`demo page on http://127.0.0.1:${port}`));
+});
+// The port is read back from the socket: with PORT=0 the system picks it, and
+// whoever started this script (tests/demos.rs) learns it from this line.
+server.listen(port, "127.0.0.1", () => console.log(`demo page on http://127.0.0.1:${server.address().port}`));

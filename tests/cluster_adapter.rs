@@ -138,7 +138,7 @@ struct NodePeer {
 impl NodePeer {
     async fn start(redis_url: &str) -> NodePeer {
         use tokio::io::AsyncBufReadExt;
-        common::ensure_node_modules();
+        common::ensure_node_modules(&common::node_dir());
         let mut child = tokio::process::Command::new("node")
             .arg("adapter_peer.mjs")
             .env("REDIS_URL", redis_url)

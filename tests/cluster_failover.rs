@@ -136,7 +136,7 @@ fn reply(stdin: &mut ChildStdin, answer: &serde_json::Value) {
 /// Runs `node failover.mjs <scenario>` against `pair`, answering its `@@ verb X`
 /// requests, and asserts that it ends with every check passed.
 fn run_scenario(scenario: &str, redis: &RedisServer, pair: &mut Pair) {
-    common::ensure_node_modules();
+    common::ensure_node_modules(&common::node_dir());
     let child = Command::new("node")
         .arg("failover.mjs")
         .arg(scenario)

@@ -401,15 +401,17 @@ impl Instance {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.is_some() {
-                    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                    if v["message"] == "eventfeed listening"
-                        && let Some(addr) = v["addr"].as_str()
-                    {
-                        let _ = tx.take().unwrap().send(addr.to_owned());
-                    }
-                }
+                let listening = tx.is_some().then(|| serde_json::from_str::<serde_json::Value>(&line).ok()).flatten();
+                // Logged before the address is handed over: once `start`
+                // returns, the "eventfeed listening" line is in the logs.
                 Self::push_log(&logs, line);
+                if let Some(v) = listening
+                    && v["message"] == "eventfeed listening"
+                    && let Some(addr) = v["addr"].as_str()
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
             }
         });
         let logs = Arc::clone(&self.logs);

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Mutex;
 
@@ -61,20 +61,29 @@ pub fn node_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("node")
 }
 
-static NPM: Mutex<bool> = Mutex::new(false);
+/// The demo folder (`demo/`): the demo scripts and their package.json.
+pub fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("demo")
+}
 
-/// Installs the pinned Node packages (`npm ci`) unless every dependency of
-/// package.json is there already (an install made before a dependency was
-/// added counts as missing).
-pub fn ensure_node_modules() {
+/// The folders whose Node packages this test binary has checked already.
+static NPM: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Installs the pinned Node packages of `dir` (`npm ci`) unless every
+/// dependency of its package.json is there already (an install made before a
+/// dependency was added counts as missing).
+pub fn ensure_node_modules(dir: &Path) {
+    // Held through the install: two tests of one binary never run `npm ci`
+    // in the same folder at once.
     let mut done = NPM.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
+    if done.iter().any(|d| d == dir) {
         return;
     }
-    let dir = node_dir();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("package.json")).expect("tests/node/package.json"))
-            .expect("tests/node/package.json is JSON");
+    let manifest_path = dir.join("package.json");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&manifest_path).unwrap_or_else(|e| panic!("{}: {e}", manifest_path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{} is not JSON: {e}", manifest_path.display()));
     let missing = !dir.join("node_modules").join(".package-lock.json").exists()
         || manifest["dependencies"].as_object().is_some_and(|deps| {
             deps.keys().any(|name| !dir.join("node_modules").join(name).join("package.json").exists())
@@ -82,12 +91,12 @@ pub fn ensure_node_modules() {
     if missing {
         let status = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .status()
             .expect("npm is needed for the Node tests (Node.js 20 with npm)");
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
-    *done = true;
+    done.push(dir.to_path_buf());
 }
 
 /// Runs `node <script> <args>` from tests/node and returns its output.
@@ -107,7 +116,7 @@ pub fn assert_node_ok(out: &Output) {
 /// Runs `node <script> <args>` from tests/node with extra environment
 /// variables and returns its output.
 pub async fn node_with_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    ensure_node_modules();
+    ensure_node_modules(&node_dir());
     tokio::process::Command::new("node")
         .arg(script)
         .args(args)
