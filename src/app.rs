@@ -12,8 +12,9 @@ use crate::backend::memory::MemoryStore;
 use crate::backend::redis::{Redis, RedisAdapter, RedisStore};
 use crate::config::RedisConfig;
 use crate::engine::{Engine, EngineConfig};
+use crate::feed::auth::Reload;
 use crate::feed::rest::Rest;
-use crate::feed::{Feed, FeedConfig, Gateway, Store, Tokens};
+use crate::feed::{Credentials, Feed, FeedConfig, Gateway, Store};
 use crate::metrics::{Metrics, RedisMetrics};
 use crate::server::Router;
 use crate::sio::{Adapter, LocalAdapter, Namespace, SioConfig, SocketIo};
@@ -32,11 +33,17 @@ pub struct App<S: Store = MemoryStore, A: Adapter = LocalAdapter> {
 }
 
 impl App {
-    /// The feed in this process alone, with `tokens`, serving Socket.IO with
+    /// The feed in this process alone, with these credentials (a tokens
+    /// file's [`crate::feed::Tokens`] will do), serving Socket.IO with
     /// `engine_config`.
-    pub fn new(config: FeedConfig, tokens: Tokens, engine_config: EngineConfig, sio_config: SioConfig) -> Self {
+    pub fn new(
+        config: FeedConfig,
+        credentials: impl Into<Credentials>,
+        engine_config: EngineConfig,
+        sio_config: SioConfig,
+    ) -> Self {
         let store = MemoryStore::new(config.buffer_size, config.recovery_window, config.max_kept_sessions);
-        App::build(store, LocalAdapter, Metrics::new(), config, tokens, engine_config, sio_config)
+        App::build(store, LocalAdapter, Metrics::new(), config, credentials.into(), engine_config, sio_config)
     }
 }
 
@@ -48,7 +55,7 @@ impl App<RedisStore, RedisAdapter> {
     pub fn redis(
         redis: RedisConfig,
         config: FeedConfig,
-        tokens: Tokens,
+        credentials: impl Into<Credentials>,
         engine_config: EngineConfig,
         sio_config: SioConfig,
     ) -> Result<Self, String> {
@@ -61,7 +68,8 @@ impl App<RedisStore, RedisAdapter> {
         metrics.register_redis(&redis_metrics);
         let redis = Redis::new(redis, &config.namespace, config.buffer_size, config.recovery_window, redis_metrics)?;
         tracing::info!(prefix = %redis.prefix(), uid = %redis.uid(), "redis mode: store and broadcast shared through redis");
-        let app = App::build(redis.store(), redis.adapter(), metrics, config, tokens, engine_config, sio_config);
+        let credentials = credentials.into();
+        let app = App::build(redis.store(), redis.adapter(), metrics, config, credentials, engine_config, sio_config);
         redis.start(app.feed.delivery().clone(), app.engine.handler().namespaces().clone(), app.feed.shutdown.clone());
         Ok(app)
     }
@@ -73,7 +81,7 @@ impl<S: Store, A: Adapter> App<S, A> {
         adapter: A,
         metrics: Metrics,
         mut config: FeedConfig,
-        tokens: Tokens,
+        credentials: Credentials,
         engine_config: EngineConfig,
         sio_config: SioConfig,
     ) -> Self {
@@ -86,14 +94,60 @@ impl<S: Store, A: Adapter> App<S, A> {
         let sio_config = SioConfig { metrics: metrics.sio.clone(), ..sio_config };
         let metrics = Arc::new(metrics);
         let nsp = config.namespace.clone();
-        let feed = Feed::new(store, tokens, config, metrics.clone());
+        let feed = Feed::new(store, Arc::new(credentials), config, metrics.clone());
         let namespace = Namespace::new(nsp.clone(), Gateway::new(feed.clone()));
         feed.delivery().attach(namespace.clone());
         let io = SocketIo::with_adapter(sio_config, adapter).with(namespace.clone());
         let engine = Engine::with_metrics(engine_config, io, engine_metrics);
         // Metric labels are static; the namespace name is set once per process.
         let nsp_label: &'static str = Box::leak(nsp.into_boxed_str());
-        App { feed, engine, namespace, metrics, nsp_label }
+        let app = App { feed, engine, namespace, metrics, nsp_label };
+        app.spawn_revalidation();
+        app
+    }
+
+    /// Fetches what the credentials need from elsewhere (a JWKS URL: waits
+    /// for it at most [`crate::feed::auth::JWKS_START_WAIT`], then goes on
+    /// and retries) and keeps it fresh until shutdown.
+    pub async fn start(&self) {
+        self.feed.credentials.start(self.feed.shutdown.clone()).await;
+    }
+
+    /// Re-reads the credentials (`SIGHUP`): the tokens file, the
+    /// revocations, the JWKS, each on its own (one that fails keeps its
+    /// previous version). Counted by outcome and audited; live sockets and
+    /// kept sessions are looked at again right after.
+    pub async fn reload(&self) -> Reload {
+        let reload = self.feed.credentials.reload().await;
+        let outcome = if reload.failed.is_empty() { "ok" } else { "failed" };
+        self.metrics.config_reloads.get_or_create(&vec![("outcome", outcome)]).inc();
+        for failure in &reload.failed {
+            tracing::error!(error = %failure, "credentials reload: this source keeps its previous version");
+        }
+        tracing::info!(target: "audit", action = "config_reloaded", outcome, failed = reload.failed.len(), "credentials reloaded");
+        reload
+    }
+
+    /// Whenever what the credentials accept may have changed (a reload, a
+    /// JWKS refresh), looks at every live socket of the feed again and drops
+    /// the kept sessions whose credentials went; until shutdown.
+    fn spawn_revalidation(&self) {
+        let (feed, namespace) = (self.feed.clone(), self.namespace.clone());
+        let mut changes = feed.credentials.changes();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = feed.shutdown.cancelled() => return,
+                }
+                let sockets = namespace.sockets();
+                for socket in &sockets {
+                    namespace.handler().revalidate(socket);
+                }
+                let dropped = feed.store.forget_sessions(|kept| feed.credentials.keeps(kept));
+                tracing::info!(sockets = sockets.len(), dropped_sessions = dropped, "live credentials looked at again");
+            }
+        });
     }
 
     /// The token that shuts the server down; `/readyz` fails once it is cancelled.

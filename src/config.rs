@@ -43,6 +43,59 @@ impl Default for RedisConfig {
     }
 }
 
+/// Where a JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A file, read at start-up and on `SIGHUP`.
+    File(PathBuf),
+    /// An `http://` or `https://` URL, fetched at start-up, on an unknown
+    /// `kid` (at most once per 30 s), every 10 minutes, and on `SIGHUP`.
+    Url(String),
+}
+
+/// Settings of JWT authentication (none set: JWTs are not accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// The HS256 key (at least 32 bytes).
+    pub secret: Option<String>,
+    /// The JWKS (RS256, ES256 and EdDSA keys, by `kid`).
+    pub jwks: Option<JwksSource>,
+    /// `iss` must equal it, when set.
+    pub issuer: Option<String>,
+    /// `aud` must contain it, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// The revocations file.
+    pub revocations: Option<PathBuf>,
+    /// The claim (a dotted path) naming the tenants; `None`: `tenant` or `tenants`.
+    pub tenant_claim: Option<String>,
+    /// The claim (a dotted path) naming the role.
+    pub role_claim: String,
+}
+
+impl JwtConfig {
+    /// Whether any way to verify a JWT is configured.
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some() || self.jwks.is_some()
+    }
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            secret: None,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            revocations: None,
+            tenant_claim: None,
+            role_claim: "role".into(),
+        }
+    }
+}
+
 /// The server's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -84,6 +137,8 @@ pub struct Config {
     pub max_tenant_connections: usize,
     /// Redis mode (`NB_BACKEND_REDIS_URL` set): several instances as one.
     pub redis: Option<RedisConfig>,
+    /// JWT authentication.
+    pub jwt: JwtConfig,
 }
 
 /// One configuration variable: name, default, meaning.
@@ -164,6 +219,30 @@ pub const VARS: &[Var] = &[
         help: "channel prefix shared with @socket.io/redis-adapter servers (their `key` option)",
     },
     Var { name: "NB_BACKEND_REDIS_TIMEOUT", default: "2000", help: "deadline of every Redis call in ms (50..=60000)" },
+    Var { name: "NB_BACKEND_JWT_SECRET", default: "", help: "HS256 key for JWTs (at least 32 bytes); empty: none" },
+    Var {
+        name: "NB_BACKEND_JWT_JWKS",
+        default: "",
+        help: "JWKS for JWTs (RS256, ES256, EdDSA by kid): a file path or an http(s):// URL; empty: none",
+    },
+    Var { name: "NB_BACKEND_JWT_ISSUER", default: "", help: "when set, a JWT's iss must equal it" },
+    Var { name: "NB_BACKEND_JWT_AUDIENCE", default: "", help: "when set, a JWT's aud must contain it" },
+    Var {
+        name: "NB_BACKEND_JWT_LEEWAY",
+        default: "30000",
+        help: "clock skew allowed on a JWT's exp, nbf and iat, in ms (0..=600000)",
+    },
+    Var {
+        name: "NB_BACKEND_JWT_REVOCATIONS",
+        default: "",
+        help: "JSON file of revoked JWT users (sub, tenant, issuedBefore) and ids (jti); re-read on SIGHUP",
+    },
+    Var {
+        name: "NB_BACKEND_JWT_TENANT_CLAIM",
+        default: "",
+        help: "claim (dotted path) holding a JWT's tenant or tenants; empty: tenant or tenants",
+    },
+    Var { name: "NB_BACKEND_JWT_ROLE_CLAIM", default: "role", help: "claim (dotted path) holding a JWT's role" },
 ];
 
 /// The `--help` text.
@@ -284,7 +363,70 @@ impl Config {
                 })
             }
         };
+        let optional = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let secret = optional("NB_BACKEND_JWT_SECRET");
+        if let Some(s) = &secret
+            && s.len() < 32
+        {
+            // The key is a secret: never echoed.
+            return Err(ConfigError {
+                name: "NB_BACKEND_JWT_SECRET",
+                value: "(hidden)".into(),
+                expected: format!("at least 32 bytes (this one has {})", s.len()),
+            });
+        }
+        let jwks = match optional("NB_BACKEND_JWT_JWKS") {
+            None => None,
+            Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
+                if v.parse::<http::Uri>().is_err() {
+                    return Err(err((v, "NB_BACKEND_JWT_JWKS"), "a file path or an http(s):// URL"));
+                }
+                Some(JwksSource::Url(v))
+            }
+            Some(v) if v.contains("://") => {
+                return Err(err((v, "NB_BACKEND_JWT_JWKS"), "a file path or an http(s):// URL"));
+            }
+            Some(v) => Some(JwksSource::File(PathBuf::from(v))),
+        };
+        let claim = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            match optional(name) {
+                Some(v) if v.split('.').any(|part| part.is_empty()) => {
+                    Err(err((v, name), "a claim name, or a dotted path such as realm_access.roles"))
+                }
+                other => Ok(other),
+            }
+        };
+        let jwt = JwtConfig {
+            secret,
+            jwks,
+            issuer: optional("NB_BACKEND_JWT_ISSUER"),
+            audience: optional("NB_BACKEND_JWT_AUDIENCE"),
+            leeway: ms("NB_BACKEND_JWT_LEEWAY", 0, 600_000)?,
+            revocations: optional("NB_BACKEND_JWT_REVOCATIONS").map(PathBuf::from),
+            tenant_claim: claim("NB_BACKEND_JWT_TENANT_CLAIM")?,
+            role_claim: claim("NB_BACKEND_JWT_ROLE_CLAIM")?.unwrap_or_else(|| "role".into()),
+        };
+        if !jwt.enabled() {
+            // A JWT rule without a key to verify JWTs with would mean nothing
+            // (and would leave the demo tokens on): refuse it.
+            let rules = [
+                ("NB_BACKEND_JWT_ISSUER", jwt.issuer.is_some()),
+                ("NB_BACKEND_JWT_AUDIENCE", jwt.audience.is_some()),
+                ("NB_BACKEND_JWT_REVOCATIONS", jwt.revocations.is_some()),
+                ("NB_BACKEND_JWT_TENANT_CLAIM", jwt.tenant_claim.is_some()),
+                ("NB_BACKEND_JWT_ROLE_CLAIM", optional("NB_BACKEND_JWT_ROLE_CLAIM").is_some()),
+                ("NB_BACKEND_JWT_LEEWAY", optional("NB_BACKEND_JWT_LEEWAY").is_some()),
+            ];
+            if let Some((name, _)) = rules.iter().find(|(_, set)| *set) {
+                return Err(ConfigError {
+                    name,
+                    value: optional(name).unwrap_or_default(),
+                    expected: "NB_BACKEND_JWT_SECRET or NB_BACKEND_JWT_JWKS set too (a JWT rule needs a key)".into(),
+                });
+            }
+        }
         Ok(Config {
+            jwt,
             redis,
             host,
             port: int("NB_BACKEND_PORT", 0, 65535)? as u16,
@@ -405,6 +547,35 @@ mod tests {
         assert_eq!(c.rate_limit, None);
         assert_eq!(c.tenant_rate_limit, Some(Rate { count: 50, per: Duration::from_secs(60), burst: 10 }));
         assert_eq!(c.allowed_origins, vec!["https://a.example.com", "http://b.example.com:8080"]);
+    }
+
+    #[test]
+    fn jwt_settings() {
+        let c = with(&[]).unwrap();
+        assert!(!c.jwt.enabled(), "no JWT setting: JWTs are not accepted");
+        let secret = "s".repeat(32);
+        let c = with(&[
+            ("NB_BACKEND_JWT_SECRET", &secret),
+            ("NB_BACKEND_JWT_JWKS", "https://idp.example.com/.well-known/jwks.json"),
+            ("NB_BACKEND_JWT_ISSUER", "https://idp.example.com/"),
+            ("NB_BACKEND_JWT_LEEWAY", "5000"),
+            ("NB_BACKEND_JWT_ROLE_CLAIM", "realm_access.roles"),
+        ])
+        .unwrap();
+        assert_eq!(c.jwt.jwks, Some(JwksSource::Url("https://idp.example.com/.well-known/jwks.json".into())));
+        assert_eq!(c.jwt.leeway, Duration::from_secs(5));
+        assert_eq!(c.jwt.role_claim, "realm_access.roles");
+        assert_eq!(c.jwt.issuer.as_deref(), Some("https://idp.example.com/"));
+        let c = with(&[("NB_BACKEND_JWT_JWKS", "/etc/eventfeed/jwks.json")]).unwrap();
+        assert_eq!(c.jwt.jwks, Some(JwksSource::File("/etc/eventfeed/jwks.json".into())));
+        let e = with(&[("NB_BACKEND_JWT_SECRET", "short but secret")]).unwrap_err();
+        assert_eq!(e.name, "NB_BACKEND_JWT_SECRET");
+        assert!(!e.to_string().contains("short but secret"), "the secret is never echoed: {e}");
+        assert_eq!(with(&[("NB_BACKEND_JWT_JWKS", "ftp://x/jwks")]).unwrap_err().name, "NB_BACKEND_JWT_JWKS");
+        let e = with(&[("NB_BACKEND_JWT_SECRET", &secret), ("NB_BACKEND_JWT_ROLE_CLAIM", "a..b")]).unwrap_err();
+        assert_eq!(e.name, "NB_BACKEND_JWT_ROLE_CLAIM");
+        let e = with(&[("NB_BACKEND_JWT_ISSUER", "https://idp.example.com/")]).unwrap_err();
+        assert_eq!(e.name, "NB_BACKEND_JWT_ISSUER", "a rule without a key");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `eventfeed` binary: reads the configuration from the environment,
 //! starts the feed on `NB_BACKEND_HOST:NB_BACKEND_PORT`, and shuts down
-//! gracefully on SIGINT or SIGTERM.
+//! gracefully on SIGINT or SIGTERM; SIGHUP reloads the credentials.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use eventfeed::app::App;
 use eventfeed::config::{self, Config};
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{FeedConfig, Store, Tokens};
+use eventfeed::feed::{Credentials, FeedConfig, Store};
 use eventfeed::http::Cors;
 use eventfeed::server::{self, ServerConfig};
 use eventfeed::sio::Adapter;
@@ -33,15 +33,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    let tokens = match &config.tokens_file {
-        Some(path) => match Tokens::load(path) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("eventfeed: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Tokens::demo(),
+    let credentials = match Credentials::load(config.tokens_file.clone(), &config.jwt) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("eventfeed: {e}");
+            return ExitCode::from(2);
+        }
     };
     let (runtime, scheduler) = runtime();
     let runtime = match runtime {
@@ -52,7 +49,7 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(scheduler, "runtime started");
-    runtime.block_on(run(config, tokens))
+    runtime.block_on(run(config, credentials))
 }
 
 /// The tokio runtime for the cores this process may use (its CPU affinity
@@ -88,11 +85,11 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn run(config: Config, tokens: Tokens) -> ExitCode {
-    if tokens.is_demo() {
+async fn run(config: Config, credentials: Credentials) -> ExitCode {
+    if credentials.is_demo() {
         tracing::warn!(
             "NO TOKENS FILE CONFIGURED: running with the public DEMO tokens (token_admin_a, token_admin_b, \
-             token_reader_a). Anyone can read and write. Set NB_BACKEND_TOKENS_FILE for real use."
+             token_reader_a). Anyone can read and write. Set NB_BACKEND_TOKENS_FILE or NB_BACKEND_JWT_SECRET / NB_BACKEND_JWT_JWKS for real use."
         );
     }
     let cors = Cors::new(config.allowed_origins.clone());
@@ -120,8 +117,8 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
     };
     // The backend is chosen here, once.
     match config.redis.clone() {
-        None => serve(config, App::new(feed_config, tokens, engine_config, SioConfig::default())).await,
-        Some(redis) => match App::redis(redis, feed_config, tokens, engine_config, SioConfig::default()) {
+        None => serve(config, App::new(feed_config, credentials, engine_config, SioConfig::default())).await,
+        Some(redis) => match App::redis(redis, feed_config, credentials, engine_config, SioConfig::default()) {
             Ok(app) => serve(config, app).await,
             Err(e) => {
                 tracing::error!(error = %e, "cannot use redis");
@@ -134,6 +131,15 @@ async fn run(config: Config, tokens: Tokens) -> ExitCode {
 /// Serves `app` until a signal, then drains.
 async fn serve<S: Store, A: Adapter>(config: Config, app: App<S, A>) -> ExitCode {
     app.spawn_housekeeping(std::time::Duration::from_secs(60));
+    let shutdown = app.shutdown_token();
+    let app = std::sync::Arc::new(app);
+    // Before anything waits: a SIGHUP must never find the default action
+    // (which ends the process) in place.
+    reload_on_sighup(app.clone(), shutdown.clone());
+    if app.feed.credentials.accepts_jwts() {
+        tracing::info!("JWTs accepted");
+    }
+    app.start().await;
     let addr = SocketAddr::new(config.host, config.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -145,7 +151,6 @@ async fn serve<S: Store, A: Adapter>(config: Config, app: App<S, A>) -> ExitCode
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %local, namespace = %config.namespace, "eventfeed listening");
 
-    let shutdown = app.shutdown_token();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     let server_config = ServerConfig {
         max_connections: config.max_connections,
@@ -156,6 +161,36 @@ async fn serve<S: Store, A: Adapter>(config: Config, app: App<S, A>) -> ExitCode
     app.finish(std::time::Duration::from_secs(2)).await;
     tracing::info!(drained, "eventfeed stopped");
     ExitCode::SUCCESS
+}
+
+/// Reloads the credentials on every `SIGHUP` until shutdown.
+fn reload_on_sighup<S: Store, A: Adapter>(app: std::sync::Arc<App<S, A>>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; credentials will not be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading credentials");
+                        app.reload().await;
+                    }
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, shutdown);
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

@@ -25,6 +25,9 @@ pub type Labels = Vec<(&'static str, &'static str)>;
 /// Route labels whose request histograms exist from the start.
 const KNOWN_ROUTES: [&str; 7] = ["engine.io", "api_events", "api_event", "api_stream", "ops", "other", "app"];
 
+/// Why an authentication failed, as the `reason` label says it.
+pub const AUTH_FAILURE_REASONS: [&str; 5] = ["missing", "invalid", "wrong_tenant", "expired", "revoked"];
+
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
@@ -99,10 +102,16 @@ pub struct Metrics {
     pub stream_deliveries: Counter,
     /// Writes refused by a rate limit, by scope (`user`, `tenant`).
     pub rate_limited: Family<Labels, Counter>,
-    /// Failed authentications, by channel (`rest`, `socket`).
+    /// Failed authentications, by channel (`rest`, `socket`, `stream`) and reason.
     pub auth_failures: Family<Labels, Counter>,
     /// Requests or connections refused by a limit, by limit.
     pub limit_rejections: Family<Labels, Counter>,
+    /// Socket tokens refreshed (`refresh_token`).
+    pub token_refreshes: Counter,
+    /// Sockets and streams ended because their token expired.
+    pub token_expiries: Counter,
+    /// Credential reloads (`SIGHUP`), by outcome (`ok`, `failed`).
+    pub config_reloads: Family<Labels, Counter>,
     /// HTTP request durations, by route.
     pub http_requests: Family<Labels, Histogram, fn() -> Histogram>,
     /// The Engine.IO runtime's counters.
@@ -141,6 +150,9 @@ impl Metrics {
             rate_limited: Family::default(),
             auth_failures: Family::default(),
             limit_rejections: Family::default(),
+            token_refreshes: Counter::default(),
+            token_expiries: Counter::default(),
+            config_reloads: Family::default(),
             http_requests: Family::new_with_constructor(latency_histogram),
             engine: EngineMetrics::default(),
             sio: SioMetrics::default(),
@@ -165,14 +177,26 @@ impl Metrics {
         registry.register("rate_limited", "Writes refused by a rate limit", m.rate_limited.clone());
         registry.register("auth_failures", "Failed authentications", m.auth_failures.clone());
         registry.register("limit_rejections", "Requests or connections refused by a limit", m.limit_rejections.clone());
+        registry.register("token_refreshes", "Socket tokens refreshed", m.token_refreshes.clone());
+        registry.register(
+            "token_expiries",
+            "Sockets and streams ended by their token's expiry",
+            m.token_expiries.clone(),
+        );
+        registry.register("config_reloads", "Credential reloads by outcome", m.config_reloads.clone());
         registry.register("http_request_duration_seconds", "HTTP request durations", m.http_requests.clone());
         // Every known series starts at 0, so it is exported before its first
         // hit and `rate()` or `increase()` over it is 0, not "no data".
         for scope in ["user", "tenant"] {
             m.rate_limited.get_or_create(&vec![("scope", scope)]).inc_by(0);
         }
-        for channel in ["rest", "socket"] {
-            m.auth_failures.get_or_create(&vec![("channel", channel)]).inc_by(0);
+        for channel in ["rest", "socket", "stream"] {
+            for reason in AUTH_FAILURE_REASONS {
+                m.auth_failures.get_or_create(&vec![("channel", channel), ("reason", reason)]).inc_by(0);
+            }
+        }
+        for outcome in ["ok", "failed"] {
+            m.config_reloads.get_or_create(&vec![("outcome", outcome)]).inc_by(0);
         }
         for limit in ["connections", "tenant_connections", "body_size", "body_timeout"] {
             m.limit_rejections.get_or_create(&vec![("limit", limit)]).inc_by(0);
@@ -286,7 +310,7 @@ mod tests {
         );
         // Series not hit yet are there, at 0.
         assert!(text.contains(r#"eventfeed_rate_limited_total{scope="tenant"} 0"#), "{text}");
-        assert!(text.contains(r#"eventfeed_auth_failures_total{channel="socket"} 0"#), "{text}");
+        assert!(text.contains(r#"eventfeed_auth_failures_total{channel="socket",reason="expired"} 0"#), "{text}");
         assert!(text.contains(r#"eventfeed_limit_rejections_total{limit="tenant_connections"} 0"#), "{text}");
     }
 }

@@ -208,14 +208,26 @@ async fn health_readiness_and_metrics_reflect_the_server() {
         (r#"eventfeed_sockets{namespace="/events"}"#, 2.0),
         ("eventfeed_events_created_total", 3.0),
         ("eventfeed_deliveries_total", 3.0),
-        (r#"eventfeed_auth_failures_total{channel="rest"}"#, 2.0),
-        (r#"eventfeed_auth_failures_total{channel="socket"}"#, 1.0),
+        (r#"eventfeed_auth_failures_total{channel="rest",reason="invalid"}"#, 1.0),
+        (r#"eventfeed_auth_failures_total{channel="rest",reason="wrong_tenant"}"#, 1.0),
+        (r#"eventfeed_auth_failures_total{channel="socket",reason="invalid"}"#, 1.0),
         ("eventfeed_sessions_opened_total", 3.0),
         ("eventfeed_sessions_closed_total", 1.0),
         (r#"eventfeed_http_request_duration_seconds_count{route="api_events"}"#, 5.0),
         (r#"eventfeed_http_request_duration_seconds_count{route="ops"}"#, 3.0),
     ] {
         assert_eq!(sample(text, series), value, "{series} in\n{text}");
+    }
+    // Series that start at 0 are there before their first hit.
+    for series in [
+        r#"eventfeed_auth_failures_total{channel="stream",reason="expired"} 0"#,
+        r#"eventfeed_auth_failures_total{channel="socket",reason="revoked"} 0"#,
+        "eventfeed_token_refreshes_total 0",
+        "eventfeed_token_expiries_total 0",
+        r#"eventfeed_config_reloads_total{outcome="ok"} 0"#,
+        r#"eventfeed_config_reloads_total{outcome="failed"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
     }
     assert!(text.contains("# TYPE eventfeed_http_request_duration_seconds histogram"), "{text}");
     assert!(text.contains(r#"eventfeed_http_request_duration_seconds_bucket{route="api_events",le="+Inf"} 5"#));

@@ -208,7 +208,13 @@ impl Conn {
         let mut inner = self.lock();
         if !inner.fsm.is_closed() {
             inner.fsm.close(reason);
-            if matches!(reason, CloseReason::ServerShutdown | CloseReason::ForcedClose | CloseReason::SlowConsumer) {
+            if matches!(
+                reason,
+                CloseReason::ServerShutdown
+                    | CloseReason::ForcedClose
+                    | CloseReason::SlowConsumer
+                    | CloseReason::CredentialsExpired
+            ) {
                 inner.outbox.push_back(Frame::CLOSE);
             }
         }

@@ -18,9 +18,18 @@ pub enum FeedError {
     /// 401 `unauthorized`: missing or unknown credentials, or a tenant the token may not use.
     #[error("invalid or missing credentials")]
     Unauthorized,
+    /// 401 `unauthorized` for a JWT that was presented and refused (invalid,
+    /// expired, revoked, another tenant), with `WWW-Authenticate: Bearer
+    /// error="invalid_token"`.
+    #[error("invalid or expired token")]
+    InvalidToken,
     /// 403 `forbidden`: a reader that writes.
     #[error("this token may not write events")]
     Forbidden,
+    /// 403 `forbidden`, for another reason (a socket's identity never
+    /// changes: a refresh cannot make it another user or tenant).
+    #[error("{0}")]
+    Refused(&'static str),
     /// 403 `forbidden`: a browser origin outside the origin policy.
     #[error("this origin is not allowed")]
     OriginNotAllowed,
@@ -79,8 +88,8 @@ impl FeedError {
     pub fn code(&self) -> &'static str {
         match self {
             FeedError::BadRequest(_) => "bad_request",
-            FeedError::Unauthorized => "unauthorized",
-            FeedError::Forbidden | FeedError::OriginNotAllowed => "forbidden",
+            FeedError::Unauthorized | FeedError::InvalidToken => "unauthorized",
+            FeedError::Forbidden | FeedError::Refused(_) | FeedError::OriginNotAllowed => "forbidden",
             FeedError::NotFound(_) => "not_found",
             FeedError::MethodNotAllowed { .. } => "method_not_allowed",
             FeedError::PayloadTooLarge(_) => "payload_too_large",
@@ -98,8 +107,8 @@ impl FeedError {
     pub fn status(&self) -> StatusCode {
         match self {
             FeedError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            FeedError::Unauthorized => StatusCode::UNAUTHORIZED,
-            FeedError::Forbidden | FeedError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            FeedError::Unauthorized | FeedError::InvalidToken => StatusCode::UNAUTHORIZED,
+            FeedError::Forbidden | FeedError::Refused(_) | FeedError::OriginNotAllowed => StatusCode::FORBIDDEN,
             FeedError::NotFound(_) => StatusCode::NOT_FOUND,
             FeedError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             FeedError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -125,6 +134,9 @@ impl FeedError {
         match self {
             FeedError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            FeedError::InvalidToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
             }
             FeedError::RateLimited { retry_after }
             | FeedError::TooManyConnections { retry_after }

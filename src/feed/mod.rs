@@ -29,13 +29,14 @@ pub mod rest;
 pub mod store;
 pub mod stream;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use auth::{Principal, Role, Tokens};
+pub use auth::{AuthFailure, Authenticated, Credential, Credentials, Principal, Role, Tokens};
 pub use delivery::SocketDelivery;
 pub use error::FeedError;
 pub use event::{NewEvent, StoredEvent};
@@ -126,8 +127,8 @@ pub const TENANT_ROOM_PREFIX: &str = "tenant:";
 pub struct Feed<S: Store> {
     /// The event store.
     pub store: S,
-    /// Known tokens.
-    pub tokens: Tokens,
+    /// Who may connect: the tokens file, JWT keys and rules, revocations.
+    pub credentials: Arc<Credentials>,
     /// Settings.
     pub config: FeedConfig,
     /// Write rate limits.
@@ -142,10 +143,10 @@ pub struct Feed<S: Store> {
 
 impl<S: Store> Feed<S> {
     /// The feed over `store`, with these credentials and settings.
-    pub fn new(store: S, tokens: Tokens, config: FeedConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(store: S, credentials: Arc<Credentials>, config: FeedConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Feed {
             store,
-            tokens,
+            credentials,
             limits: limits::RateLimits::new(config.rate_limit, config.tenant_rate_limit),
             delivery: Arc::new(SocketDelivery::new(metrics.clone(), config.recovery())),
             config,
@@ -159,18 +160,17 @@ impl<S: Store> Feed<S> {
         &self.delivery
     }
 
-    /// Authenticates a caller for a tenant.
-    pub fn authenticate(&self, tenant: Option<&str>, token: Option<&str>) -> Result<Principal, FeedError> {
-        self.tokens.authenticate(tenant, token)
-    }
-
-    /// Authenticates a caller for a tenant; also gives the token's SHA-256 digest.
-    pub fn authenticate_with_digest(
+    /// Authenticates a caller for a tenant: at once, or after a bounded
+    /// JWKS refetch (an unknown `kid`).
+    pub fn authenticate(
         &self,
         tenant: Option<&str>,
         token: Option<&str>,
-    ) -> Result<(Principal, [u8; 32]), FeedError> {
-        self.tokens.authenticate_with_digest(tenant, token)
+    ) -> Answer<
+        Result<Authenticated, AuthFailure>,
+        impl Future<Output = Result<Authenticated, AuthFailure>> + Send + use<S>,
+    > {
+        self.credentials.authenticate(tenant, token)
     }
 
     /// Creates an event: checks the role, the rate limits and the message,
@@ -211,9 +211,9 @@ impl<S: Store> Feed<S> {
         self.store.readiness()
     }
 
-    /// Counts a failed authentication on `channel` (`rest` or `socket`).
-    pub fn auth_failed(&self, channel: &'static str) {
-        self.metrics.auth_failures.get_or_create(&vec![("channel", channel)]).inc();
+    /// Counts a failed authentication on `channel` (`rest`, `socket` or `stream`).
+    pub fn auth_failed(&self, channel: &'static str, failure: AuthFailure) {
+        self.metrics.auth_failures.get_or_create(&vec![("channel", channel), ("reason", failure.reason())]).inc();
     }
 
     /// A page of the caller's tenant's events.

@@ -26,13 +26,26 @@ pub struct Kept {
     pub tenant: String,
     /// User of those credentials.
     pub user: String,
-    /// SHA-256 of the token used.
+    /// What the session is bound to: the SHA-256 of a tokens-file token,
+    /// or of a JWT's user ([`crate::feed::Credential::binding`]).
     pub token_digest: [u8; 32],
+    /// For a JWT socket: its token's `iat` and `jti` (a revocation may drop
+    /// the session; a fresh token of the same user may take it back).
+    pub jwt: Option<KeptJwt>,
     /// The rooms the socket was in.
     pub rooms: Vec<String>,
     /// The last `seq` the socket is known to have been sent in full (its
     /// snapshot or replay point); used when the client has no offset yet.
     pub base_seq: u64,
+}
+
+/// What a kept JWT session remembers of its token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeptJwt {
+    /// The token's `iat`.
+    pub iat: Option<i64>,
+    /// The token's `jti`.
+    pub jti: Option<String>,
 }
 
 /// The credentials a connecting socket presents.
@@ -42,7 +55,7 @@ pub struct Owner<'a> {
     pub tenant: &'a str,
     /// The user.
     pub user: &'a str,
-    /// SHA-256 of the token.
+    /// What its credential binds a session to ([`Kept::token_digest`]).
     pub token_digest: &'a [u8; 32],
 }
 
@@ -105,7 +118,15 @@ mod tests {
     }
 
     fn kept(base_seq: u64) -> Kept {
-        Kept { sid: "s".into(), tenant: "t".into(), user: "u".into(), token_digest: [7; 32], rooms: vec![], base_seq }
+        Kept {
+            sid: "s".into(),
+            tenant: "t".into(),
+            user: "u".into(),
+            token_digest: [7; 32],
+            jwt: None,
+            rooms: vec![],
+            base_seq,
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -22,7 +22,7 @@ use super::error::FeedError;
 use super::event::page_json;
 use super::paging::PageRequest;
 use super::store::Store;
-use super::{Feed, Principal};
+use super::{Authenticated, Feed, Principal};
 use crate::http::{self as h, Body, claimed};
 use crate::metrics::Metrics;
 use crate::server::{ResponseFuture, Service};
@@ -92,7 +92,7 @@ async fn route<S: Store>(
         },
         "/api/events/stream" => match method {
             Method::GET => {
-                let who = principal(feed, req.headers(), peer)?;
+                let who = authenticated(feed, req.headers(), peer, "stream").await?;
                 super::stream::open(&rest.feed, who, req.headers(), req.uri().query().unwrap_or(""), peer).await
             }
             _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
@@ -131,17 +131,42 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
     let mut res = h::preflight(req, true);
     res.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, X-TENANT-ID, X-User-Token"),
+        HeaderValue::from_static("Content-Type, X-TENANT-ID, X-User-Token, Authorization, Last-Event-ID"),
     );
     res
 }
 
-fn principal<S: Store>(feed: &Feed<S>, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, FeedError> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    feed.authenticate(get("x-tenant-id"), get("x-user-token")).inspect_err(|_| {
-        feed.auth_failed("rest");
-        tracing::info!(target: "audit", action = "authenticate", outcome = "unauthorized", tenant = %claimed(get("x-tenant-id").unwrap_or("")), peer = %peer, "rest auth failed");
+/// The credential a request presents: `X-User-Token` (wins when both are
+/// sent), or `Authorization: Bearer <token>`.
+pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let get = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    get(HeaderName::from_static("x-user-token")).or_else(|| {
+        let value = get(header::AUTHORIZATION)?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     })
+}
+
+/// Authenticates a request (`channel`: `rest` or `stream`), counting and
+/// auditing a refusal.
+pub(super) async fn authenticated<S: Store>(
+    feed: &Feed<S>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    channel: &'static str,
+) -> Result<Authenticated, FeedError> {
+    let tenant = headers.get("x-tenant-id").and_then(|v| v.to_str().ok());
+    let token = presented_token(headers);
+    feed.authenticate(tenant, token).await.map_err(|failure| {
+        feed.auth_failed(channel, failure);
+        tracing::info!(target: "audit", action = "authenticate", outcome = failure.code(), via = channel, tenant = %claimed(tenant.unwrap_or("")), peer = %peer, "request refused: credentials");
+        let jwt = token.is_some_and(|t| feed.credentials.accepts_jwts() && super::auth::jwt::looks_like_jwt(t));
+        failure.to_error(jwt)
+    })
+}
+
+async fn principal<S: Store>(feed: &Feed<S>, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, FeedError> {
+    authenticated(feed, headers, peer, "rest").await.map(|a| a.principal)
 }
 
 fn json_ok(status: StatusCode, body: String) -> Response<Body> {
@@ -153,7 +178,7 @@ async fn list<S: Store>(
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, FeedError> {
-    let who = principal(feed, req.headers(), peer)?;
+    let who = principal(feed, req.headers(), peer).await?;
     let request = PageRequest::from_query(req.uri().query().unwrap_or(""))?;
     let page = feed.read(&who, request).await?;
     Ok(json_ok(StatusCode::OK, page_json(&page.events, page.has_more, page.gap)))
@@ -165,7 +190,7 @@ async fn get_one<S: Store>(
     id: &str,
     peer: SocketAddr,
 ) -> Result<Response<Body>, FeedError> {
-    let who = principal(feed, req.headers(), peer)?;
+    let who = principal(feed, req.headers(), peer).await?;
     let id = Uuid::try_parse(id).map_err(|_| FeedError::bad_request("the event id must be a UUID"))?;
     let event = feed.get(&who, &id).await?;
     Ok(json_ok(StatusCode::OK, event.json().get().to_owned()))
@@ -184,7 +209,7 @@ async fn create<S: Store>(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, FeedError> {
-    let who = principal(feed, req.headers(), peer)?;
+    let who = principal(feed, req.headers(), peer).await?;
     who.require_writer().inspect_err(|_| {
         tracing::info!(target: "audit", action = "create_event", outcome = "forbidden", tenant = %who.tenant, user = %who.user, peer = %peer, "write refused");
     })?;

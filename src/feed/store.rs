@@ -152,6 +152,12 @@ pub trait Store: Send + Sync + 'static {
     /// meaning to), and forgotten otherwise.
     fn session_closed(&self, pid: &str, recoverable: bool, kept: impl FnOnce() -> Kept);
 
+    /// Drops the kept sessions `still_held` says no (their credentials were
+    /// revoked); returns how many. A store that cannot look at them all
+    /// cheaply (Redis) drops none here: the feed checks a session again
+    /// when it is taken back.
+    fn forget_sessions(&self, still_held: impl Fn(&Kept) -> bool) -> usize;
+
     /// Whether the store can take writes (`Err` says why not).
     fn readiness(&self) -> Result<(), &'static str>;
 

@@ -23,12 +23,21 @@
 //! it) and, as an HTTP connection, toward the server's. A `: keep-alive`
 //! comment every 15 s keeps proxies from closing an idle stream. Shutdown
 //! ends every stream cleanly.
+//!
+//! Credentials: a stream opened with a JWT ends at its `exp` (plus the
+//! leeway) with an `event: error` record `{"code":"token_expired"}`; after a
+//! reload, a stream whose credentials are no longer accepted ends with
+//! `{"code":"unauthorized"}`, one whose JWT's key left the JWKS with
+//! `{"code":"token_revoked"}`. The client reconnects with a fresh token and
+//! `Last-Event-ID`, and misses nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
+use super::auth::{Authenticated, Check, Credential, jwt::unix_now};
 use super::delivery::{StreamEnd, StreamGuard, Taken, sse_record};
 use super::error::FeedError;
 use super::paging::{MAX_LIMIT, TenantView, parse_since};
@@ -44,6 +53,9 @@ const CHUNKS: usize = 8;
 const RETRY: &[u8] = b"retry: 2000\n\n";
 const GAP: &[u8] = b"event: gap\ndata: {\"gap\":true}\n\n";
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+/// How long the last record of a stream whose credentials ended may wait
+/// for the client; then the stream ends without it.
+const LAST_RECORD_WAIT: Duration = Duration::from_secs(1);
 
 /// Where a stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +118,13 @@ fn backlog(log: &impl TenantView, start: Start) -> Backlog {
 /// the records from a task of the stream's own.
 pub(super) async fn open<S: Store>(
     feed: &Arc<Feed<S>>,
-    who: Principal,
+    authenticated: Authenticated,
     headers: &HeaderMap,
     query: &str,
     peer: std::net::SocketAddr,
 ) -> Result<Response<Body>, FeedError> {
     let start = start_of(headers, query)?;
+    let Authenticated { principal: who, credential } = authenticated;
     let tenant = who.tenant.clone();
     let opening = Opening { tenant: &tenant, fresh: matches!(start, Start::After(_)), recover: None };
     feed.store.open(opening).await?;
@@ -132,7 +145,7 @@ pub(super) async fn open<S: Store>(
     };
     tracing::info!(target: "audit", action = "stream", outcome = "opened", tenant = %who.tenant, user = %who.user, peer = %peer, "stream opened");
     let (tx, body) = body::channel(CHUNKS);
-    tokio::spawn(Stream { feed: feed.clone(), tenant, guard, tx, peer, who }.run(backlog));
+    tokio::spawn(Stream { feed: feed.clone(), tenant, guard, tx, peer, who, credential }.run(backlog));
     let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -151,6 +164,7 @@ struct Stream<S: Store> {
     tx: BodySender,
     peer: std::net::SocketAddr,
     who: Principal,
+    credential: Credential,
 }
 
 /// Why a stream's task stops.
@@ -159,6 +173,44 @@ enum Stop {
     Quietly,
     /// The stream must end.
     End(StreamEnd),
+    /// Its credentials ended: the last record says which way.
+    Credentials(CredentialsEnd),
+}
+
+/// How a stream's credentials ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredentialsEnd {
+    /// Its JWT expired.
+    Expired,
+    /// They are no longer accepted.
+    Revoked,
+    /// Its JWT's key left the JWKS.
+    KeyGone,
+}
+
+impl CredentialsEnd {
+    /// The `event: error` record that ends the stream.
+    fn record(self) -> &'static [u8] {
+        match self {
+            CredentialsEnd::Expired => {
+                b"event: error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired; reconnect with a new token\"}\n\n"
+            }
+            CredentialsEnd::Revoked => {
+                b"event: error\ndata: {\"code\":\"unauthorized\",\"message\":\"these credentials are no longer accepted\"}\n\n"
+            }
+            CredentialsEnd::KeyGone => {
+                b"event: error\ndata: {\"code\":\"token_revoked\",\"message\":\"the token's signing key was withdrawn; reconnect with a new token\"}\n\n"
+            }
+        }
+    }
+
+    fn outcome(self) -> &'static str {
+        match self {
+            CredentialsEnd::Expired => "token_expired",
+            CredentialsEnd::Revoked => "credentials_revoked",
+            CredentialsEnd::KeyGone => "token_revoked",
+        }
+    }
 }
 
 fn chunk<'a>(records: impl Iterator<Item = &'a Bytes>) -> Bytes {
@@ -171,13 +223,62 @@ fn chunk<'a>(records: impl Iterator<Item = &'a Bytes>) -> Bytes {
 
 impl<S: Store> Stream<S> {
     async fn run(self, backlog: Backlog) {
-        let stop = self.serve(backlog).await;
-        if let Stop::End(StreamEnd::SlowConsumer) = stop {
-            self.feed.metrics.engine.slow_consumer_closes.inc();
-            tracing::warn!(target: "audit", action = "disconnect", outcome = "slow_consumer", tenant = %self.who.tenant, user = %self.who.user, peer = %Peer(Some(self.peer)), "stream dropped: its queue overflowed");
-            // Dropped, not ended: the client is not reading, so an orderly
-            // end could not be written either.
-            self.tx.abort();
+        let stop = tokio::select! {
+            stop = self.serve(backlog) => stop,
+            end = self.credentials_end() => Stop::Credentials(end),
+        };
+        match stop {
+            Stop::End(StreamEnd::SlowConsumer) => {
+                self.feed.metrics.engine.slow_consumer_closes.inc();
+                tracing::warn!(target: "audit", action = "disconnect", outcome = "slow_consumer", tenant = %self.who.tenant, user = %self.who.user, peer = %Peer(Some(self.peer)), "stream dropped: its queue overflowed");
+                // Dropped, not ended: the client is not reading, so an orderly
+                // end could not be written either.
+                self.tx.abort();
+            }
+            Stop::Credentials(end) => {
+                if end == CredentialsEnd::Expired {
+                    self.feed.metrics.token_expiries.inc();
+                }
+                tracing::info!(target: "audit", action = "disconnect", outcome = end.outcome(), tenant = %self.who.tenant, user = %self.who.user, peer = %Peer(Some(self.peer)), "stream ended: its credentials ended");
+                // Bound hit (the client does not read): the stream ends
+                // without its last record.
+                let _ = tokio::time::timeout(LAST_RECORD_WAIT, self.tx.send(Bytes::from_static(end.record()))).await;
+            }
+            Stop::End(StreamEnd::Reset) | Stop::Quietly => {}
+        }
+    }
+
+    /// Resolves when the stream's credentials end: its JWT's `exp` (plus
+    /// the leeway) passes, or a reload no longer accepts them. Costs one
+    /// timer, and a look at each reload.
+    async fn credentials_end(&self) -> CredentialsEnd {
+        let credentials = &self.feed.credentials;
+        let mut changes = credentials.changes();
+        let expiry = async {
+            match self.credential.jwt() {
+                Some(grant) => {
+                    let left = Duration::from_secs(u64::try_from(grant.exp - unix_now()).unwrap_or(0));
+                    tokio::time::sleep(left + credentials.leeway()).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                () = &mut expiry => return CredentialsEnd::Expired,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // The credentials are gone with the server: nothing more to watch.
+                        std::future::pending::<()>().await;
+                    }
+                    match credentials.check(&self.who.tenant, &self.credential) {
+                        Check::Accepted(_) => {}
+                        Check::Revoked => return CredentialsEnd::Revoked,
+                        Check::KeyGone => return CredentialsEnd::KeyGone,
+                    }
+                }
+            }
         }
     }
 

@@ -236,6 +236,10 @@ pub(crate) trait DynSocket: Send + Sync {
     fn ack_sender(&self, id: u64) -> AckSender;
     /// Leaves the namespace (once).
     fn cleanup(self: Arc<Self>, reason: DisconnectReason);
+    /// The socket's next deadline (its handler's).
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Runs the socket's deadline if it passed.
+    fn on_timeout(self: Arc<Self>, now: Instant);
 }
 
 /// Per Engine.IO session state of the Socket.IO layer.
@@ -339,13 +343,24 @@ impl<A: Adapter> engine::Handler for SocketIo<A> {
     }
 
     fn poll_timeout(&self, client: &Arc<Client>) -> Option<Instant> {
-        client.lock().connected.poll_timeout()
+        let inner = client.lock();
+        let sockets = inner.sockets.values().filter_map(|s| s.poll_timeout());
+        sockets.chain(inner.connected.poll_timeout()).min()
     }
 
     fn on_timeout(&self, conn: &Arc<Conn>, client: &Arc<Client>, now: Instant) {
-        if client.lock().connected.connect_expired(now) {
-            tracing::debug!(sid = %conn.sid(), "no CONNECT within the connect timeout; closing session");
-            conn.close(CloseReason::ForcedClose);
+        let sockets: Vec<Arc<dyn DynSocket>> = {
+            let inner = client.lock();
+            if inner.connected.connect_expired(now) {
+                drop(inner);
+                tracing::debug!(sid = %conn.sid(), "no CONNECT within the connect timeout; closing session");
+                conn.close(CloseReason::ForcedClose);
+                return;
+            }
+            inner.sockets.values().cloned().collect()
+        };
+        for socket in sockets {
+            socket.on_timeout(now);
         }
     }
 }

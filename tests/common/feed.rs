@@ -157,6 +157,77 @@ impl FeedClient {
         client
     }
 
+    /// Opens a websocket session on `addr` and CONNECTs with `auth`; the
+    /// client once it got its first event (`snapshot`, or `replay_result`
+    /// for a resume; a recovery's first `event_created` stays to be taken),
+    /// or the CONNECT_ERROR's data.
+    pub async fn connect_auth(addr: SocketAddr, auth: Value) -> Result<Self, Value> {
+        let (ws, sid) = Eio::new(addr, "/socket.io/").ws_open().await;
+        let mut client = FeedClient { ws, sid, snapshot: Vec::new(), pending: Default::default() };
+        client.send(&format!("40{NSP},{auth}")).await;
+        let answer = client.next_frame().await.expect("CONNECT answer");
+        match parse_frame(&answer) {
+            Some(('0', None, _)) => {}
+            Some(('4', None, data)) => return Err(data),
+            _ => panic!("not a CONNECT answer: {answer}"),
+        }
+        if auth.get("pid").is_none() && auth.get("sinceId").is_none() {
+            let (_, args) = client.take_event(|name| name == "snapshot").await;
+            client.snapshot = args.first().and_then(Value::as_array).cloned().expect("snapshot is an array");
+        }
+        Ok(client)
+    }
+
+    /// The CONNECT answer's data (`{sid, pid?}`) is not kept by
+    /// [`FeedClient::connect_auth`]; this one keeps it.
+    pub async fn connect_answer(addr: SocketAddr, auth: Value) -> (Self, Result<Value, Value>) {
+        let (ws, sid) = Eio::new(addr, "/socket.io/").ws_open().await;
+        let mut client = FeedClient { ws, sid, snapshot: Vec::new(), pending: Default::default() };
+        client.send(&format!("40{NSP},{auth}")).await;
+        let answer = client.next_frame().await.expect("CONNECT answer");
+        let answer = match parse_frame(&answer) {
+            Some(('0', None, data)) => Ok(data),
+            Some(('4', None, data)) => Err(data),
+            _ => panic!("not a CONNECT answer: {answer}"),
+        };
+        (client, answer)
+    }
+
+    /// Emits `name` with `arg` and ack `id`; the ack's first argument.
+    pub async fn call(&mut self, id: u64, name: &str, arg: Value) -> Value {
+        let frame = format!("42{NSP},{id}{}", json!([name, arg]));
+        self.send(&frame).await;
+        self.ack(id).await
+    }
+
+    /// Reads frames until the server ends the session; the Engine.IO frames
+    /// and Socket.IO events seen on the way.
+    pub async fn until_closed(&mut self) -> Vec<String> {
+        let mut seen: Vec<String> = self.pending.drain(..).collect();
+        while let Some(frame) = next_frame(&mut self.ws).await {
+            seen.push(frame);
+        }
+        seen
+    }
+
+    /// Reads frames until the server's namespace DISCONNECT (or the end of
+    /// the session); the frames seen on the way, the DISCONNECT last.
+    pub async fn until_closed_or_disconnected(&mut self) -> Vec<String> {
+        let disconnect = format!("41{NSP},");
+        let mut seen: Vec<String> = self.pending.drain(..).collect();
+        if seen.contains(&disconnect) {
+            return seen;
+        }
+        while let Some(frame) = next_frame(&mut self.ws).await {
+            let done = frame == disconnect;
+            seen.push(frame);
+            if done {
+                break;
+            }
+        }
+        seen
+    }
+
     /// The next frame (kept ones first) that is not an Engine.IO ping.
     pub async fn next_frame(&mut self) -> Option<String> {
         match self.pending.pop_front() {

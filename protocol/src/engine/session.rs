@@ -55,6 +55,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server is shutting down.
     ServerShutdown,
+    /// The credentials the client connected with expired (or their key was
+    /// rotated out): it reconnects with fresh ones, and may recover.
+    CredentialsExpired,
 }
 
 impl CloseReason {
@@ -68,6 +71,7 @@ impl CloseReason {
             CloseReason::ForcedClose => "forced close",
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::CredentialsExpired => "credentials expired",
         }
     }
 
@@ -82,6 +86,7 @@ impl CloseReason {
                 | CloseReason::TransportError
                 | CloseReason::ServerShutdown
                 | CloseReason::SlowConsumer
+                | CloseReason::CredentialsExpired
         )
     }
 }

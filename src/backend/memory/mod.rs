@@ -85,6 +85,10 @@ impl Store for MemoryStore {
         }
     }
 
+    fn forget_sessions(&self, still_held: impl Fn(&Kept) -> bool) -> usize {
+        self.sessions.retain(still_held)
+    }
+
     fn readiness(&self) -> Result<(), &'static str> {
         Ok(())
     }

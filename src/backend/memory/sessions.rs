@@ -86,6 +86,14 @@ impl Sessions {
         self.lock().expire(Instant::now());
     }
 
+    /// Drops the sessions `still_held` says no; returns how many.
+    pub fn retain(&self, still_held: impl Fn(&Kept) -> bool) -> usize {
+        let mut inner = self.lock();
+        let before = inner.by_pid.len();
+        inner.by_pid.retain(|_, e| still_held(&e.kept));
+        before - inner.by_pid.len()
+    }
+
     /// How many sessions are kept.
     pub fn len(&self) -> usize {
         self.lock().by_pid.len()
@@ -133,6 +141,7 @@ mod tests {
             tenant: "t".into(),
             user: "u".into(),
             token_digest: [7; 32],
+            jwt: None,
             rooms: vec!["tenant:t".into()],
             base_seq: 3,
         }
@@ -174,6 +183,16 @@ mod tests {
         assert_eq!(r.take("p0", &owner("t", "u", &[7; 32])), None);
         assert_eq!(r.take("p1", &owner("t", "u", &[7; 32])), None);
         assert!(r.take("p4", &owner("t", "u", &[7; 32])).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_whose_credentials_went_are_dropped() {
+        let r = Sessions::new(Duration::from_secs(10), 100);
+        r.keep("p1".into(), kept("s1"));
+        r.keep("p2".into(), Kept { user: "v".into(), ..kept("s2") });
+        assert_eq!(r.retain(|k| k.user != "v"), 1);
+        assert_eq!(r.take("p2", &Owner { tenant: "t", user: "v", token_digest: &[7; 32] }), None);
+        assert!(r.take("p1", &owner("t", "u", &[7; 32])).is_some());
     }
 
     #[tokio::test(start_paused = true)]

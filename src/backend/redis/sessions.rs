@@ -77,6 +77,14 @@ impl Inner {
                     SessionOp::Keep { pid, kept } => {
                         let key = self.session_key(&pid);
                         let digest = hex(&kept.token_digest);
+                        // A JWT session keeps its token's `iat` and `jti` (for
+                        // revocations); "" where there is none.
+                        let (jwt, iat, jti) = match &kept.jwt {
+                            Some(j) => {
+                                ("1", j.iat.map(|i| i.to_string()).unwrap_or_default(), j.jti.as_deref().unwrap_or(""))
+                            }
+                            None => ("", String::new(), ""),
+                        };
                         pipe.hset_multiple(
                             &key,
                             &[
@@ -85,6 +93,9 @@ impl Inner {
                                 ("user", &kept.user),
                                 ("digest", &digest),
                                 ("base_seq", &kept.base_seq.to_string()),
+                                ("jwt", jwt),
+                                ("iat", &iat),
+                                ("jti", jti),
                             ],
                         )
                         .ignore()

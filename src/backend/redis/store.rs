@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{Control, SessionOp, Shared, hex};
 use crate::backend::memory::{EventBus, TenantLog};
 use crate::feed::event::PreparedEvent;
-use crate::feed::recovery::{Kept, Owner};
+use crate::feed::recovery::{Kept, KeptJwt, Owner};
 use crate::feed::store::{Answer, Delivery, Found, Later, Opening, Store};
 use crate::feed::{FeedError, NewEvent, Page, PageRequest, StoredEvent, tenant_room};
 use eventfeed_protocol::adapter as wire;
@@ -91,12 +91,13 @@ return out
 
 /// Takes a kept session if the credentials match (else leaves it for its
 /// owner). KEYS: the session. ARGV: tenant, user, token digest (hex).
-/// Returns `{sid, base_seq}` or nil.
+/// Returns `{sid, base_seq, jwt, iat, jti}` (the last three "" when absent)
+/// or nil.
 const TAKE_SESSION: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 'tenant', 'user', 'digest', 'sid', 'base_seq')
+local v = redis.call('HMGET', KEYS[1], 'tenant', 'user', 'digest', 'sid', 'base_seq', 'jwt', 'iat', 'jti')
 if v[1] == ARGV[1] and v[2] == ARGV[2] and v[3] == ARGV[3] then
   redis.call('DEL', KEYS[1])
-  return {v[4], v[5]}
+  return {v[4], v[5], v[6] or '', v[7] or '', v[8] or ''}
 end
 return false
 "#;
@@ -303,12 +304,14 @@ impl Inner {
         let mut conn = self.shared.conn.clone();
         let mut invocation = self.take_session.prepare_invoke();
         invocation.key(self.session_key(pid)).arg(&owner.tenant).arg(&owner.user).arg(&digest);
-        let found: Option<(String, u64)> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
-        Ok(found.map(|(sid, base_seq)| Kept {
+        type Taken = (String, u64, String, String, String);
+        let found: Option<Taken> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
+        Ok(found.map(|(sid, base_seq, jwt, iat, jti)| Kept {
             sid,
             tenant: owner.tenant.clone(),
             user: owner.user.clone(),
             token_digest: owner.token_digest,
+            jwt: (jwt == "1").then(|| KeptJwt { iat: iat.parse().ok(), jti: (!jti.is_empty()).then_some(jti) }),
             rooms: vec![tenant_room(&owner.tenant)],
             base_seq,
         }))
@@ -390,6 +393,12 @@ impl Store for RedisStore {
 
     fn readiness(&self) -> Result<(), &'static str> {
         if self.0.shared.is_ready() { Ok(()) } else { Err("redis unavailable") }
+    }
+
+    fn forget_sessions(&self, _still_held: impl Fn(&Kept) -> bool) -> usize {
+        // Kept sessions live in Redis under their pids, shared by the fleet:
+        // each is checked against the credentials when it is taken back.
+        0
     }
 
     fn sweep(&self) {}

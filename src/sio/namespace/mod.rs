@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::{Encoded, Packet};
@@ -148,6 +149,16 @@ pub trait NamespaceHandler: Send + Sync + Sized + 'static {
         true
     }
 
+    /// The socket's next deadline, if any (its session's timer wakes for it
+    /// and calls [`on_timeout`](Self::on_timeout)). When it moves earlier,
+    /// call [`Conn::reschedule`].
+    fn poll_timeout(&self, _socket: &Socket<Self>) -> Option<Instant> {
+        None
+    }
+
+    /// The deadline from [`poll_timeout`](Self::poll_timeout) passed.
+    fn on_timeout(&self, _socket: &Arc<Socket<Self>>, _now: Instant) {}
+
     /// Another server emitted `event` to this namespace's server-side
     /// listeners (`serverSideEmit`); what this server acknowledges with when
     /// the sender asked for acknowledgements (`None`: an empty answer).
@@ -238,6 +249,11 @@ impl<H: NamespaceHandler> Namespace<H> {
     /// How many sockets are connected.
     pub fn socket_count(&self) -> usize {
         lock(&self.sockets).len()
+    }
+
+    /// Every connected socket (a copy of the list, taken at once).
+    pub fn sockets(&self) -> Vec<Arc<Socket<H>>> {
+        lock(&self.sockets).values().cloned().collect()
     }
 
     /// A connected socket by id.

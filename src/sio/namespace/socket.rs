@@ -338,4 +338,14 @@ impl<H: NamespaceHandler> DynSocket for Socket<H> {
     fn cleanup(self: Arc<Self>, reason: DisconnectReason) {
         Socket::cleanup(&self, reason);
     }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.nsp.handler().poll_timeout(self)
+    }
+
+    fn on_timeout(self: Arc<Self>, now: std::time::Instant) {
+        if self.nsp.handler().poll_timeout(&self).is_some_and(|at| at <= now) {
+            self.nsp.handler().on_timeout(&self, now);
+        }
+    }
 }

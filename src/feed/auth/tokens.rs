@@ -1,53 +1,16 @@
-//! Authentication and authorization: the tokens file, the demo tokens, and
-//! the one check that REST and socket CONNECT both use.
-//!
-//! Every token is kept as its SHA-256 digest (a file may give either the token
-//! or its digest). A presented token is hashed once and compared against every
-//! entry in constant time, without stopping at a match, so neither the match
-//! nor its position shows in the timing. Tokens are never logged.
+//! The tokens file, and the demo tokens: static tokens meant for services
+//! and demos, each kept as its SHA-256 digest (a file may give either the
+//! token or its digest). A presented token is hashed once and compared
+//! against every entry in constant time, without stopping at a match, so
+//! neither the match nor its position shows in the timing.
 
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::FeedError;
-
-/// The longest tenant id accepted, in bytes.
-pub const MAX_TENANT_ID_LEN: usize = 128;
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read and write.
-    Admin,
-    /// Read only.
-    Reader,
-}
-
-/// An authenticated caller, for one tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The user name (the events' `author`).
-    pub user: String,
-    /// The tenant the request is for.
-    pub tenant: String,
-    /// The role.
-    pub role: Role,
-}
-
-impl Principal {
-    /// Checks that this caller may write.
-    pub fn require_writer(&self) -> Result<(), FeedError> {
-        match self.role {
-            Role::Admin => Ok(()),
-            Role::Reader => Err(FeedError::Forbidden),
-        }
-    }
-}
+use super::{AuthFailure, Principal, Role};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -189,6 +152,11 @@ impl Tokens {
         }
     }
 
+    /// No static token at all (JWTs only).
+    pub fn none() -> Self {
+        Tokens { entries: Vec::new(), demo: false }
+    }
+
     /// Whether these are the demo tokens.
     pub fn is_demo(&self) -> bool {
         self.demo
@@ -237,45 +205,34 @@ impl Tokens {
         Ok(Tokens { entries, demo: false })
     }
 
-    /// Authenticates `token` for `tenant`. Missing values, an unknown token, or
-    /// a tenant the token may not use are all `Unauthorized`.
-    pub fn authenticate(&self, tenant: Option<&str>, token: Option<&str>) -> Result<Principal, FeedError> {
-        self.authenticate_with_digest(tenant, token).map(|(principal, _)| principal)
-    }
-
-    /// [`authenticate`](Self::authenticate), also giving the token's digest
-    /// (see [`token_digest`]), so a caller that keeps it hashes the token once.
-    pub fn authenticate_with_digest(
-        &self,
-        tenant: Option<&str>,
-        token: Option<&str>,
-    ) -> Result<(Principal, [u8; 32]), FeedError> {
-        let (Some(tenant), Some(token)) = (tenant, token) else {
-            return Err(FeedError::Unauthorized);
-        };
-        // A tenant id is a short name; a `"*"` token must not be able to mint
-        // arbitrarily long keys into the store and the limiters.
-        if tenant.is_empty()
-            || token.is_empty()
-            || tenant.len() > MAX_TENANT_ID_LEN
-            || tenant.chars().any(char::is_control)
-        {
-            return Err(FeedError::Unauthorized);
-        }
+    /// Authenticates `token` for `tenant` (a name already checked); gives
+    /// the token's digest too (what a socket's recovery is bound to).
+    pub fn authenticate(&self, tenant: &str, token: &str) -> Result<(Principal, [u8; 32]), AuthFailure> {
         let digest = sha256(token.as_bytes());
-        let mut found: Option<&Entry> = None;
-        for entry in &self.entries {
-            // Every entry is compared; no early exit.
-            if bool::from(entry.digest.ct_eq(&digest)) && found.is_none() {
-                found = Some(entry);
-            }
-        }
-        match found {
+        match self.find(&digest) {
             Some(e) if e.allows(tenant) => {
                 Ok((Principal { user: e.user.clone(), tenant: tenant.to_owned(), role: e.role }, digest))
             }
-            _ => Err(FeedError::Unauthorized),
+            Some(_) => Err(AuthFailure::WrongTenant),
+            None => Err(AuthFailure::UnknownToken),
         }
+    }
+
+    /// The role the token with this digest has for `tenant` now, if it is
+    /// still accepted there (after a reload, say).
+    pub fn role_of(&self, digest: &[u8; 32], tenant: &str) -> Option<Role> {
+        self.find(digest).filter(|e| e.allows(tenant)).map(|e| e.role)
+    }
+
+    fn find(&self, digest: &[u8; 32]) -> Option<&Entry> {
+        let mut found: Option<&Entry> = None;
+        for entry in &self.entries {
+            // Every entry is compared; no early exit.
+            if bool::from(entry.digest.ct_eq(digest)) && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        found
     }
 }
 
@@ -283,25 +240,27 @@ impl Tokens {
 mod tests {
     use super::*;
 
+    fn auth(t: &Tokens, tenant: &str, token: &str) -> Result<Principal, AuthFailure> {
+        t.authenticate(tenant, token).map(|(p, _)| p)
+    }
+
     #[test]
     fn demo_tokens() {
         let t = Tokens::demo();
-        let p = t.authenticate(Some("company_a"), Some("token_admin_a")).unwrap();
+        let p = auth(&t, "company_a", "token_admin_a").unwrap();
         assert_eq!((p.user.as_str(), p.role), ("admin_a", Role::Admin));
-        assert_eq!(t.authenticate(Some("company_b"), Some("token_admin_a")), Err(FeedError::Unauthorized));
-        assert_eq!(t.authenticate(Some("company_a"), Some("nope")), Err(FeedError::Unauthorized));
-        assert_eq!(t.authenticate(None, Some("token_admin_a")), Err(FeedError::Unauthorized));
-        assert_eq!(t.authenticate(Some("company_a"), None), Err(FeedError::Unauthorized));
+        assert_eq!(auth(&t, "company_b", "token_admin_a"), Err(AuthFailure::WrongTenant));
+        assert_eq!(auth(&t, "company_a", "nope"), Err(AuthFailure::UnknownToken));
         let star =
             Tokens::parse(r#"{"tokens":[{"token":"s","user":"s","tenants":["*"],"role":"admin"}]}"#, "t").unwrap();
-        assert!(star.authenticate(Some(&"x".repeat(128)), Some("s")).is_ok());
-        assert_eq!(star.authenticate(Some(&"x".repeat(129)), Some("s")), Err(FeedError::Unauthorized));
-        assert_eq!(star.authenticate(Some("a\nb"), Some("s")), Err(FeedError::Unauthorized));
-        let r = t.authenticate(Some("company_a"), Some("token_reader_a")).unwrap();
-        assert_eq!(r.require_writer(), Err(FeedError::Forbidden));
+        assert!(auth(&star, &"x".repeat(128), "s").is_ok());
+        let r = auth(&t, "company_a", "token_reader_a").unwrap();
+        assert_eq!(r.role, Role::Reader);
         assert!(t.is_demo());
-        let (p, digest) = t.authenticate_with_digest(Some("company_a"), Some("token_admin_a")).unwrap();
+        let (p, digest) = t.authenticate("company_a", "token_admin_a").unwrap();
         assert_eq!((p.user.as_str(), digest), ("admin_a", token_digest("token_admin_a")));
+        assert_eq!(t.role_of(&digest, "company_a"), Some(Role::Admin));
+        assert_eq!(t.role_of(&digest, "company_b"), None);
     }
 
     #[test]
@@ -315,8 +274,8 @@ mod tests {
         );
         let t = Tokens::parse(&text, "tokens.json").unwrap();
         assert!(!t.is_demo());
-        assert_eq!(t.authenticate(Some("anything"), Some("svc-secret")).unwrap().user, "svc");
-        assert_eq!(t.authenticate(Some("company_a"), Some("token_admin_a")).unwrap().role, Role::Admin);
+        assert_eq!(auth(&t, "anything", "svc-secret").unwrap().user, "svc");
+        assert_eq!(auth(&t, "company_a", "token_admin_a").unwrap().role, Role::Admin);
         assert_eq!(parse_hex32(&digest.to_uppercase()), parse_hex32(&digest), "hex is case-insensitive");
     }
 
