@@ -1,16 +1,17 @@
 //! The REST API, dispatched by hand on hyper: `POST /api/events`,
 //! `GET /api/events?sinceId=&limit=`, `GET /api/events/{id}`,
 //! `GET /api/events/stream` (Server-Sent Events, [`super::stream`]), plus
-//! `GET /healthz`, `GET /readyz` and `GET /metrics`.
+//! `GET /healthz`, `GET /readyz`, `GET /metrics` and `GET /api/openapi.json`
+//! (the OpenAPI description of all of these, [`OPENAPI`]).
 //!
 //! Every route is a line of [`ROUTES`]: its path template and methods. The
 //! dispatcher finds a request's route there and answers a method the route
 //! does not list with 405 and `Allow` from the same line, so the table is the
-//! one list of what is served. An unknown path
-//! gets 404 JSON. `OPTIONS` is the CORS preflight, on any path. Bodies are
-//! read with a size limit (`NB_BACKEND_MAX_BODY`); the order of checks on a
-//! write is: credentials (401), role (403), media type (415), size (413),
-//! JSON shape (400), message rules (422/413).
+//! one list of what is served (`tests/openapi.rs` holds the document to it).
+//! An unknown path gets 404 JSON. `OPTIONS` is the CORS preflight, on any
+//! path. Bodies are read with a size limit (`NB_BACKEND_MAX_BODY`); the order
+//! of checks on a write is: credentials (401), role (403), media type (415),
+//! size (413), JSON shape (400), message rules (422/413).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +72,11 @@ impl<S: Store> Service for Rest<S> {
     }
 }
 
+/// The OpenAPI 3.1 description of [`ROUTES`], served at `GET /api/openapi.json`.
+/// Kept by hand beside this file; `tests/openapi.rs` walks it against a
+/// running server, so it stays exact.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// What answers a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
@@ -86,6 +92,8 @@ enum Endpoint {
     Ready,
     /// Prometheus text.
     Metrics,
+    /// [`OPENAPI`].
+    OpenApi,
 }
 
 /// One route of the dispatcher: a path template and the methods it answers.
@@ -113,6 +121,7 @@ pub const ROUTES: &[Route] = &[
     Route { path: "/healthz", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::Health },
     Route { path: "/readyz", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::Ready },
     Route { path: "/metrics", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::Metrics },
+    Route { path: "/api/openapi.json", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::OpenApi },
 ];
 
 /// Whether `path` fits `template`; the value of its `{…}` segment if it has one.
@@ -176,6 +185,7 @@ async fn route<S: Store>(
             (rest.refresh)(&feed.metrics);
             Ok(h::response(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(feed.metrics.encode())))
         }
+        Endpoint::OpenApi => Ok(h::json(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()))),
     }
 }
 
@@ -298,6 +308,7 @@ mod tests {
         assert_eq!(endpoint(&format!("/api/events/{id}/")), Some((Endpoint::Event, Some(id))));
         assert_eq!(endpoint("/api/events/not-a-uuid"), Some((Endpoint::Event, Some("not-a-uuid"))), "400 later");
         assert_eq!(endpoint("/healthz"), Some((Endpoint::Health, None)));
+        assert_eq!(endpoint("/api/openapi.json"), Some((Endpoint::OpenApi, None)));
         for unknown in ["/", "", "/api", "/api/events//", "/api/events/a/b", "/socket.io/", "/healthzz", "//healthz"] {
             assert_eq!(endpoint(unknown), None, "{unknown:?}");
         }
