@@ -324,6 +324,19 @@ fn validate(doc: &Doc, schema: &Value, v: &Value, at: &str) -> Result<(), String
                     return fail(format!("not {rule}"));
                 }
             }
+            "anyOf" => {
+                let fits = rule.as_array().unwrap().iter().any(|sub| validate(doc, sub, v, at).is_ok());
+                if !fits {
+                    return fail(format!("fits none of {rule}"));
+                }
+            }
+            "pattern" => {
+                // ECMA-262 in the document; the subset it uses (classes of
+                // \uXXXX ranges, anchors) reads the same in Rust's regex.
+                if v.as_str().is_some_and(|s| !pattern(rule.as_str().unwrap()).is_match(s)) {
+                    return fail(format!("does not match {rule}"));
+                }
+            }
             "minimum" | "maximum" => {
                 if let Some(n) = v.as_f64() {
                     let bound = rule.as_f64().unwrap();
@@ -365,6 +378,16 @@ fn validate(doc: &Doc, schema: &Value, v: &Value, at: &str) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// The compiled `pattern` (compiled once: the walk checks many values).
+fn pattern(source: &str) -> regex::Regex {
+    static COMPILED: std::sync::Mutex<BTreeMap<String, regex::Regex>> = std::sync::Mutex::new(BTreeMap::new());
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    let re = compiled
+        .entry(source.to_owned())
+        .or_insert_with(|| regex::Regex::new(source).unwrap_or_else(|e| panic!("pattern {source}: {e}")));
+    re.clone()
 }
 
 /// RFC 3339 `date-time`: `2026-11-27T08:14:38.123Z` or with an offset.
@@ -539,6 +562,23 @@ async fn the_document_is_served_sound_and_names_exactly_the_dispatchers_routes()
             }
         }
     }
+    // The message's schema says what the server's rules say, character by
+    // character: alone, before and after a letter, and among white space.
+    let message = &doc.root["components"]["schemas"]["NewEvent"]["properties"]["message"];
+    let special = [0xFEFF, 0xFFFD, 0x1F600, 0x10FFFF].into_iter();
+    for c in (0..=0x3100).chain(special).filter_map(char::from_u32) {
+        for text in [c.to_string(), format!("x{c}"), format!("{c}x"), format!("{c} \t\n{c}")] {
+            let schema = validate(&doc, message, &json!(text), "message").is_ok();
+            let server = eventfeed::feed::event::validate_message(&text).is_ok();
+            assert_eq!(schema, server, "{text:?}: the schema and the server disagree");
+        }
+    }
+    let long = "x".repeat(2049);
+    assert!(
+        validate(&doc, message, &json!(long), "message").is_err()
+            && eventfeed::feed::event::validate_message(&long).is_err()
+    );
+
     let mut with_examples = Vec::new();
     schemas_with_examples(&doc.root["components"]["schemas"], "#/components/schemas".into(), &mut with_examples);
     assert!(!with_examples.is_empty());
@@ -812,7 +852,8 @@ async fn every_example_and_every_provokable_status_is_answered_as_documented() {
     for route in ROUTES {
         let listed = doc.methods_of(route.path);
         let path_ops: Vec<&Operation<'_>> = ops.iter().filter(|o| o.path == route.path).collect();
-        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].into_iter().filter(|m| !listed.contains(*m)) {
+        let probes = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE"];
+        for method in probes.into_iter().filter(|m| !listed.contains(*m)) {
             let mut req = walk.request(path_ops[0], &Swap::None);
             req.method = method.to_owned();
             let answer = walk.send(&req, false).await;
