@@ -43,6 +43,7 @@ use raw::{HttpConn, WAIT, eventually};
 use serde_json::{Value, json};
 use sse::SseClient;
 
+/// The keys of a path item that are operations.
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 /// Statuses a client cannot provoke from outside in this setting: a body
 /// slower than 10 s, an internal error, a store (Redis) that does not answer.
