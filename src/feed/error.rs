@@ -39,8 +39,8 @@ pub enum FeedError {
     /// 405 `method_not_allowed`, with the allowed methods.
     #[error("method not allowed")]
     MethodNotAllowed {
-        /// The `Allow` header value.
-        allow: &'static str,
+        /// The route's methods, as the `Allow` header lists them.
+        allow: &'static [&'static str],
     },
     /// 413 `payload_too_large`.
     #[error("{0}")]
@@ -133,7 +133,9 @@ impl FeedError {
         let headers = res.headers_mut();
         match self {
             FeedError::MethodNotAllowed { allow } => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    headers.insert(header::ALLOW, value);
+                }
             }
             FeedError::InvalidToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
@@ -155,7 +157,7 @@ mod tests {
 
     #[test]
     fn rest_bodies_and_headers() {
-        let res = FeedError::MethodNotAllowed { allow: "GET, POST" }.to_response();
+        let res = FeedError::MethodNotAllowed { allow: &["GET", "POST"] }.to_response();
         assert_eq!(res.status(), 405);
         assert_eq!(res.headers()[header::ALLOW], "GET, POST");
         let res = FeedError::RateLimited { retry_after: 0 }.to_response();

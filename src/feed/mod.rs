@@ -9,7 +9,8 @@
 //! - [`limits`]: write rate limits per user and per tenant.
 //! - [`recovery`]: connection state recovery's rules.
 //! - [`delivery`]: new events to the tenant's room, encoded once.
-//! - [`rest`]: the hand-written REST dispatcher (`/api/events`, health).
+//! - [`rest`]: the hand-written REST dispatcher: its route table, and the
+//!   OpenAPI document of those routes (`/api/events`, health, `/api/openapi.json`).
 //! - [`stream`]: `GET /api/events/stream`, Server-Sent Events.
 //! - [`gateway`]: the Socket.IO namespace (`/events` by default).
 //!

@@ -1,12 +1,17 @@
 //! The REST API, dispatched by hand on hyper: `POST /api/events`,
 //! `GET /api/events?sinceId=&limit=`, `GET /api/events/{id}`,
 //! `GET /api/events/stream` (Server-Sent Events, [`super::stream`]), plus
-//! `GET /healthz`, `GET /readyz` and `GET /metrics`.
+//! `GET /healthz`, `GET /readyz`, `GET /metrics` and `GET /api/openapi.json`
+//! (the OpenAPI description of all of these, [`OPENAPI`]).
 //!
-//! Unknown paths get 404 JSON; a known path with the wrong method gets 405
-//! with `Allow`. Bodies are read with a size limit (`NB_BACKEND_MAX_BODY`);
-//! the order of checks on a write is: credentials (401), role (403), media
-//! type (415), size (413), JSON shape (400), message rules (422/413).
+//! Every route is a line of [`ROUTES`]: its path template and methods. The
+//! dispatcher finds a request's route there and answers a method the route
+//! does not list with 405 and `Allow` from the same line, so the table is the
+//! one list of what is served (`tests/openapi.rs` holds the document to it).
+//! An unknown path gets 404 JSON. `OPTIONS` is the CORS preflight, on any
+//! path. Bodies are read with a size limit (`NB_BACKEND_MAX_BODY`); the order
+//! of checks on a write is: credentials (401), role (403), media type (415),
+//! size (413), JSON shape (400), message rules (422/413).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,14 +68,87 @@ impl<S: Store> Service for Rest<S> {
     }
 
     fn route_label(&self, path: &str) -> &'static str {
-        match path {
-            "/api/events" | "/api/events/" => "api_events",
-            "/api/events/stream" => "api_stream",
-            p if p.starts_with("/api/events/") => "api_event",
-            "/healthz" | "/readyz" | "/metrics" => "ops",
-            _ => "other",
+        find(path).map_or("other", |(route, _)| route.label)
+    }
+}
+
+/// The OpenAPI 3.1 description of [`ROUTES`], served at `GET /api/openapi.json`.
+/// Kept by hand beside this file; `tests/openapi.rs` walks it against a
+/// running server, so it stays exact.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What answers a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `GET` lists a page, `POST` creates.
+    Events,
+    /// Server-Sent Events.
+    Stream,
+    /// One event by id.
+    Event,
+    /// `{"status":"ok"}`.
+    Health,
+    /// Readiness.
+    Ready,
+    /// Prometheus text.
+    Metrics,
+    /// [`OPENAPI`].
+    OpenApi,
+}
+
+/// One route of the dispatcher: a path template and the methods it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The path, in OpenAPI's template syntax: `{name}` stands for one
+    /// non-empty segment.
+    pub path: &'static str,
+    /// The methods answered, in the order `Allow` lists them.
+    pub methods: &'static [&'static str],
+    /// The metrics label of its requests (`route` of the request histogram).
+    pub label: &'static str,
+    endpoint: Endpoint,
+}
+
+/// Every route the dispatcher serves (Socket.IO's `/socket.io/` is the
+/// Engine.IO endpoint's, ahead of this dispatcher). The first line whose
+/// template matches wins: `/api/events/stream` comes before
+/// `/api/events/{id}`, so `stream` is a route, never an event id. `HEAD` is
+/// answered where monitors use it (the bodyless GET of the health routes).
+pub const ROUTES: &[Route] = &[
+    Route { path: "/api/events", methods: &["GET", "POST"], label: "api_events", endpoint: Endpoint::Events },
+    Route { path: "/api/events/stream", methods: &["GET"], label: "api_stream", endpoint: Endpoint::Stream },
+    Route { path: "/api/events/{id}", methods: &["GET"], label: "api_event", endpoint: Endpoint::Event },
+    Route { path: "/healthz", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::Health },
+    Route { path: "/readyz", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::Ready },
+    Route { path: "/metrics", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::Metrics },
+    Route { path: "/api/openapi.json", methods: &["GET", "HEAD"], label: "ops", endpoint: Endpoint::OpenApi },
+];
+
+/// Whether `path` fits `template`; the value of its `{…}` segment if it has one.
+fn matches<'p>(template: &str, path: &'p str) -> Option<Option<&'p str>> {
+    let mut param = None;
+    let mut want = template.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(param),
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => param = Some(g),
+            (Some(w), Some(g)) if w == g => {}
+            _ => return None,
         }
     }
+}
+
+/// The route of `path` and its `{…}` value. A trailing slash is ignored
+/// (`/api/events/` lists events, as it always did), never taken for an
+/// empty id.
+fn find(path: &str) -> Option<(&'static Route, Option<&str>)> {
+    lookup(path).or_else(|| path.strip_suffix('/').filter(|p| !p.is_empty()).and_then(lookup))
+}
+
+/// The first route whose template `path` fits exactly.
+fn lookup(path: &str) -> Option<(&'static Route, Option<&str>)> {
+    ROUTES.iter().find_map(|r| matches(r.path, path).map(|param| (r, param)))
 }
 
 async fn route<S: Store>(
@@ -84,46 +162,30 @@ async fn route<S: Store>(
     if method == Method::OPTIONS {
         return Ok(preflight(&req));
     }
-    match path {
-        "/api/events" | "/api/events/" => match method {
-            Method::GET => list(feed, &req, peer).await,
-            Method::POST => create(feed, req, peer).await,
-            _ => Err(FeedError::MethodNotAllowed { allow: "GET, POST" }),
+    let (route, param) = find(path).ok_or(FeedError::NotFound("no such route"))?;
+    if !route.methods.contains(&method.as_str()) {
+        return Err(FeedError::MethodNotAllowed { allow: route.methods });
+    }
+    // From here the method is one of the route's: GET, or POST for events,
+    // or HEAD where GET's answer is sent without its body (by hyper).
+    match route.endpoint {
+        Endpoint::Events if method == Method::POST => create(feed, req, peer).await,
+        Endpoint::Events => list(feed, &req, peer).await,
+        Endpoint::Stream => {
+            let who = authenticated(feed, req.headers(), peer, "stream").await?;
+            super::stream::open(&rest.feed, who, req.headers(), req.uri().query().unwrap_or(""), peer).await
+        }
+        Endpoint::Event => get_one(feed, &req, param.unwrap_or(""), peer).await,
+        Endpoint::Health => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
+        Endpoint::Ready => match feed.is_ready() {
+            Ok(()) => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))),
+            Err(why) => Ok(h::json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(format!(r#"{{"status":"{why}"}}"#)))),
         },
-        "/api/events/stream" => match method {
-            Method::GET => {
-                let who = authenticated(feed, req.headers(), peer, "stream").await?;
-                super::stream::open(&rest.feed, who, req.headers(), req.uri().query().unwrap_or(""), peer).await
-            }
-            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
-        },
-        "/healthz" => match method {
-            Method::GET | Method::HEAD => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
-            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
-        },
-        "/readyz" => match method {
-            Method::GET | Method::HEAD => match feed.is_ready() {
-                Ok(()) => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))),
-                Err(why) => {
-                    Ok(h::json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(format!(r#"{{"status":"{why}"}}"#))))
-                }
-            },
-            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
-        },
-        "/metrics" => match method {
-            Method::GET | Method::HEAD => {
-                (rest.refresh)(&feed.metrics);
-                Ok(h::response(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(feed.metrics.encode())))
-            }
-            _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
-        },
-        _ => match path.strip_prefix("/api/events/") {
-            Some(id) if !id.contains('/') => match method {
-                Method::GET => get_one(feed, &req, id, peer).await,
-                _ => Err(FeedError::MethodNotAllowed { allow: "GET" }),
-            },
-            _ => Err(FeedError::NotFound("no such route")),
-        },
+        Endpoint::Metrics => {
+            (rest.refresh)(&feed.metrics);
+            Ok(h::response(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(feed.metrics.encode())))
+        }
+        Endpoint::OpenApi => Ok(h::json(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()))),
     }
 }
 
@@ -251,4 +313,40 @@ async fn create<S: Store>(
         res.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(path: &str) -> Option<(Endpoint, Option<&str>)> {
+        find(path).map(|(route, param)| (route.endpoint, param))
+    }
+
+    #[test]
+    fn paths_find_their_route() {
+        let id = "7d3c1c3e-2b0e-4b8f-9a51-6f1f1c2d9e10";
+        assert_eq!(endpoint("/api/events"), Some((Endpoint::Events, None)));
+        assert_eq!(endpoint("/api/events/"), Some((Endpoint::Events, None)), "a trailing slash is ignored");
+        assert_eq!(endpoint("/api/events/stream"), Some((Endpoint::Stream, None)), "stream is a route, not an id");
+        assert_eq!(endpoint(&format!("/api/events/{id}")), Some((Endpoint::Event, Some(id))));
+        assert_eq!(endpoint(&format!("/api/events/{id}/")), Some((Endpoint::Event, Some(id))));
+        assert_eq!(endpoint("/api/events/not-a-uuid"), Some((Endpoint::Event, Some("not-a-uuid"))), "400 later");
+        assert_eq!(endpoint("/healthz"), Some((Endpoint::Health, None)));
+        assert_eq!(endpoint("/api/openapi.json"), Some((Endpoint::OpenApi, None)));
+        for unknown in ["/", "", "/api", "/api/events//", "/api/events/a/b", "/socket.io/", "/healthzz", "//healthz"] {
+            assert_eq!(endpoint(unknown), None, "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn route_labels_come_from_the_table() {
+        assert_eq!(find("/api/events/stream").map(|(r, _)| r.label), Some("api_stream"));
+        assert_eq!(find("/metrics").map(|(r, _)| r.label), Some("ops"));
+        let allow = ROUTES.iter().find(|r| r.path == "/api/events").map(|r| r.methods.join(", "));
+        assert_eq!(allow.as_deref(), Some("GET, POST"));
+        for route in ROUTES {
+            assert_eq!(find(route.path).map(|(r, _)| r.path), Some(route.path), "no earlier line shadows {route:?}");
+        }
+    }
 }

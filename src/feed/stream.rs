@@ -67,14 +67,9 @@ enum Start {
 }
 
 /// Reads where the stream starts from `Last-Event-ID` (wins), `?sinceId=`
-/// or `?snapshot=`.
+/// or `?snapshot=`. Every one given is checked, the losing ones too: a
+/// malformed parameter is a 400 whichever would have been used.
 fn start_of(headers: &HeaderMap, query: &str) -> Result<Start, FeedError> {
-    if let Some(last) = headers.get("last-event-id") {
-        let last = last.to_str().map_err(|_| FeedError::bad_request("Last-Event-ID must be an event id (UUID)"))?;
-        if !last.trim().is_empty() {
-            return Ok(Start::After(parse_since(last.trim())?));
-        }
-    }
     let mut start = Start::Latest(0);
     let mut since = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -88,6 +83,12 @@ fn start_of(headers: &HeaderMap, query: &str) -> Result<Start, FeedError> {
                 start = Start::Latest(n);
             }
             _ => {}
+        }
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last.to_str().map_err(|_| FeedError::bad_request("Last-Event-ID must be an event id (UUID)"))?;
+        if !last.trim().is_empty() {
+            return Ok(Start::After(parse_since(last.trim())?));
         }
     }
     Ok(since.map_or(start, Start::After))
@@ -379,6 +380,9 @@ mod tests {
         let other = uuid::Uuid::new_v4();
         h.insert("last-event-id", HeaderValue::from_str(&other.to_string()).unwrap());
         assert_eq!(start_of(&h, &format!("sinceId={id}")).unwrap(), Start::After(other), "Last-Event-ID wins");
+        for bad in ["sinceId=nope", "snapshot=x"] {
+            assert_eq!(start_of(&h, bad).unwrap_err().code(), "bad_request", "checked though it loses: {bad}");
+        }
         h.insert("last-event-id", HeaderValue::from_static("nope"));
         assert_eq!(start_of(&h, "").unwrap_err().code(), "bad_request");
         h.insert("last-event-id", HeaderValue::from_static(" "));

@@ -119,6 +119,11 @@ impl HttpConn {
 
     /// Reads one response. `UnexpectedEof` when the server closed first.
     pub async fn read_response(&mut self) -> io::Result<Response> {
+        self.read_response_to("GET").await
+    }
+
+    /// Reads the response to a request with `method`: a HEAD's has headers only.
+    pub async fn read_response_to(&mut self, method: &str) -> io::Result<Response> {
         let status_line = self.read_line().await?;
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
@@ -141,7 +146,7 @@ impl HttpConn {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
         let mut res = Response { status, headers, body: Vec::new() };
-        if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
+        if method == "HEAD" || status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
             return Ok(res);
         }
         if res.header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
