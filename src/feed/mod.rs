@@ -4,7 +4,8 @@
 //! - [`event`]: the event model, message validation, JSON encoded once.
 //! - [`paging`]: the paging rules (`sinceId`, `limit`) of REST and sockets.
 //! - [`store`]: the store seam — what the feed needs from an event store.
-//! - [`auth`]: tokens (file or demo), constant-time checks, roles.
+//! - [`auth`]: who may connect — the tokens file, JWTs (secret or JWKS),
+//!   revocations — and what a reload changes for live connections.
 //! - [`error`]: [`FeedError`] and its one mapping to HTTP and socket answers.
 //! - [`limits`]: write rate limits per user and per tenant.
 //! - [`recovery`]: connection state recovery's rules.

@@ -265,6 +265,26 @@ mod tests {
         assert!(KeySet::parse("nope").is_err());
     }
 
+    #[tokio::test]
+    async fn an_https_url_that_fails_keeps_the_keys_and_says_why() {
+        // A local port that speaks no TLS: the handshake fails, nothing panics
+        // (the TLS provider is chosen at build time), the keys stay empty.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls").await;
+            }
+        });
+        let jwks = Jwks::new(JwksSource::Url(format!("https://{addr}/jwks.json"))).unwrap();
+        let e = jwks.fetch().await.unwrap_err();
+        assert!(e.contains("cannot fetch the JWKS"), "{e}");
+        assert_eq!(jwks.keys().len(), 0);
+        let closed = Jwks::new(JwksSource::Url("https://127.0.0.1:1/jwks.json".into())).unwrap();
+        assert!(closed.fetch().await.is_err());
+    }
+
     #[test]
     fn sets_compare_by_kid_and_material() {
         let a = KeySet::parse(&format!(r#"{{"keys":[{ED}]}}"#)).unwrap();
