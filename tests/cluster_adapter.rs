@@ -65,7 +65,9 @@ async fn one_instance_reaches_the_sockets_of_another() {
     assert_eq!(fetched[0].id, sid);
     let mut rooms = fetched[0].rooms.clone();
     rooms.sort();
-    assert_eq!(rooms, vec![sid.clone(), "tenant:company_a".to_owned()]);
+    let mut expected = vec![sid.clone(), "tenant:company_a".to_owned()];
+    expected.sort();
+    assert_eq!(rooms, expected);
     assert_eq!(fetched[0].handshake["auth"], json!({}), "the CONNECT payload holds a token: never sent");
     let only_b = io.fetch_sockets(NSP, &BroadcastOp { rooms: &["tenant:company_b"], ..all() }).await.unwrap();
     assert!(only_b.is_empty(), "selected by room: {only_b:?}");
