@@ -1,9 +1,9 @@
 //! The lingering close: a client that writes its whole request before it
-//! reads (Node's `http`, Python's `requests`, a raw socket) and sends more
-//! than the server takes — a body over the REST limit or over `maxPayload`,
-//! a head over 16 KiB — reads the server's 413 or 431 in full instead of
-//! failing with `EPIPE`/`ECONNRESET` mid-write; a client that sends on
-//! forever is cut off; and the server serves everyone else throughout.
+//! reads (Node's `http`, a raw socket) and sends more than the server takes —
+//! a body over the REST limit or over `maxPayload`, a head over 16 KiB —
+//! reads the server's 413 or 431 in full instead of failing with
+//! `EPIPE`/`ECONNRESET` mid-write; a client that sends on forever is cut off;
+//! and the server serves everyone else throughout.
 //!
 //! On loopback the kernel grows a send buffer to several MiB and takes a
 //! 3 MB body in one write before the server has read a byte, which hides the

@@ -13,9 +13,9 @@
 //! then shuts the socket's write side down (a FIN after the answer) and drops
 //! it. Closing a TCP socket with unread bytes, or receiving bytes after the
 //! close, makes the kernel send a reset, and a client still writing its body
-//! (Node's `http`, Python's `requests`, anything that writes the whole
-//! request before reading) then fails with `EPIPE`/`ECONNRESET` and never
-//! reads the answer that is waiting for it.
+//! (Node's `http`, a raw socket: anything that writes the whole request
+//! before reading) then fails with `EPIPE`/`ECONNRESET` and never reads the
+//! answer that is waiting for it.
 //!
 //! So, as nginx's `lingering_close`: a [`Socket`] that hyper shut down while
 //! its peer had not closed its side is not closed when dropped; a task keeps
