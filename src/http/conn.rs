@@ -9,9 +9,12 @@
 //! hyper ends a connection while its client may still be sending: after an
 //! answer given without reading the whole request body (413 over the body
 //! limit, 401 before the body, ...: hyper reads what is at hand once, then
-//! gives up on the rest), and after its own 431 or 408 on a request head. It
-//! then shuts the socket's write side down (a FIN after the answer) and drops
-//! it. Closing a TCP socket with unread bytes, or receiving bytes after the
+//! gives up on the rest), and after its own answer to a head it refuses
+//! (431 over the size limit, 400, 414). It then shuts the socket's write side
+//! down (a FIN after the answer) and drops it. (A head that times out gets
+//! no answer and no shutdown: that connection is dropped and closes at once.)
+//!
+//! Closing a TCP socket with unread bytes, or receiving bytes after the
 //! close, makes the kernel send a reset, and a client still writing its body
 //! (Node's `http`, a raw socket: anything that writes the whole request
 //! before reading) then fails with `EPIPE`/`ECONNRESET` and never reads the
