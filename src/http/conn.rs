@@ -32,6 +32,10 @@
 //!   close sends the FIN, nothing being unread), and an upgraded websocket is
 //!   never shut down this way (hyper hands it over instead, and the websocket
 //!   code drops it after its own close handshake), so it closes as before.
+//! - A connection the server ends after a complete request (the client asked
+//!   for `Connection: close`; shutdown ending an idle keep-alive connection)
+//!   lingers too, as the socket cannot tell it apart, until the client closes
+//!   on the FIN: a task, a read and a wake-up more than a plain close.
 //! - A lingering connection keeps its place under the connection limit (it
 //!   keeps its file descriptor): their number is bounded by the limit.
 //! - The task is not tracked by the server's shutdown: the process does not
