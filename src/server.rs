@@ -4,6 +4,14 @@
 //! from the listener, and a new websocket's 101 answer leaves in one write
 //! with its first frame (the open packet).
 //!
+//! A connection hyper closes while its client may still be sending (after
+//! a 413 or 401 answered before the body was read, after its own 431) is
+//! closed lingering: FIN after the answer, then what the client still sends
+//! is read and discarded, within bounds, so that it can read the answer
+//! instead of a reset ([`crate::http::conn`]). Lingering connections keep
+//! their place under [`ServerConfig::max_connections`]; shutdown does not wait
+//! for them.
+//!
 //! Shutdown, as `axum::serve` does it: stop accepting; tell every Engine.IO
 //! session to close (each gets a close packet, then a websocket close frame or
 //! the answer to its pending poll); ask every HTTP connection to finish its
@@ -145,7 +153,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Time allowed for the whole shutdown.
     pub drain_timeout: Duration,
-    /// Open HTTP connections at most; beyond it new ones are closed at once.
+    /// Open HTTP connections at most, lingering ones included; beyond it
+    /// new ones are closed at once.
     pub max_connections: usize,
     /// Where request durations and refused connections are counted.
     pub metrics: Option<Arc<Metrics>>,

@@ -185,12 +185,21 @@ impl<H: Handler> Engine<H> {
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let cors = self.config.cors.headers_for(origin.as_ref(), req.headers().get(header::HOST));
+        // Only a polling POST answered `ok` (the one POST answered 200) has
+        // read its body to the end; any other answer to a request with a body
+        // left some of it unread (a 101 hands the connection over instead).
+        let body = h::has_body(&req);
+        let post = req.method() == Method::POST;
         let mut res = match self.route(req, cors.is_allowed(), peer).await {
             Ok(res) => res,
             Err(Reject::Engine(e)) => engine_error(e),
             Err(Reject::TooManySessions) => h::unavailable(),
             Err(Reject::PayloadTooLarge) => h::text_plain(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new()),
         };
+        let body_read = post && res.status() == StatusCode::OK;
+        if body && !body_read && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            h::last_on_connection(&mut res);
+        }
         cors.apply(res.headers_mut());
         res.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
         res

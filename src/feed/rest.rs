@@ -53,6 +53,9 @@ impl<S: Store> Service for Rest<S> {
         Box::pin(async move {
             let cors =
                 self.feed.config.cors.headers_for(req.headers().get(header::ORIGIN), req.headers().get(header::HOST));
+            // Only a write reads a request body (and says itself when it
+            // leaves some unread); any other request's body stays unread.
+            let unread_body = h::has_body(&req) && !(cors.is_allowed() && is_write(&req));
             let mut res = if !cors.is_allowed() {
                 h::audit_origin_refused("rest", &req, Some(peer));
                 FeedError::OriginNotAllowed.to_response()
@@ -62,6 +65,9 @@ impl<S: Store> Service for Rest<S> {
                     Err(e) => e.to_response(),
                 }
             };
+            if unread_body {
+                h::last_on_connection(&mut res);
+            }
             cors.apply(res.headers_mut());
             res
         })
@@ -149,6 +155,11 @@ fn find(path: &str) -> Option<(&'static Route, Option<&str>)> {
 /// The first route whose template `path` fits exactly.
 fn lookup(path: &str) -> Option<(&'static Route, Option<&str>)> {
     ROUTES.iter().find_map(|r| matches(r.path, path).map(|param| (r, param)))
+}
+
+/// `POST /api/events`: the one request whose body is read ([`create`]).
+fn is_write<B>(req: &Request<B>) -> bool {
+    req.method() == Method::POST && find(req.uri().path()).is_some_and(|(r, _)| r.endpoint == Endpoint::Events)
 }
 
 async fn route<S: Store>(
@@ -271,31 +282,15 @@ async fn create<S: Store>(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, FeedError> {
-    let who = principal(feed, req.headers(), peer).await?;
-    who.require_writer().inspect_err(|_| {
-        tracing::info!(target: "audit", action = "create_event", outcome = "forbidden", tenant = %who.tenant, user = %who.user, peer = %peer, "write refused");
-    })?;
-    if !is_json(req.headers()) {
-        return Err(FeedError::UnsupportedMediaType);
-    }
-    let max = feed.config.max_body;
-    const TOO_BIG: FeedError = FeedError::PayloadTooLarge("request body is larger than the limit");
-    if h::content_length(req.headers()).is_some_and(|n| n > max as u64) {
-        feed.metrics.reject("body_size");
-        return Err(TOO_BIG);
-    }
-    let read = tokio::time::timeout(feed.config.body_timeout, Limited::new(req.into_body(), max).collect());
-    // Bound hit: a body that trickles in slower than the timeout gets 408.
-    let body = match read.await.map_err(|_| {
-        feed.metrics.reject("body_timeout");
-        FeedError::Timeout
-    })? {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            feed.metrics.reject("body_size");
-            return Err(TOO_BIG);
+    let (who, body) = match accept(feed, req, peer).await {
+        Ok(accepted) => accepted,
+        Err((e, unread)) => {
+            let mut res = e.to_response();
+            if unread {
+                h::last_on_connection(&mut res);
+            }
+            return Ok(res);
         }
-        Err(_) => return Err(FeedError::bad_request("could not read the request body")),
     };
     let value: Value =
         serde_json::from_slice(&body).map_err(|_| FeedError::bad_request("the body is not valid JSON"))?;
@@ -313,6 +308,48 @@ async fn create<S: Store>(
         res.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(res)
+}
+
+/// The checks of a write up to its body, read in full: the caller and the
+/// body. A refusal says whether it leaves body bytes unread (refused before
+/// reading, or cut off at the limit or the timeout): its answer is then the
+/// last on the connection.
+async fn accept<S: Store>(
+    feed: &Feed<S>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(Principal, Bytes), (FeedError, bool)> {
+    let unread = h::has_body(&req);
+    let who = principal(feed, req.headers(), peer).await.map_err(|e| (e, unread))?;
+    who.require_writer()
+        .inspect_err(|_| {
+            tracing::info!(target: "audit", action = "create_event", outcome = "forbidden", tenant = %who.tenant, user = %who.user, peer = %peer, "write refused");
+        })
+        .map_err(|e| (e, unread))?;
+    if !is_json(req.headers()) {
+        return Err((FeedError::UnsupportedMediaType, unread));
+    }
+    let max = feed.config.max_body;
+    const TOO_BIG: FeedError = FeedError::PayloadTooLarge("request body is larger than the limit");
+    if h::content_length(req.headers()).is_some_and(|n| n > max as u64) {
+        feed.metrics.reject("body_size");
+        return Err((TOO_BIG, unread));
+    }
+    let read = tokio::time::timeout(feed.config.body_timeout, Limited::new(req.into_body(), max).collect());
+    // Bound hit: a body that trickles in slower than the timeout gets 408.
+    let read = read.await.map_err(|_| {
+        feed.metrics.reject("body_timeout");
+        (FeedError::Timeout, true)
+    })?;
+    match read {
+        Ok(b) => Ok((who, b.to_bytes())),
+        // Bound hit: reading stopped past the limit, the rest is unread.
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            feed.metrics.reject("body_size");
+            Err((TOO_BIG, true))
+        }
+        Err(_) => Err((FeedError::bad_request("could not read the request body"), true)),
+    }
 }
 
 #[cfg(test)]

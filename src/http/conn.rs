@@ -3,12 +3,50 @@
 //! in the extensions of each of its requests and lets the Engine.IO
 //! websocket upgrade ask for its 101 answer to leave together with the
 //! session's first frame.
+//!
+//! # Lingering close
+//!
+//! hyper ends a connection while its client may still be sending: after an
+//! answer given without reading the whole request body (413 over the body
+//! limit, 401 before the body, ...: hyper reads what is at hand once, then
+//! gives up on the rest), and after its own answer to a head it refuses
+//! (431 over the size limit, 400, 414). It then shuts the socket's write side
+//! down (a FIN after the answer) and drops it. (A head that times out gets
+//! no answer and no shutdown: that connection is dropped and closes at once.)
+//!
+//! Closing a TCP socket with unread bytes, or receiving bytes after the
+//! close, makes the kernel send a reset, and a client still writing its body
+//! (Node's `http`, a raw socket: anything that writes the whole request
+//! before reading) then fails with `EPIPE`/`ECONNRESET` and never reads the
+//! answer that is waiting for it.
+//!
+//! So, as nginx's `lingering_close`: a [`Socket`] that hyper shut down while
+//! its peer had not closed its side is not closed when dropped; a task keeps
+//! reading and discarding what the peer still sends until the peer closes
+//! (it got the FIN after the answer, so it does once its request is out),
+//! or [`LINGER_BYTES`] were discarded, or [`LINGER_TIME`] passed, whichever
+//! comes first, and closes it then.
+//!
+//! - It costs nothing on the usual paths: a connection whose peer closed first
+//!   (a keep-alive client going away) skips even the shutdown system call (the
+//!   close sends the FIN, nothing being unread), and an upgraded websocket is
+//!   never shut down this way (hyper hands it over instead, and the websocket
+//!   code drops it after its own close handshake), so it closes as before.
+//! - A connection the server ends after a complete request (the client asked
+//!   for `Connection: close`; shutdown ending an idle keep-alive connection)
+//!   lingers too, as the socket cannot tell it apart, until the client closes
+//!   on the FIN: a task, a read and a wake-up more than a plain close.
+//! - A lingering connection keeps its place under the connection limit (it
+//!   keeps its file descriptor): their number is bounded by the limit.
+//! - The task is not tracked by the server's shutdown: the process does not
+//!   wait for it, and the runtime drops it (closing the socket) on exit.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -58,17 +96,55 @@ impl ConnectionSlot {
 /// (with what was held before it). The 101 answer is about 200 bytes.
 const HOLD_MAX: usize = 1024;
 
+/// How long a connection shut down while its peer was still sending keeps
+/// reading (and discarding) what the peer sends, at most; then it is closed,
+/// and whatever the peer sends after that gets a reset. Long enough for a
+/// client to finish writing a body of several MiB and read the answer.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// Bytes such a connection reads and discards at most; past them it is
+/// closed at once (a client that keeps sending is not waited for), with a
+/// reset if it sends on.
+pub const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Bytes read by one system call while lingering (on the stack of the
+/// lingering task's poll, not kept in it).
+const LINGER_READ: usize = 16 * 1024;
+
+/// What a [`Socket`] saw of the end of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Both sides open, as far as the socket knows.
+    Open,
+    /// The peer closed its side (a read returned end of stream) or the
+    /// connection failed: nothing more will come from it.
+    PeerDone,
+    /// The write side was shut down while the peer had not closed: the peer
+    /// may still be sending, so a drop lingers.
+    ShutDown,
+}
+
 /// An accepted TCP connection, as hyper reads and writes it: the stream, and
 /// the bytes held back while its slot says so ([`ConnectionSlot::hold_writes`]).
 /// Held bytes always go out before anything written after them, and before
 /// a shutdown; a flush while holding succeeds without sending them, and the
-/// first write after it sends them and ends the hold.
+/// first write after it sends them and ends the hold. Dropped after a
+/// shutdown while the peer may still be sending, it lingers (see the
+/// [module docs](self)).
 /// (Small: it lives as long as the connection; the held bytes are boxed.)
 pub struct Socket {
-    tcp: TcpStream,
+    /// Always there, but taken by the lingering task when dropped.
+    tcp: Option<TcpStream>,
     slot: Arc<SlotShared>,
     /// Written while held and not sent yet.
     held: Option<Box<[u8]>>,
+    end: End,
+}
+
+/// The error of a socket whose stream is gone (only after its drop began,
+/// so nothing sees it in practice).
+fn gone() -> io::Error {
+    io::ErrorKind::NotConnected.into()
 }
 
 impl Socket {
@@ -76,7 +152,7 @@ impl Socket {
     /// connection limit); the slot goes into each of its requests.
     pub fn new(tcp: TcpStream, permit: OwnedSemaphorePermit) -> (Socket, ConnectionSlot) {
         let shared = Arc::new(SlotShared { _permit: permit, hold: AtomicU8::new(SENDING) });
-        (Socket { tcp, slot: shared.clone(), held: None }, ConnectionSlot(shared))
+        (Socket { tcp: Some(tcp), slot: shared.clone(), held: None, end: End::Open }, ConnectionSlot(shared))
     }
 
     /// Whether a write of `len` bytes is to be held back; the first write
@@ -109,8 +185,9 @@ impl Socket {
     /// as the socket takes; ready with how many bytes of `buf` went out.
     fn poll_send_held(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         while let Some(held) = &mut self.held {
+            let tcp = self.tcp.as_mut().ok_or_else(gone)?;
             let slices = [IoSlice::new(held), IoSlice::new(buf)];
-            let n = std::task::ready!(Pin::new(&mut self.tcp).poll_write_vectored(cx, &slices))?;
+            let n = std::task::ready!(Pin::new(tcp).poll_write_vectored(cx, &slices))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -127,7 +204,16 @@ impl Socket {
 
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+        let this = self.get_mut();
+        let tcp = this.tcp.as_mut().ok_or_else(gone)?;
+        let (before, room) = (buf.filled().len(), buf.remaining() > 0);
+        let read = std::task::ready!(Pin::new(tcp).poll_read(cx, buf));
+        // End of stream (nothing read into room for it), or a failed
+        // connection: the peer sends nothing more, nothing to linger for.
+        if read.is_err() || (room && buf.filled().len() == before) {
+            this.end = End::PeerDone;
+        }
+        Poll::Ready(read)
     }
 }
 
@@ -144,7 +230,7 @@ impl AsyncWrite for Socket {
                 return Poll::Ready(Ok(n));
             }
         }
-        Pin::new(&mut this.tcp).poll_write(cx, buf)
+        Pin::new(this.tcp.as_mut().ok_or_else(gone)?).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -159,11 +245,11 @@ impl AsyncWrite for Socket {
             return Poll::Ready(Ok(len));
         }
         std::task::ready!(this.poll_send_held(cx, &[]))?;
-        Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(this.tcp.as_mut().ok_or_else(gone)?).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.tcp.as_ref().is_some_and(|tcp| tcp.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -175,14 +261,74 @@ impl AsyncWrite for Socket {
                 std::task::ready!(this.poll_send_held(cx, &[]))?;
             }
         }
-        Pin::new(&mut this.tcp).poll_flush(cx)
+        Pin::new(this.tcp.as_mut().ok_or_else(gone)?).poll_flush(cx)
     }
 
+    /// Sends what is held, then the FIN — unless the peer closed its side
+    /// already: then the close in the drop sends the FIN (nothing is left
+    /// unread), and the shutdown would be a system call for nothing.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_send_held(cx, &[]))?;
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        if this.end == End::PeerDone {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(Pin::new(this.tcp.as_mut().ok_or_else(gone)?).poll_shutdown(cx))?;
+        this.end = End::ShutDown;
+        Poll::Ready(Ok(()))
     }
+}
+
+impl Drop for Socket {
+    /// Closes the connection, or, when it was shut down while the peer may
+    /// still be sending, hands it to a lingering task (which keeps its place
+    /// under the connection limit). Outside a runtime (it is shutting down)
+    /// the connection is closed at once.
+    fn drop(&mut self) {
+        if self.end != End::ShutDown {
+            return;
+        }
+        if let (Some(tcp), Ok(runtime)) = (self.tcp.take(), tokio::runtime::Handle::try_current()) {
+            // Not tracked: shutdown does not wait for it (the runtime drops it).
+            runtime.spawn(linger(tcp, self.slot.clone()));
+        }
+    }
+}
+
+/// Reads and discards what the peer of a shut-down connection still sends,
+/// until it closes, or [`LINGER_BYTES`] or [`LINGER_TIME`] are reached; the
+/// connection is closed, and its place under the limit freed, when this ends.
+async fn linger(tcp: TcpStream, slot: Arc<SlotShared>) {
+    let mut left = LINGER_BYTES;
+    let discard = async {
+        while left > 0 {
+            if tcp.readable().await.is_err() || !discard_ready(&tcp, &mut left) {
+                return;
+            }
+        }
+    };
+    // Bound hit (time or bytes): the connection closes, with a reset if the
+    // peer sends on.
+    let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+    drop(tcp);
+    drop(slot);
+}
+
+/// Reads and discards what is at hand, at most `left` bytes more (counted
+/// down). False when the lingering is over: the peer closed, the connection
+/// failed, or the bound was reached.
+fn discard_ready(tcp: &TcpStream, left: &mut usize) -> bool {
+    let mut buf = [0u8; LINGER_READ];
+    while *left > 0 {
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => *left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -190,16 +336,34 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::sync::Semaphore;
 
     /// The server side of a loopback connection as [`Socket`], and its peer.
     async fn pair() -> (Socket, TcpStream) {
+        let (socket, peer, _limit) = pair_under_limit().await;
+        (socket, peer)
+    }
+
+    /// [`pair`], and the connection limit of one its socket holds the place of.
+    async fn pair_under_limit() -> (Socket, TcpStream, Arc<Semaphore>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap();
+        let limit = Arc::new(Semaphore::new(1));
+        let permit = limit.clone().try_acquire_owned().unwrap();
         let (socket, _slot) = Socket::new(accepted.unwrap().0, permit);
-        (socket, client.unwrap())
+        (socket, client.unwrap(), limit)
     }
+
+    /// Waits (a guard against hangs, not a timing assertion) until the place
+    /// under the limit is free again: the connection is closed.
+    async fn place_freed(limit: &Semaphore) {
+        let freed = tokio::time::timeout(Duration::from_secs(30), limit.acquire()).await;
+        assert!(freed.is_ok(), "the connection was closed and its place freed");
+    }
+
+    /// The answer a server gives before giving up on the rest of a request.
+    const ANSWER: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
 
     fn hold(socket: &Socket) {
         ConnectionSlot(socket.slot.clone()).hold_writes();
@@ -274,5 +438,90 @@ mod tests {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"HTTP/1.1 101\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_socket_shut_down_while_its_peer_sends_lets_the_peer_finish_and_read_the_answer() {
+        let (mut socket, mut peer, limit) = pair_under_limit().await;
+        // The peer writes a body much larger than the socket buffers before
+        // reading anything; the server answers after the first bytes, shuts
+        // down and drops the socket without reading the rest. (A send buffer
+        // of its own size, not loopback's, which grows to take it all at once.)
+        socket2::SockRef::from(&peer).set_send_buffer_size(256 * 1024).unwrap();
+        let body = vec![b'x'; 3 * 1024 * 1024];
+        let mut first = [0u8; 1024];
+        let (sent, ()) = tokio::join!(peer.write_all(&body), async {
+            socket.read_exact(&mut first).await.unwrap();
+            socket.write_all(ANSWER).await.unwrap();
+            socket.shutdown().await.unwrap();
+            drop(socket);
+        });
+        sent.expect("the whole body went out: the dropped socket kept reading");
+        assert_eq!(limit.available_permits(), 0, "a lingering connection keeps its place");
+        let mut answer = Vec::new();
+        peer.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, ANSWER, "the answer, then end of stream");
+        drop(peer);
+        place_freed(&limit).await;
+    }
+
+    #[tokio::test]
+    async fn a_socket_whose_peer_closed_first_closes_at_once() {
+        let (mut socket, mut peer, limit) = pair_under_limit().await;
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        peer.shutdown().await.unwrap();
+        let mut request = Vec::new();
+        socket.read_to_end(&mut request).await.unwrap();
+        socket.write_all(ANSWER).await.unwrap();
+        socket.shutdown().await.unwrap();
+        assert_eq!(socket.end, End::PeerDone, "no shutdown was needed");
+        drop(socket);
+        assert_eq!(limit.available_permits(), 1, "closed on the spot, no lingering");
+        let mut answer = Vec::new();
+        peer.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, ANSWER);
+    }
+
+    #[tokio::test]
+    async fn a_socket_dropped_without_a_shutdown_closes_at_once() {
+        // As an upgraded websocket ends: hyper handed the socket over, and the
+        // websocket code drops it after its close handshake.
+        let (socket, mut peer, limit) = pair_under_limit().await;
+        drop(socket);
+        assert_eq!(limit.available_permits(), 1);
+        assert_eq!(peer.read(&mut [0u8; 1]).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_sends_past_the_byte_bound_is_cut_off() {
+        let (mut socket, peer, limit) = pair_under_limit().await;
+        socket.shutdown().await.unwrap();
+        drop(socket);
+        let (mut from_peer, mut to_peer) = peer.into_split();
+        // The peer reads the end of stream and writes on regardless.
+        assert_eq!(from_peer.read(&mut [0u8; 1]).await.unwrap(), 0);
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        let failed = loop {
+            match to_peer.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(e) => break e,
+            }
+            assert!(sent <= 64 * LINGER_BYTES, "the connection is closed after LINGER_BYTES");
+        };
+        assert!(matches!(failed.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset), "reset: {failed}");
+        assert!(sent >= LINGER_BYTES, "at least the bound was read: {sent}");
+        place_freed(&limit).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_neither_sends_nor_closes_is_cut_off_after_the_time_bound() {
+        let (mut socket, _peer, limit) = pair_under_limit().await;
+        socket.shutdown().await.unwrap();
+        drop(socket);
+        tokio::time::advance(LINGER_TIME - Duration::from_millis(1)).await;
+        assert_eq!(limit.available_permits(), 0, "still lingering just before the bound");
+        // Paused time moves on to the bound once everything is idle.
+        place_freed(&limit).await;
     }
 }

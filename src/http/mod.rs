@@ -2,6 +2,12 @@
 //! ([`body`]: one buffer or a stream), response builders, request-size
 //! helpers, the origin policy (CORS and the websocket origin check), the
 //! audit line's common pieces, and the accepted connection ([`conn`]).
+//!
+//! An answer given without reading the request body to its end is the last
+//! one on its connection ([`last_on_connection`]): hyper reads what is at
+//! hand of the rest and, if that is not all, closes the connection after the
+//! answer, which lingers so the client can finish sending and read it
+//! ([`conn`]).
 
 pub mod body;
 pub mod conn;
@@ -79,6 +85,24 @@ pub fn unavailable() -> Response<Body> {
     );
     res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     res
+}
+
+/// Whether the request has a body still to read (not none, not
+/// `Content-Length: 0`, not read to its end yet).
+pub fn has_body<B: hyper::body::Body>(req: &Request<B>) -> bool {
+    !req.body().is_end_stream()
+}
+
+/// Says in `res` that it is the last answer on its connection
+/// (`Connection: close`), for an answer given without reading the request
+/// body to its end. hyper closes such a connection after the answer (it
+/// reads what is at hand and gives up on the rest) but says so only when it
+/// knew before writing the answer, which it does not when the handler drops
+/// the body: a keep-alive client (Node's default agent) would then send its
+/// next request on a connection that is closing, and fail. With the header,
+/// hyper closes after the answer even when it could have read the rest.
+pub fn last_on_connection(res: &mut Response<Body>) {
+    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// The declared `Content-Length`, if any and well-formed.

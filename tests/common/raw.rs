@@ -83,6 +83,11 @@ impl HttpConn {
         HttpConn { addr, stream: BufReader::new(stream) }
     }
 
+    /// Wraps a connected `stream`.
+    pub fn from_stream(addr: SocketAddr, stream: TcpStream) -> Self {
+        HttpConn { addr, stream: BufReader::new(stream) }
+    }
+
     /// Writes `bytes` as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.get_mut().write_all(bytes).await?;
