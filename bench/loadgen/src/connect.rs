@@ -131,13 +131,21 @@ pub async fn run(args: &ConnectArgs, _started: Instant) -> Result<Outcome> {
     let _ = stop_tx.send(true);
 
     let cpu = server_cpu(before, after_connect);
+    // What the held, idle connections cost: heartbeats, and any timer a
+    // connection holds (a JWT socket's expiry).
+    let hold_cpu = server_cpu(after_connect, after);
     let rss_before = before.map(|s| s.rss_kib);
     let rss_after = after.map(|s| s.rss_kib);
     let rss_per_conn = match (rss_before, rss_after) {
         (Some(b), Some(a)) if held > 0 => Some(round2((a as f64 - b as f64) / held as f64)),
         _ => None,
     };
-    println!("  held {held} after {} s ({} dropped during the hold)", args.hold, dropped.load(Ordering::Relaxed));
+    println!(
+        "  held {held} after {} s ({} dropped during the hold); server cpu during the hold {}",
+        args.hold,
+        dropped.load(Ordering::Relaxed),
+        opt(hold_cpu, " s")
+    );
     println!(
         "  server cpu during connects {} ({} per connect), rss {} → {} KiB ({} per connection)",
         opt(cpu, " s"),
@@ -165,6 +173,7 @@ pub async fn run(args: &ConnectArgs, _started: Instant) -> Result<Outcome> {
         "connect_latency_us": latency_json(&hist),
         "server_cpu_secs": cpu,
         "server_cpu_us_per_connect": per_unit_us(cpu, connected),
+        "server_cpu_secs_during_hold": hold_cpu,
         "server_rss_kib_before": rss_before,
         "server_rss_kib_after_connect": after_connect.map(|s| s.rss_kib),
         "server_rss_kib_after": rss_after,
