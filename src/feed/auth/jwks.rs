@@ -37,13 +37,13 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(600);
 /// One verification key.
 pub struct Key {
     /// Its `kid`.
-    pub kid: String,
+    pub kid: Arc<str>,
     /// The one algorithm it verifies (from the key, never from a token).
     pub algorithm: Algorithm,
     /// The key itself.
     pub decoding: DecodingKey,
     /// Its RFC 7638 thumbprint: the same `kid` with other key material is another key.
-    pub thumbprint: String,
+    pub thumbprint: Arc<str>,
 }
 
 impl std::fmt::Debug for Key {
@@ -97,7 +97,8 @@ impl KeySet {
                 tracing::warn!(index, kid, "JWKS key that cannot be used skipped");
                 continue;
             };
-            keys.insert(kid.clone(), Arc::new(Key { kid, algorithm, decoding, thumbprint }));
+            let (kid, thumbprint): (Arc<str>, Arc<str>) = (kid.into(), thumbprint.into());
+            keys.insert(kid.to_string(), Arc::new(Key { kid, algorithm, decoding, thumbprint }));
         }
         Ok(KeySet { keys })
     }
@@ -109,7 +110,7 @@ impl KeySet {
 
     /// Whether the key `kid` with this thumbprint is still in the set.
     pub fn holds(&self, kid: &str, thumbprint: &str) -> bool {
-        self.keys.get(kid).is_some_and(|k| k.thumbprint == thumbprint)
+        self.keys.get(kid).is_some_and(|k| &*k.thumbprint == thumbprint)
     }
 
     /// How many keys.

@@ -33,9 +33,9 @@ pub enum KeyRef {
     /// A JWKS key.
     Jwks {
         /// Its `kid`.
-        kid: String,
+        kid: Arc<str>,
         /// Its thumbprint (the same `kid` with other material is another key).
-        thumbprint: String,
+        thumbprint: Arc<str>,
     },
 }
 

@@ -92,6 +92,13 @@ pub struct Session {
     requests: Mutex<Requests>,
 }
 
+/// What a socket keeps of its JWT: everything but the list of tenants (its
+/// tenant is fixed and was checked; a refresh is checked against the new
+/// token's list). A token may name many tenants; sockets are many.
+fn kept_grant(grant: JwtGrant) -> JwtGrant {
+    JwtGrant { tenants: Vec::new(), ..grant }
+}
+
 fn role_bits(role: Role) -> u8 {
     match role {
         Role::Admin => 1,
@@ -105,6 +112,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Session {
     pub(super) fn new(principal: Principal, credential: Credential, start: Start, leeway: Duration) -> Session {
+        let credential = match credential {
+            Credential::Jwt(grant) => Credential::Jwt(Box::new(kept_grant(*grant))),
+            token => token,
+        };
         let expiry = credential.jwt().map(|grant| Expiry::of(grant, leeway, crate::engine::now()));
         Session {
             role: AtomicU8::new(role_bits(principal.role)),
@@ -142,7 +153,7 @@ impl Session {
     pub(super) fn refresh(&self, grant: JwtGrant, leeway: Duration) -> Expiry {
         let expiry = Expiry::of(&grant, leeway, crate::engine::now());
         self.set_role(grant.role);
-        *lock(&self.credential) = Credential::Jwt(Box::new(grant));
+        *lock(&self.credential) = Credential::Jwt(Box::new(kept_grant(grant)));
         *lock(&self.expiry) = Some(expiry);
         expiry
     }
