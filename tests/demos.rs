@@ -1,8 +1,9 @@
 //! Every script in `demo/` runs against a real server, so a demo cannot rot
-//! silently: `socket-demo.mjs` tours the feed served in this process,
-//! `serve.mjs` serves the demo page and the official client bundle. A script
-//! added to `demo/` fails `every_demo_script_has_a_test` until it gets a test
-//! here.
+//! silently: `socket-demo.mjs` tours the feed served in this process (with
+//! the demo tokens, and with JWTs: a token's warning, refresh, expiry and
+//! recovery), `serve.mjs` serves the demo page and the official client
+//! bundle. A script added to `demo/` fails `every_demo_script_has_a_test`
+//! until it gets a test here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,8 +17,9 @@ use std::time::Duration;
 
 use common::{TestServer, demo_dir, ensure_node_modules};
 use eventfeed::app::App;
+use eventfeed::config::JwtConfig;
 use eventfeed::engine::EngineConfig;
-use eventfeed::feed::{FeedConfig, Tokens};
+use eventfeed::feed::{Credentials, FeedConfig, Tokens};
 use eventfeed::sio::SioConfig;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -28,6 +30,9 @@ const DEMOS: [(&str, &str); 2] = [
     ("socket-demo.mjs", "socket_demo_tours_a_live_server"),
     ("serve.mjs", "serve_demo_serves_the_page_and_the_client_bundle"),
 ];
+
+/// The HS256 secret the JWT tests give the server and the demo scripts.
+const SECRET: &str = "the demos' HS256 secret, 32+ bytes long";
 
 /// How long a demo may take to finish, or to start listening (it takes about
 /// a second): a guard against a demo that hangs, not a timing assertion.
@@ -60,9 +65,64 @@ async fn socket_demo_tours_a_live_server() {
     let server = TestServer::start(app.router()).await;
 
     let mut node = Command::new("node");
-    node.arg("socket-demo.mjs").arg(server.url()).current_dir(demo_dir());
+    node.arg("socket-demo.mjs").arg(server.url()).env_remove("NB_BACKEND_JWT_SECRET").current_dir(demo_dir());
+    let stdout = run_socket_demo(node).await;
+    assert!(!stdout.contains("A JWT's life"), "no JWT part without a secret:\n{stdout}");
+
+    assert!(server.stop().await, "server drained in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_demo_tours_a_jwt_server_through_a_tokens_expiry() {
+    ensure_node_modules(&demo_dir());
+    // A server that accepts only JWTs signed with SECRET (no demo tokens),
+    // exp to the second, sessions kept 30 s for recovery.
+    let jwt = JwtConfig { secret: Some(SECRET.into()), leeway: Duration::ZERO, ..JwtConfig::default() };
+    let credentials = Credentials::load(None, &jwt).expect("JWT credentials");
+    let config = FeedConfig { recovery_window: Duration::from_secs(30), ..FeedConfig::default() };
+    let app = App::new(config, credentials, EngineConfig::default(), SioConfig::default());
+    let server = TestServer::start(app.router()).await;
+
+    let mut node = Command::new("node");
+    node.arg("socket-demo.mjs").arg(server.url()).env("NB_BACKEND_JWT_SECRET", SECRET).current_dir(demo_dir());
+    let stdout = run_socket_demo(node).await;
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    let line = |prefix: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("the demo prints a line starting with {prefix:?}:\n{stdout}"))
+    };
+    // Warned, refreshed, warned again, expired.
+    assert!(line("token_expiring: expires at ").ends_with("refreshing it (refresh_token)"));
+    line("refreshed: now expires at ");
+    assert!(line("token_expiring again ").ends_with("not refreshing this time"));
+    assert!(line("error ").starts_with("error token_expired: "), "the expiry's error:\n{stdout}");
+    assert_eq!(line("disconnected ("), "disconnected (transport close); the client will reconnect by itself: true");
+    // Back with a fresh token, recovered: every event once, in order.
+    assert_eq!(line("reconnected "), "reconnected with a fresh token: recovered: true, same socket id: true");
+    assert_eq!(
+        line("alice received "),
+        "alice received 6 events: 2 before the expiry, 3 missed while away (delivered by the recovery), 1 after"
+    );
+    assert_eq!(line("lost: "), "lost: 0, twice: 0, in order: true");
+    // What a refused CONNECT tells.
+    assert_eq!(line("an expired token: "), "an expired token: unauthorized (token_expired)");
+    assert_eq!(
+        line("company_b's token presented to company_a: "),
+        "company_b's token presented to company_a: unauthorized (wrong_tenant)"
+    );
+    assert_eq!(line("not a JWT: "), "not a JWT: unauthorized (invalid_token)");
+
+    assert!(server.stop().await, "server drained in time");
+}
+
+/// Runs `socket-demo.mjs` (bounded), checks what every run of it shows —
+/// success, the tour's delivery and isolation lines, "demo finished" last —
+/// and returns its output.
+async fn run_socket_demo(node: Command) -> String {
     let out = run_bounded(node, "node socket-demo.mjs").await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
@@ -77,8 +137,7 @@ async fn socket_demo_tours_a_live_server() {
         .find(|l| l.starts_with("B received "))
         .unwrap_or_else(|| panic!("the demo reports what B received:\n{stdout}"));
     assert!(isolation.ends_with(", 0 of them from another tenant"), "tenant B saw another tenant's event: {isolation}");
-
-    assert!(server.stop().await, "server drained in time");
+    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
