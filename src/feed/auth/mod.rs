@@ -174,9 +174,11 @@ impl AuthFailure {
         }
     }
 
-    /// The REST answer: 401; with `WWW-Authenticate` for a JWT that failed.
+    /// The REST answer: 401; with `WWW-Authenticate` for a JWT that failed
+    /// (not for a valid one naming another tenant: the token is fine, the
+    /// request is not).
     pub fn to_error(self, presented_jwt: bool) -> FeedError {
-        if presented_jwt && !matches!(self, AuthFailure::Missing) {
+        if presented_jwt && !matches!(self, AuthFailure::Missing | AuthFailure::WrongTenant) {
             FeedError::InvalidToken
         } else {
             FeedError::Unauthorized
