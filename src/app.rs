@@ -42,7 +42,12 @@ impl App {
         engine_config: EngineConfig,
         sio_config: SioConfig,
     ) -> Self {
-        let store = MemoryStore::new(config.buffer_size, config.recovery_window, config.max_kept_sessions);
+        let store = MemoryStore::with_keys(
+            config.buffer_size,
+            config.recovery_window,
+            config.max_kept_sessions,
+            config.idempotency,
+        );
         App::build(store, LocalAdapter, Metrics::new(), config, credentials.into(), engine_config, sio_config)
     }
 }
@@ -66,7 +71,14 @@ impl App<RedisStore, RedisAdapter> {
             ..RedisMetrics::default()
         };
         metrics.register_redis(&redis_metrics);
-        let redis = Redis::new(redis, &config.namespace, config.buffer_size, config.recovery_window, redis_metrics)?;
+        let redis = Redis::new(
+            redis,
+            &config.namespace,
+            config.buffer_size,
+            config.recovery_window,
+            config.idempotency,
+            redis_metrics,
+        )?;
         tracing::info!(prefix = %redis.prefix(), uid = %redis.uid(), "redis mode: store and broadcast shared through redis");
         let credentials = credentials.into();
         let app = App::build(redis.store(), redis.adapter(), metrics, config, credentials, engine_config, sio_config);
@@ -182,7 +194,7 @@ impl<S: Store, A: Adapter> App<S, A> {
                 tokio::select! {
                     _ = tick.tick() => {
                         feed.limits.sweep();
-                        feed.store.sweep();
+                        feed.metrics.idempotency_evictions.inc_by(feed.store.sweep());
                     }
                     _ = feed.shutdown.cancelled() => break,
                 }

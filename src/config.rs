@@ -125,6 +125,10 @@ pub struct Config {
     pub max_body: usize,
     /// Connection state recovery window.
     pub recovery_window: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
+    /// Idempotency keys remembered per tenant at most.
+    pub idempotency_keys: usize,
     /// The log filter (`tracing` env-filter syntax).
     pub log: String,
     /// Logs as JSON lines instead of text.
@@ -189,6 +193,16 @@ pub const VARS: &[Var] = &[
         name: "NB_BACKEND_RECOVERY_WINDOW",
         default: "120000",
         help: "connection state recovery window in ms (0 disables; ..=3600000)",
+    },
+    Var {
+        name: "NB_BACKEND_IDEMPOTENCY_WINDOW",
+        default: "3600000",
+        help: "how long a write's Idempotency-Key is remembered, in ms (1000..=604800000)",
+    },
+    Var {
+        name: "NB_BACKEND_IDEMPOTENCY_KEYS",
+        default: "100000",
+        help: "Idempotency-Keys remembered per tenant at most; the oldest are forgotten first (1..=10000000)",
     },
     Var {
         name: "NB_BACKEND_LOG",
@@ -441,6 +455,8 @@ impl Config {
             allowed_origins,
             max_body: int("NB_BACKEND_MAX_BODY", 64, 16 * 1024 * 1024)? as usize,
             recovery_window: ms("NB_BACKEND_RECOVERY_WINDOW", 0, 3_600_000)?,
+            idempotency_window: ms("NB_BACKEND_IDEMPOTENCY_WINDOW", 1_000, 604_800_000)?,
+            idempotency_keys: int("NB_BACKEND_IDEMPOTENCY_KEYS", 1, 10_000_000)? as usize,
             log: value("NB_BACKEND_LOG").0,
             log_json,
             max_queue: int("NB_BACKEND_MAX_QUEUE", 16, 1_000_000)? as usize,
@@ -498,6 +514,7 @@ mod tests {
         assert!(c.allowed_origins.is_empty());
         assert_eq!(c.max_body, 65536);
         assert_eq!(c.recovery_window, Duration::from_millis(120000));
+        assert_eq!((c.idempotency_window, c.idempotency_keys), (Duration::from_secs(3600), 100_000));
         assert_eq!(c.log, "info");
         assert!(!c.log_json);
         assert!(c.redis.is_none(), "in memory unless NB_BACKEND_REDIS_URL is set");

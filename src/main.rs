@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use eventfeed::app::App;
 use eventfeed::config::{self, Config};
 use eventfeed::engine::EngineConfig;
+use eventfeed::feed::idempotency::KeyLimits;
 use eventfeed::feed::{Credentials, FeedConfig, Store};
 use eventfeed::http::Cors;
 use eventfeed::server::{self, ServerConfig};
@@ -113,6 +114,7 @@ async fn run(config: Config, credentials: Credentials) -> ExitCode {
         tenant_rate_limit: config.tenant_rate_limit,
         max_tenant_connections: config.max_tenant_connections,
         recovery_window: config.recovery_window,
+        idempotency: KeyLimits { window: config.idempotency_window, max_keys: config.idempotency_keys },
         ..FeedConfig::default()
     };
     // The backend is chosen here, once.

@@ -106,6 +106,12 @@ pub struct Metrics {
     pub auth_failures: Family<Labels, Counter>,
     /// Requests or connections refused by a limit, by limit.
     pub limit_rejections: Family<Labels, Counter>,
+    /// Writes answered with the event an earlier write with the same
+    /// idempotency key made.
+    pub idempotent_replays: Counter,
+    /// Idempotency keys forgotten before their window ended (the per-tenant
+    /// bound) or as it ended.
+    pub idempotency_evictions: Counter,
     /// Socket tokens refreshed (`refresh_token`).
     pub token_refreshes: Counter,
     /// Sockets and streams ended because their token expired.
@@ -150,6 +156,8 @@ impl Metrics {
             rate_limited: Family::default(),
             auth_failures: Family::default(),
             limit_rejections: Family::default(),
+            idempotent_replays: Counter::default(),
+            idempotency_evictions: Counter::default(),
             token_refreshes: Counter::default(),
             token_expiries: Counter::default(),
             config_reloads: Family::default(),
@@ -177,6 +185,16 @@ impl Metrics {
         registry.register("rate_limited", "Writes refused by a rate limit", m.rate_limited.clone());
         registry.register("auth_failures", "Failed authentications", m.auth_failures.clone());
         registry.register("limit_rejections", "Requests or connections refused by a limit", m.limit_rejections.clone());
+        registry.register(
+            "idempotent_replays",
+            "Writes answered with the event of an earlier write with the same idempotency key",
+            m.idempotent_replays.clone(),
+        );
+        registry.register(
+            "idempotency_evictions",
+            "Idempotency keys forgotten (the per-tenant bound, or the window)",
+            m.idempotency_evictions.clone(),
+        );
         registry.register("token_refreshes", "Socket tokens refreshed", m.token_refreshes.clone());
         registry.register(
             "token_expiries",

@@ -200,7 +200,7 @@ impl<H: Handler> Engine<H> {
         if body && !body_read && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             h::last_on_connection(&mut res);
         }
-        cors.apply(res.headers_mut());
+        let _ = cors.apply(res.headers_mut());
         res.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
         res
     }

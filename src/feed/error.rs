@@ -42,6 +42,16 @@ pub enum FeedError {
         /// The route's methods, as the `Allow` header lists them.
         allow: &'static [&'static str],
     },
+    /// 409 `conflict`: a write with this idempotency key is still being
+    /// carried out; with the seconds to wait.
+    #[error("a write with this idempotency key is in progress; retry")]
+    Conflict {
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// 422 `idempotency_key_reused`: the key was used for another message.
+    #[error("this idempotency key was used for another message")]
+    IdempotencyKeyReused,
     /// 413 `payload_too_large`.
     #[error("{0}")]
     PayloadTooLarge(&'static str),
@@ -96,6 +106,8 @@ impl FeedError {
             FeedError::Timeout => "request_timeout",
             FeedError::UnsupportedMediaType => "unsupported_media_type",
             FeedError::Validation(_) => "validation_failed",
+            FeedError::Conflict { .. } => "conflict",
+            FeedError::IdempotencyKeyReused => "idempotency_key_reused",
             FeedError::RateLimited { .. } => "rate_limited",
             FeedError::TooManyConnections { .. } => "too_many_connections",
             FeedError::Unavailable { .. } => "unavailable",
@@ -114,7 +126,8 @@ impl FeedError {
             FeedError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             FeedError::Timeout => StatusCode::REQUEST_TIMEOUT,
             FeedError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            FeedError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            FeedError::Validation(_) | FeedError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            FeedError::Conflict { .. } => StatusCode::CONFLICT,
             FeedError::RateLimited { .. } | FeedError::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
             FeedError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             FeedError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -141,6 +154,7 @@ impl FeedError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
             }
             FeedError::RateLimited { retry_after }
+            | FeedError::Conflict { retry_after }
             | FeedError::TooManyConnections { retry_after }
             | FeedError::Unavailable { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));

@@ -8,6 +8,7 @@
 //!   revocations — and what a reload changes for live connections.
 //! - [`error`]: [`FeedError`] and its one mapping to HTTP and socket answers.
 //! - [`limits`]: write rate limits per user and per tenant.
+//! - [`idempotency`]: idempotency keys of writes (the store remembers them).
 //! - [`recovery`]: connection state recovery's rules.
 //! - [`delivery`]: new events to the tenant's room, encoded once.
 //! - [`rest`]: the hand-written REST dispatcher: its route table, and the
@@ -24,6 +25,7 @@ pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod gateway;
+pub mod idempotency;
 pub mod limits;
 pub mod paging;
 pub mod recovery;
@@ -43,12 +45,14 @@ pub use delivery::SocketDelivery;
 pub use error::FeedError;
 pub use event::{NewEvent, StoredEvent};
 pub use gateway::Gateway;
+pub use idempotency::IdempotencyKey;
 pub use paging::{DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest, TenantView};
-pub use store::{Answer, Delivery, Later, Store};
+pub use store::{Answer, Appended, Delivery, Later, Store};
 
 use crate::config::Rate;
 use crate::http::Cors;
 use crate::metrics::Metrics;
+use idempotency::Keyed;
 
 /// Events in the `snapshot` sent on connect.
 pub const SNAPSHOT_LIMIT: usize = 100;
@@ -84,6 +88,8 @@ pub struct FeedConfig {
     pub stream_queue: usize,
     /// How often an idle stream gets a keep-alive comment.
     pub stream_keep_alive: Duration,
+    /// How long and how many idempotency keys are remembered.
+    pub idempotency: idempotency::KeyLimits,
 }
 
 impl Default for FeedConfig {
@@ -102,6 +108,7 @@ impl Default for FeedConfig {
             max_recovered_events: 512,
             stream_queue: 1024,
             stream_keep_alive: Duration::from_secs(15),
+            idempotency: idempotency::KeyLimits::default(),
         }
     }
 }
@@ -125,6 +132,18 @@ pub fn tenant_room(tenant: &str) -> String {
 /// The prefix of every tenant's room: only the feed puts sockets in them.
 pub const TENANT_ROOM_PREFIX: &str = "tenant:";
 
+/// A store's later answer to a write, counted; `guard` (a key in flight)
+/// is released once it came.
+async fn counted_later<S: Store>(
+    feed: Arc<Feed<S>>,
+    answer: impl Later<Appended>,
+    guard: Option<idempotency::InFlightGuard>,
+) -> Result<Appended, FeedError> {
+    let result = answer.await;
+    drop(guard);
+    feed.counted(result)
+}
+
 /// The feed's shared state over the store `S`.
 pub struct Feed<S: Store> {
     /// The event store.
@@ -141,6 +160,8 @@ pub struct Feed<S: Store> {
     pub shutdown: CancellationToken,
     /// Where new events go (the namespace is attached once it exists).
     delivery: Arc<SocketDelivery<Gateway<S>>>,
+    /// Keyed writes being carried out here.
+    inflight: idempotency::InFlight,
 }
 
 impl<S: Store> Feed<S> {
@@ -154,6 +175,7 @@ impl<S: Store> Feed<S> {
             config,
             metrics,
             shutdown: CancellationToken::new(),
+            inflight: idempotency::InFlight::default(),
         })
     }
 
@@ -175,34 +197,96 @@ impl<S: Store> Feed<S> {
         self.credentials.authenticate(tenant, token)
     }
 
-    /// Creates an event: checks the role, the rate limits and the message,
+    /// Creates an event: checks the role, the message and the rate limits,
     /// then stores and delivers it. A refused write creates nothing. When the
     /// store answers later (Redis), its deadline bounds the wait; a write
-    /// answered `unavailable` may exist or not.
+    /// answered `unavailable` may exist or not — unless it had a `key`:
+    ///
+    /// With an idempotency `key` the write happens once. A key remembered for
+    /// this tenant and user answers the event it made (`replayed`; not
+    /// counted against the rate limits, nothing delivered again); another
+    /// message with it is `idempotency_key_reused`; the same key while its
+    /// first write is still being carried out here is `conflict`.
     pub fn post(
-        &self,
+        self: &Arc<Self>,
         who: &Principal,
         message: &str,
-    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<S>> {
-        let checked = who.require_writer().and_then(|()| {
-            self.limits.check(who).map_err(|(scope, e)| {
-                self.metrics.rate_limited.get_or_create(&vec![("scope", scope.as_str())]).inc();
-                e
-            })
-        });
-        let checked = checked.and_then(|()| event::validate_message(message));
-        let created = self.metrics.events_created.clone();
-        let counted = move |result: Result<Arc<StoredEvent>, FeedError>| {
-            if result.is_ok() {
-                created.inc();
-            }
-            result
-        };
-        if let Err(e) = checked {
+        key: Option<IdempotencyKey>,
+    ) -> Answer<Result<Appended, FeedError>, impl Later<Appended> + use<S>> {
+        use futures_util::future::Either;
+        if let Err(e) = who.require_writer().and_then(|()| event::validate_message(message)) {
             return Answer::Now(Err(e));
         }
-        let new = NewEvent::new(message.to_owned(), who.user.clone());
-        self.store.append(&who.tenant, new, &self.delivery).map(counted)
+        let Some(key) = key else {
+            if let Err(e) = self.rate_limit(who) {
+                return Answer::Now(Err(e));
+            }
+            let new = NewEvent::new(message.to_owned(), who.user.clone());
+            let feed = self.clone();
+            return match self.store.append(&who.tenant, new, None, &self.delivery) {
+                Answer::Now(r) => Answer::Now(self.counted(r)),
+                Answer::Later(f) => Answer::Later(Either::Left(counted_later(feed, f, None))),
+            };
+        };
+        let keyed = Keyed { user: &who.user, key: &key, message: idempotency::message_digest(message) };
+        let guard = match self.inflight.begin(&who.tenant, keyed.slot()) {
+            Ok(guard) => guard,
+            Err(e) => return Answer::Now(Err(e)),
+        };
+        match self.store.remembered(&who.tenant, keyed) {
+            Answer::Now(Err(e)) => Answer::Now(Err(e)),
+            Answer::Now(Ok(Some(event))) => {
+                Answer::Now(self.counted(Ok(Appended { event, replayed: true, forgotten: 0 })))
+            }
+            Answer::Now(Ok(None)) => {
+                if let Err(e) = self.rate_limit(who) {
+                    return Answer::Now(Err(e));
+                }
+                let new = NewEvent::new(message.to_owned(), who.user.clone());
+                match self.store.append(&who.tenant, new, Some(keyed), &self.delivery) {
+                    Answer::Now(r) => Answer::Now(self.counted(r)),
+                    // The key stays in flight here until the store answered.
+                    Answer::Later(f) => Answer::Later(Either::Left(counted_later(self.clone(), f, Some(guard)))),
+                }
+            }
+            Answer::Later(found) => {
+                let (feed, who, message) = (self.clone(), who.clone(), message.to_owned());
+                Answer::Later(Either::Right(async move {
+                    let _guard = guard;
+                    if let Some(event) = found.await? {
+                        return feed.counted(Ok(Appended { event, replayed: true, forgotten: 0 }));
+                    }
+                    feed.rate_limit(&who)?;
+                    let keyed = Keyed { user: &who.user, key: &key, message: idempotency::message_digest(&message) };
+                    let new = NewEvent::new(message.clone(), who.user.clone());
+                    let appended = feed.store.append(&who.tenant, new, Some(keyed), &feed.delivery).await;
+                    feed.counted(appended)
+                }))
+            }
+        }
+    }
+
+    /// Checks the write rate limits of `who` (counting a refusal).
+    fn rate_limit(&self, who: &Principal) -> Result<(), FeedError> {
+        self.limits.check(who).map_err(|(scope, e)| {
+            self.metrics.rate_limited.get_or_create(&vec![("scope", scope.as_str())]).inc();
+            e
+        })
+    }
+
+    /// Counts what a write made.
+    fn counted(&self, result: Result<Appended, FeedError>) -> Result<Appended, FeedError> {
+        if let Ok(appended) = &result {
+            if appended.replayed {
+                self.metrics.idempotent_replays.inc();
+            } else {
+                self.metrics.events_created.inc();
+            }
+            if appended.forgotten > 0 {
+                self.metrics.idempotency_evictions.inc_by(appended.forgotten);
+            }
+        }
+        result
     }
 
     /// Whether the feed can take writes: not shutting down, and the store ready.

@@ -25,8 +25,9 @@ use uuid::Uuid;
 
 use super::error::FeedError;
 use super::event::page_json;
+use super::idempotency::IdempotencyKey;
 use super::paging::PageRequest;
-use super::store::Store;
+use super::store::{Appended, Store};
 use super::{Authenticated, Feed, Principal};
 use crate::http::{self as h, Body, claimed};
 use crate::metrics::Metrics;
@@ -68,7 +69,13 @@ impl<S: Store> Service for Rest<S> {
             if unread_body {
                 h::last_on_connection(&mut res);
             }
-            cors.apply(res.headers_mut());
+            if cors.apply(res.headers_mut()) {
+                // What a page may read of an answer besides the simple headers.
+                res.headers_mut().insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("Location, Retry-After, Allow, Idempotent-Replayed"),
+                );
+            }
             res
         })
     }
@@ -132,6 +139,13 @@ pub const ROUTES: &[Route] = &[
 
 /// Whether `path` fits `template`; the value of its `{…}` segment if it has one.
 fn matches<'p>(template: &str, path: &'p str) -> Option<Option<&'p str>> {
+    // Most requests name a route without a parameter: one comparison.
+    if template == path {
+        return Some(None);
+    }
+    if !template.ends_with('}') {
+        return None;
+    }
     let mut param = None;
     let mut want = template.split('/');
     let mut got = path.split('/');
@@ -180,7 +194,7 @@ async fn route<S: Store>(
     // From here the method is one of the route's: GET, or POST for events,
     // or HEAD where GET's answer is sent without its body (by hyper).
     match route.endpoint {
-        Endpoint::Events if method == Method::POST => create(feed, req, peer).await,
+        Endpoint::Events if method == Method::POST => create(&rest.feed, req, peer).await,
         Endpoint::Events => list(feed, &req, peer).await,
         Endpoint::Stream => {
             let who = authenticated(feed, req.headers(), peer, "stream").await?;
@@ -204,7 +218,9 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
     let mut res = h::preflight(req, true);
     res.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, X-TENANT-ID, X-User-Token, Authorization, Last-Event-ID"),
+        HeaderValue::from_static(
+            "Content-Type, X-TENANT-ID, X-User-Token, Authorization, Last-Event-ID, Idempotency-Key",
+        ),
     );
     res
 }
@@ -277,11 +293,34 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// The `Idempotency-Key` of a request, checked (one header, 1–255 visible
+/// ASCII characters).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, FeedError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(FeedError::bad_request("send one Idempotency-Key header"));
+    }
+    // A value that is not visible ASCII is refused by the same rule.
+    IdempotencyKey::parse(value.to_str().unwrap_or("")).map(Some)
+}
+
 async fn create<S: Store>(
-    feed: &Feed<S>,
+    feed: &Arc<Feed<S>>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, FeedError> {
+    let key = match idempotency_key(req.headers()) {
+        Ok(key) => key,
+        Err(e) => {
+            // Refused before the body is read: the last answer on the connection.
+            let mut res = e.to_response();
+            if h::has_body(&req) {
+                h::last_on_connection(&mut res);
+            }
+            return Ok(res);
+        }
+    };
     let (who, body) = match accept(feed, req, peer).await {
         Ok(accepted) => accepted,
         Err((e, unread)) => {
@@ -299,13 +338,17 @@ async fn create<S: Store>(
         Some(_) => return Err(FeedError::bad_request("message must be a string")),
         None => return Err(FeedError::bad_request("message is required")),
     };
-    let event = feed.post(&who, message).await.inspect_err(|e| {
+    let Appended { event, replayed, .. } = feed.post(&who, message, key).await.inspect_err(|e| {
         tracing::info!(target: "audit", action = "create_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = %peer, "event refused");
     })?;
-    tracing::info!(target: "audit", action = "create_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %event.id, peer = %peer, "event created");
+    let outcome = if replayed { "replayed" } else { "created" };
+    tracing::info!(target: "audit", action = "create_event", outcome, tenant = %who.tenant, user = %who.user, event_id = %event.id, peer = %peer, "event created");
     let mut res = json_ok(StatusCode::CREATED, event.json().get().to_owned());
     if let Ok(loc) = HeaderValue::from_str(&format!("/api/events/{}", event.id)) {
         res.headers_mut().insert(header::LOCATION, loc);
+    }
+    if replayed {
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
 }

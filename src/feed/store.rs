@@ -1,7 +1,8 @@
 //! The store seam: what the feed needs from an event store, whichever one
 //! the wiring chose (in memory, or shared through Redis).
 //!
-//! A [`Store`] appends events (allocating each tenant's gapless `seq`),
+//! A [`Store`] appends events (allocating each tenant's gapless `seq`, and
+//! remembering a write's idempotency key with its event, atomically),
 //! reads pages, gets one event by id, opens a tenant for a connecting socket
 //! and gives its log at one consistent point ([`Store::with_tenant`]: the
 //! socket joins its room and gets its first events there, with nothing
@@ -26,6 +27,7 @@ use uuid::Uuid;
 
 use super::error::FeedError;
 use super::event::{NewEvent, StoredEvent};
+use super::idempotency::Keyed;
 use super::paging::{Page, PageRequest, TenantView};
 use super::recovery::{Kept, Owner};
 
@@ -69,6 +71,26 @@ impl<T, F: Future<Output = T>> IntoFuture for Answer<T, F> {
 
 /// What a lookup by id finds.
 pub type Found = Option<Arc<StoredEvent>>;
+
+/// What a write made.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The event.
+    pub event: Arc<StoredEvent>,
+    /// It was made earlier, by a write with the same idempotency key:
+    /// nothing was stored or delivered now.
+    pub replayed: bool,
+    /// Idempotency keys of the tenant forgotten to make room (or past their
+    /// window) while remembering this one.
+    pub forgotten: u64,
+}
+
+impl Appended {
+    /// A new event.
+    pub fn new(event: Arc<StoredEvent>) -> Self {
+        Appended { event, replayed: false, forgotten: 0 }
+    }
+}
 
 /// A store operation's future: owned, sendable, bounded in time by the store.
 pub trait Later<T>: Future<Output = Result<T, FeedError>> + Send + 'static {}
@@ -117,12 +139,26 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new event of `tenant` with the next `seq`. Events delivered
     /// at once go to `delivery`, under the tenant's lock; a shared store
     /// delivers them from its subscription instead (to its own `Delivery`).
+    ///
+    /// With `keyed`, one step: when the key is remembered the event it made
+    /// is answered (`replayed`, nothing stored or delivered; another message
+    /// is [`FeedError::IdempotencyKeyReused`]), else the new event is stored
+    /// and the key remembered with it.
     fn append<D: Delivery>(
         &self,
         tenant: &str,
         event: NewEvent,
+        keyed: Option<Keyed<'_>>,
         delivery: &D,
-    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<Self, D>>;
+    ) -> Answer<Result<Appended, FeedError>, impl Later<Appended> + use<Self, D>>;
+
+    /// The event a write with this idempotency key made, if the key is
+    /// remembered ([`FeedError::IdempotencyKeyReused`] for another message).
+    fn remembered(
+        &self,
+        tenant: &str,
+        keyed: Keyed<'_>,
+    ) -> Answer<Result<Found, FeedError>, impl Later<Found> + use<Self>>;
 
     /// A page of `tenant`'s events.
     fn read(&self, tenant: &str, request: PageRequest)
@@ -161,8 +197,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store can take writes (`Err` says why not).
     fn readiness(&self) -> Result<(), &'static str>;
 
-    /// Drops what expired (kept sessions past their window).
-    fn sweep(&self);
+    /// Drops what expired (kept sessions and idempotency keys past their
+    /// window); how many idempotency keys were forgotten.
+    fn sweep(&self) -> u64;
 
     /// Waits, at most `within`, for the writes this store still has queued
     /// (at shutdown); whether they all went through.

@@ -173,13 +173,16 @@ impl CorsDecision {
         self.allowed
     }
 
-    /// Adds the CORS response headers for an allowed browser origin.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// Adds the CORS response headers for an allowed browser origin;
+    /// whether it added them (a browser origin that is allowed).
+    pub fn apply(&self, headers: &mut HeaderMap) -> bool {
         if let Some(origin) = &self.allow_origin {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
+            return true;
         }
+        false
     }
 }
 

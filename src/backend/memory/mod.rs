@@ -5,21 +5,24 @@
 //!
 //! - [`log`]: the lock-sharded per-tenant ring buffers ([`EventBus`]).
 //! - [`sessions`]: the sessions kept for connection state recovery.
+//! - [`keys`]: the idempotency keys of successful writes.
 
+pub mod keys;
 pub mod log;
 pub mod sessions;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
 
+pub use keys::RememberedKeys;
 pub use log::{Applied, EventBus, TenantLog};
 pub use sessions::Sessions;
 
+use crate::feed::idempotency::{KeyLimits, Keyed};
 use crate::feed::recovery::Kept;
-use crate::feed::store::{Answer, Delivery, Found, Later, Opening, Store};
-use crate::feed::{FeedError, NewEvent, Page, PageRequest, StoredEvent};
+use crate::feed::store::{Answer, Appended, Delivery, Found, Later, Opening, Store};
+use crate::feed::{FeedError, NewEvent, Page, PageRequest};
 
 /// Sessions kept for recovery at most, by default.
 pub const MAX_KEPT_SESSIONS: usize = 100_000;
@@ -29,13 +32,23 @@ pub const MAX_KEPT_SESSIONS: usize = 100_000;
 pub struct MemoryStore {
     bus: EventBus,
     sessions: Sessions,
+    keys: RememberedKeys,
 }
 
 impl MemoryStore {
     /// A store keeping `capacity` events per tenant, and sessions for
     /// `recovery_window` (zero: recovery off), at most `max_sessions` at once.
     pub fn new(capacity: usize, recovery_window: Duration, max_sessions: usize) -> Self {
-        MemoryStore { bus: EventBus::new(capacity), sessions: Sessions::new(recovery_window, max_sessions) }
+        MemoryStore::with_keys(capacity, recovery_window, max_sessions, KeyLimits::default())
+    }
+
+    /// The same, remembering idempotency keys within `keys`.
+    pub fn with_keys(capacity: usize, recovery_window: Duration, max_sessions: usize, keys: KeyLimits) -> Self {
+        MemoryStore {
+            bus: EventBus::new(capacity),
+            sessions: Sessions::new(recovery_window, max_sessions),
+            keys: RememberedKeys::new(keys),
+        }
     }
 
     /// The event logs.
@@ -56,9 +69,32 @@ impl Store for MemoryStore {
         &self,
         tenant: &str,
         event: NewEvent,
+        keyed: Option<Keyed<'_>>,
         delivery: &D,
-    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<D>> {
-        Answer::now(Ok(self.bus.append(tenant, event, |e| delivery.deliver(e))))
+    ) -> Answer<Result<Appended, FeedError>, impl Later<Appended> + use<D>> {
+        let Some(keyed) = keyed else {
+            return Answer::now(Ok(Appended::new(self.bus.append(tenant, event, |e| delivery.deliver(e)))));
+        };
+        // The tenant's keys stay locked from the lookup to the remembering:
+        // two writes with one key never both append.
+        let mut keys = self.keys.lock(tenant);
+        Answer::now(match keys.lookup(&keyed) {
+            Err(e) => Err(e),
+            Ok(Some(event)) => Ok(Appended { event, replayed: true, forgotten: 0 }),
+            Ok(None) => {
+                let event = self.bus.append(tenant, event, |e| delivery.deliver(e));
+                let forgotten = keys.remember(&keyed, event.clone());
+                Ok(Appended { event, replayed: false, forgotten })
+            }
+        })
+    }
+
+    fn remembered(
+        &self,
+        tenant: &str,
+        keyed: Keyed<'_>,
+    ) -> Answer<Result<Found, FeedError>, impl Later<Found> + use<>> {
+        Answer::now(self.keys.lock(tenant).lookup(&keyed))
     }
 
     fn read(&self, tenant: &str, request: PageRequest) -> Answer<Result<Page, FeedError>, impl Later<Page> + use<>> {
@@ -93,8 +129,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn sweep(&self) {
+    fn sweep(&self) -> u64 {
         self.sessions.sweep();
+        self.keys.sweep()
     }
 
     fn finish(&self, _within: Duration) -> impl std::future::Future<Output = bool> + Send {

@@ -197,6 +197,7 @@ impl Redis {
         namespace: &str,
         capacity: usize,
         recovery_window: Duration,
+        keys: crate::feed::idempotency::KeyLimits,
         metrics: RedisMetrics,
     ) -> Result<Self, String> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("NB_BACKEND_REDIS_URL: {e}"))?;
@@ -220,7 +221,7 @@ impl Redis {
         });
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         let (session_tx, session_writes) = mpsc::channel(SESSION_QUEUE);
-        let store = RedisStore::new(shared.clone(), namespace, capacity, recovery_window, control_tx, session_tx);
+        let store = RedisStore::new(shared.clone(), namespace, capacity, recovery_window, control_tx, session_tx, keys);
         let adapter = RedisAdapter::new(shared.clone());
         Ok(Redis { shared, store, adapter, control, session_writes })
     }

@@ -15,16 +15,33 @@ use uuid::Uuid;
 use super::{Control, SessionOp, Shared, hex};
 use crate::backend::memory::{EventBus, TenantLog};
 use crate::feed::event::PreparedEvent;
+use crate::feed::idempotency::{KeyLimits, Keyed};
 use crate::feed::recovery::{Kept, KeptJwt, Owner};
-use crate::feed::store::{Answer, Delivery, Found, Later, Opening, Store};
+use crate::feed::store::{Answer, Appended, Delivery, Found, Later, Opening, Store};
 use crate::feed::{FeedError, NewEvent, Page, PageRequest, StoredEvent, tenant_room};
 use eventfeed_protocol::adapter as wire;
 
 /// Allocates the next `seq`, stores the event, trims the log to capacity
 /// (dropping evicted ids from the index) and publishes it — one atomic step.
-/// KEYS: seq, log, ids. ARGV: capacity, id, JSON head, JSON tail, message
-/// head, message tail, channel. Returns the `seq`.
+/// KEYS: seq, log, ids, and for a keyed write the key's value and the
+/// tenant's keys in order. ARGV: capacity, id, JSON head, JSON tail, message
+/// head, message tail, channel, and for a keyed write the message digest
+/// (hex), the window (ms), the most keys per tenant, now (ms).
+///
+/// A keyed write whose key is there answers `{-2, json}` (the event it made)
+/// or `{-1}` (another message); else the event is stored, the key
+/// remembered (`digest|json`, expiring with the window) and its place taken
+/// in the tenant's keys, the oldest forgotten beyond the bound. Returns
+/// `{seq, forgotten}`.
 const APPEND: &str = r#"
+local keyed = #KEYS == 5
+if keyed then
+  local v = redis.call('GET', KEYS[4])
+  if v then
+    if string.sub(v, 1, 64) ~= ARGV[8] then return {-1} end
+    return {-2, string.sub(v, 66)}
+  end
+end
 local seq = redis.call('INCR', KEYS[1])
 local s = string.format('%d', seq)
 redis.call('RPUSH', KEYS[2], ARGV[3] .. s .. ARGV[4])
@@ -37,7 +54,22 @@ while n > cap do
   n = n - 1
 end
 redis.call('PUBLISH', ARGV[7], ARGV[5] .. cmsgpack.pack(seq) .. ARGV[6])
-return seq
+local forgotten = 0
+if keyed then
+  local window = tonumber(ARGV[9])
+  local now = tonumber(ARGV[11])
+  redis.call('SET', KEYS[4], ARGV[8] .. '|' .. ARGV[3] .. s .. ARGV[4], 'PX', window)
+  forgotten = redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
+  redis.call('ZADD', KEYS[5], now, KEYS[4])
+  local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[10])
+  if over > 0 then
+    local oldest = redis.call('ZPOPMIN', KEYS[5], over)
+    for i = 1, #oldest, 2 do redis.call('DEL', oldest[i]) end
+    forgotten = forgotten + over
+  end
+  redis.call('PEXPIRE', KEYS[5], window)
+end
+return {seq, forgotten}
 "#;
 
 /// Reads a tenant's log consistently. KEYS: seq, log, ids. ARGV: mode
@@ -148,6 +180,8 @@ pub(crate) struct Inner {
     pub(crate) window: Duration,
     /// The `pid`s of this instance's live sockets, whose sessions it renews.
     pub(crate) live: Mutex<HashSet<String, foldhash::fast::RandomState>>,
+    /// How long and how many idempotency keys are remembered.
+    keys: KeyLimits,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -164,6 +198,7 @@ impl RedisStore {
         window: Duration,
         control: mpsc::Sender<Control>,
         sessions: mpsc::Sender<SessionOp>,
+        keys: KeyLimits,
     ) -> Self {
         let capacity = capacity.max(1);
         RedisStore(Arc::new(Inner {
@@ -178,6 +213,7 @@ impl RedisStore {
             sessions,
             window,
             live: Mutex::default(),
+            keys,
         }))
     }
 
@@ -201,6 +237,11 @@ impl Inner {
         invocation.key(self.key(tenant, "seq")).key(self.key(tenant, "log")).key(self.key(tenant, "ids"))
     }
 
+    /// Where a keyed write's key is remembered, and the tenant's keys in order.
+    fn key_keys(&self, tenant: &str, keyed: &Keyed<'_>) -> (String, String) {
+        (self.key(tenant, &format!("idem:{}", hex(&keyed.slot()))), self.key(tenant, "idem"))
+    }
+
     pub(crate) fn session_key(&self, pid: &str) -> String {
         format!("{}:session:{pid}", self.shared.config.prefix)
     }
@@ -215,8 +256,9 @@ impl Inner {
     }
 
     /// Stores a new event of `tenant` and publishes it; every instance
-    /// (this one too) delivers it from the subscription.
-    async fn append(&self, tenant: &str, new: NewEvent) -> Result<Arc<StoredEvent>, FeedError> {
+    /// (this one too) delivers it from the subscription. With `keyed`, the
+    /// key is checked and remembered in the same step.
+    async fn append(&self, tenant: &str, new: NewEvent, keyed: Option<OwnedKeyed>) -> Result<Appended, FeedError> {
         let prepared = PreparedEvent::new(new, tenant.into());
         let room = tenant_room(tenant);
         let id = prepared.id.to_string();
@@ -239,8 +281,62 @@ impl Inner {
             .arg(&template.head)
             .arg(&template.tail)
             .arg(&channel);
-        let seq: u64 = self.shared.call(invocation.invoke_async(&mut conn)).await?;
-        Ok(Arc::new(prepared.with_seq(seq)))
+        if let Some(keyed) = &keyed {
+            let (value, order) = keyed.keys.clone();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            invocation
+                .key(value)
+                .key(order)
+                .arg(hex(&keyed.message))
+                .arg(u64::try_from(self.keys.window.as_millis()).unwrap_or(u64::MAX).max(1))
+                .arg(self.keys.max_keys)
+                .arg(u64::try_from(now).unwrap_or(0));
+        }
+        let reply: Vec<RValue> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
+        let int = |v: Option<&RValue>| match v {
+            Some(RValue::Int(i)) => Some(*i),
+            _ => None,
+        };
+        let unexpected = || {
+            tracing::error!(tenant, "unexpected answer from the append script");
+            FeedError::Internal
+        };
+        match int(reply.first()) {
+            Some(-1) => Err(FeedError::IdempotencyKeyReused),
+            Some(-2) => {
+                let event = match reply.get(1) {
+                    Some(RValue::BulkString(json)) => String::from_utf8(json.clone()).ok(),
+                    _ => None,
+                }
+                .and_then(|json| StoredEvent::from_json(&Arc::from(tenant), json))
+                .ok_or_else(unexpected)?;
+                Ok(Appended { event: Arc::new(event), replayed: true, forgotten: 0 })
+            }
+            Some(seq) if seq > 0 => {
+                let event = Arc::new(prepared.with_seq(seq as u64));
+                let forgotten = int(reply.get(1)).and_then(|f| u64::try_from(f).ok()).unwrap_or(0);
+                Ok(Appended { event, replayed: false, forgotten })
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The event a keyed write made, if its key is remembered.
+    async fn remembered(&self, tenant: &str, keyed: OwnedKeyed) -> Result<Found, FeedError> {
+        let mut conn = self.shared.conn.clone();
+        let value: Option<Vec<u8>> =
+            self.shared.call(redis::cmd("GET").arg(&keyed.keys.0).query_async(&mut conn)).await?;
+        let Some(value) = value else { return Ok(None) };
+        let remembered = std::str::from_utf8(&value).ok().and_then(|v| v.split_once('|'));
+        let Some((digest, json)) = remembered else {
+            tracing::error!(tenant, "a remembered idempotency key that cannot be read");
+            return Err(FeedError::Internal);
+        };
+        if digest != hex(&keyed.message) {
+            return Err(FeedError::IdempotencyKeyReused);
+        }
+        let event = StoredEvent::from_json(&Arc::from(tenant), json.to_owned()).ok_or(FeedError::Internal)?;
+        Ok(Some(Arc::new(event)))
     }
 
     /// Reads the tenant's log as `mode` says, at most `limit` events.
@@ -318,6 +414,13 @@ impl Inner {
     }
 }
 
+/// A keyed write, owned by the future that carries it out: the Redis keys
+/// of its key and the message's digest.
+struct OwnedKeyed {
+    keys: (String, String),
+    message: [u8; 32],
+}
+
 /// The credentials of a connecting socket, owned by the future that opens
 /// its tenant.
 struct OwnedOwner {
@@ -333,10 +436,22 @@ impl Store for RedisStore {
         &self,
         tenant: &str,
         event: NewEvent,
+        keyed: Option<Keyed<'_>>,
         _delivery: &D,
-    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<D>> {
+    ) -> Answer<Result<Appended, FeedError>, impl Later<Appended> + use<D>> {
+        let keyed = keyed.map(|k| OwnedKeyed { keys: self.0.key_keys(tenant, &k), message: k.message });
         let (inner, tenant) = (self.0.clone(), tenant.to_owned());
-        Answer::Later(async move { inner.append(&tenant, event).await })
+        Answer::Later(async move { inner.append(&tenant, event, keyed).await })
+    }
+
+    fn remembered(
+        &self,
+        tenant: &str,
+        keyed: Keyed<'_>,
+    ) -> Answer<Result<Found, FeedError>, impl Later<Found> + use<>> {
+        let keyed = OwnedKeyed { keys: self.0.key_keys(tenant, &keyed), message: keyed.message };
+        let (inner, tenant) = (self.0.clone(), tenant.to_owned());
+        Answer::Later(async move { inner.remembered(&tenant, keyed).await })
     }
 
     fn read(&self, tenant: &str, request: PageRequest) -> Answer<Result<Page, FeedError>, impl Later<Page> + use<>> {
@@ -401,7 +516,10 @@ impl Store for RedisStore {
         0
     }
 
-    fn sweep(&self) {}
+    fn sweep(&self) -> u64 {
+        // Keys expire in Redis by themselves; the bound is kept by the append.
+        0
+    }
 
     fn finish(&self, within: Duration) -> impl std::future::Future<Output = bool> + Send {
         let inner = self.0.clone();

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use super::{FeedSocket, Gateway, emit_raw, iso, peer_of, raw};
 use crate::feed::error::FeedError;
 use crate::feed::event::page_json;
+use crate::feed::idempotency::IdempotencyKey;
 use crate::feed::paging::PageRequest;
-use crate::feed::store::{Answer, Store};
+use crate::feed::store::{Answer, Appended, Store};
 use crate::feed::{Page, StoredEvent};
 use crate::sio::Event;
 
@@ -56,6 +57,15 @@ fn string_arg<'a>(args: &'a [Value], name: &str, event: &'static str) -> Result<
             None => Err(FeedError::bad_request(format!("{name} is required"))),
         },
         _ => Err(FeedError::bad_request(format!("{event} expects an object {{{name}}}"))),
+    }
+}
+
+/// `idempotencyKey` of `post_event`'s argument, checked, if there is one.
+fn idempotency_key(args: &[Value]) -> Result<Option<IdempotencyKey>, FeedError> {
+    match args.first().and_then(|a| a.get("idempotencyKey")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) => IdempotencyKey::parse(key).map(Some),
+        Some(_) => Err(FeedError::bad_request("idempotencyKey must be a string")),
     }
 }
 
@@ -112,17 +122,20 @@ impl<S: Store> Gateway<S> {
         socket: &Arc<FeedSocket<S>>,
         event: Event,
     ) -> Option<impl Future<Output = ()> + Send + 'static + use<S>> {
-        let created = match string_arg(&event.args, "message", "post_event") {
+        let post = string_arg(&event.args, "message", "post_event")
+            .and_then(|message| Ok((message, idempotency_key(&event.args)?)));
+        let created = match post {
             // The role as it is now: a reload or a refresh may have lowered it.
-            Ok(message) => self.feed.post(&socket.data().principal(), message),
+            Ok((message, key)) => self.feed.post(&socket.data().principal(), message, key),
             Err(e) => Answer::Now(Err(e)),
         };
-        let reply = |socket: &FeedSocket<S>, event: Event, result: Result<Arc<StoredEvent>, FeedError>| {
+        let reply = |socket: &FeedSocket<S>, event: Event, result: Result<Appended, FeedError>| {
             let who = &socket.data().principal;
             let peer = peer_of(socket.conn());
             let result = match result {
-                Ok(e) => {
-                    tracing::info!(target: "audit", action = "post_event", outcome = "created", tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = %peer, "event created");
+                Ok(Appended { event: e, replayed, .. }) => {
+                    let outcome = if replayed { "replayed" } else { "created" };
+                    tracing::info!(target: "audit", action = "post_event", outcome, tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = %peer, "event created");
                     Ok(event_body(&e))
                 }
                 Err(e) => {
