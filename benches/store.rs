@@ -16,7 +16,7 @@ fn filled(capacity: usize, tenants: usize) -> EventBus {
     let bus = EventBus::new(capacity);
     for t in 0..tenants {
         for _ in 0..capacity {
-            bus.append(&format!("tenant_{t}"), NewEvent::new(MESSAGE.into(), "admin_a".into()), |_| {});
+            bus.append(&format!("tenant_{t}"), NewEvent::new(MESSAGE.into(), "admin_a".into()), |_, _| {});
         }
     }
     bus
@@ -25,7 +25,7 @@ fn filled(capacity: usize, tenants: usize) -> EventBus {
 fn store(c: &mut Criterion) {
     let bus = filled(500, 10);
     c.bench_function("store/append (full buffer, evicting)", |b| {
-        b.iter(|| bus.append(black_box("tenant_3"), NewEvent::new(MESSAGE.into(), "admin_a".into()), |_| {}))
+        b.iter(|| bus.append(black_box("tenant_3"), NewEvent::new(MESSAGE.into(), "admin_a".into()), |_, _| {}))
     });
     let page = bus.latest("tenant_3", 500);
     let cursor = page.events[300].id;

@@ -18,6 +18,7 @@ use eventfeed_protocol::engine::session::CloseReason;
 use eventfeed_protocol::socket::{Encoded, encode_raw_event};
 use serde_json::value::RawValue;
 
+use super::recovery::{Epoch, Offset};
 use super::store::Delivery;
 use super::{StoredEvent, tenant_room};
 use crate::metrics::Metrics;
@@ -57,9 +58,9 @@ impl<H: NamespaceHandler> SocketDelivery<H> {
 }
 
 impl<H: NamespaceHandler> Delivery for SocketDelivery<H> {
-    fn deliver(&self, event: &Arc<StoredEvent>) {
+    fn deliver(&self, event: &Arc<StoredEvent>, epoch: Epoch) {
         let Some(nsp) = self.namespace.get() else { return };
-        let frame = event_frame(nsp.name(), event, self.with_offsets);
+        let frame = event_frame(nsp.name(), event, self.with_offsets.then_some(epoch));
         let packet = Encoded { text: frame, binary: Vec::new() };
         let room = tenant_room(event.tenant_id());
         let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
@@ -282,22 +283,34 @@ impl Streams {
     }
 }
 
-/// The offset argument of an `event_created`: the event's `seq` as a JSON string.
-pub fn offset_json(seq: u64) -> Box<RawValue> {
+/// The offset argument of an `event_created`: [`Offset`] (epoch, `seq`, the
+/// id's fingerprint) as a JSON string, written without the formatting
+/// machinery into a buffer of the exact length.
+pub fn offset_json(epoch: Epoch, event: &StoredEvent) -> Box<RawValue> {
     use eventfeed_protocol::json::{decimal_len, push_decimal};
-    // `"` digits `"`, written without the formatting machinery into a buffer
-    // of the exact length (no reallocation when it is boxed).
-    let mut json = Vec::with_capacity(decimal_len(seq) + 2);
+    let offset = Offset::of(epoch, event.seq, &event.id);
+    let mut json = Vec::with_capacity(2 + 8 + 1 + decimal_len(event.seq) + 1 + 8);
     json.push(b'"');
-    push_decimal(&mut json, seq);
+    push_hex8(&mut json, offset.epoch.bits());
+    json.push(b':');
+    push_decimal(&mut json, event.seq);
+    json.push(b':');
+    push_hex8(&mut json, offset.fingerprint);
     json.push(b'"');
     RawValue::from_string(String::from_utf8(json).unwrap_or_default()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
+fn push_hex8(out: &mut Vec<u8>, v: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..8).rev() {
+        out.push(HEX[((v >> (shift * 4)) & 0xf) as usize]);
+    }
+}
+
 /// The `event_created` frame of `event` in namespace `nsp`, with its offset
-/// as last argument when recovery is on.
-fn event_frame(nsp: &str, event: &StoredEvent, with_offset: bool) -> eventfeed_protocol::engine::Frame {
-    let offset = with_offset.then(|| offset_json(event.seq));
+/// in `epoch` as last argument when recovery is on.
+fn event_frame(nsp: &str, event: &StoredEvent, offset_in: Option<Epoch>) -> eventfeed_protocol::engine::Frame {
+    let offset = offset_in.map(|epoch| offset_json(epoch, event));
     let args: &[&RawValue] = match &offset {
         Some(offset) => &[event.json(), offset],
         None => &[event.json()],
@@ -305,19 +318,26 @@ fn event_frame(nsp: &str, event: &StoredEvent, with_offset: bool) -> eventfeed_p
     encode_raw_event(nsp, "event_created", args, None)
 }
 
-/// Queues one `event_created` to one socket (a recovery's missed events).
-pub(super) fn send_event<H: NamespaceHandler>(socket: &Socket<H>, event: &StoredEvent, with_offset: bool) {
-    let _ = socket.conn().send(event_frame(socket.namespace().name(), event, with_offset));
+/// Queues one `event_created` of the history `epoch` to one socket (a
+/// recovery's missed events).
+pub(super) fn send_event<H: NamespaceHandler>(socket: &Socket<H>, event: &StoredEvent, offset_in: Option<Epoch>) {
+    let _ = socket.conn().send(event_frame(socket.namespace().name(), event, offset_in));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feed::NewEvent;
 
     #[test]
-    fn offsets_are_json_strings_of_the_seq() {
-        for seq in [0, 7, 10, 42, 1234, u64::MAX] {
-            assert_eq!(offset_json(seq).get(), format!("\"{seq}\""));
+    fn offsets_are_json_strings_of_the_epoch_seq_and_fingerprint() {
+        let epoch = Epoch::random();
+        for seq in [1, 7, 10, 42, 1234, u64::MAX] {
+            let event = StoredEvent::new(NewEvent::new("m".into(), "u".into()), seq, "t".into());
+            let json = offset_json(epoch, &event);
+            let text: String = serde_json::from_str(json.get()).unwrap();
+            assert_eq!(text, Offset::of(epoch, seq, &event.id).to_string());
+            assert_eq!(Offset::parse(&text), Some(Offset::of(epoch, seq, &event.id)));
         }
     }
 }

@@ -62,6 +62,10 @@ pub trait TenantView {
     fn first_seq(&self) -> u64;
     /// The `seq` of the event `id`, if it is retained.
     fn seq_of(&self, id: &Uuid) -> Option<u64>;
+    /// The id of the event `seq`, if it is retained.
+    fn id_at(&self, seq: u64) -> Option<Uuid>;
+    /// The epoch of this history ([`super::recovery::Epoch`]).
+    fn epoch(&self) -> super::recovery::Epoch;
 }
 
 fn bad_limit() -> FeedError {

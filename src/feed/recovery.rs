@@ -3,8 +3,16 @@
 //!
 //! On the wire (what the official `socket.io-client` 4.6+ does): the CONNECT
 //! answer carries a `pid`; every `event_created` carries an offset as its last
-//! argument (here: the event's `seq`, as a string); on reconnect the client's
+//! argument (opaque to the client: see [`Offset`]); on reconnect the client's
 //! CONNECT payload carries `pid` and the last `offset` it saw.
+//!
+//! Every tenant history has an [`Epoch`], which changes whenever the history
+//! starts anew (a memory-mode process start; in Redis mode a tenant whose
+//! stored history is gone, or went backwards). `seq` is gapless within one
+//! epoch; an offset or a kept session of another epoch never resumes. An
+//! offset also names a fingerprint of its event's id, so even a history that
+//! went backwards unnoticed and grew again past the offset is not resumed
+//! into.
 //!
 //! A kept session is bound to the credentials that opened it (tenant, user and
 //! the token's digest): `pid` + `offset` presented with anything else never
@@ -12,10 +20,102 @@
 //! close or error, ping timeout, slow consumer, shutdown), and only for the
 //! recovery window; where they are kept is the store's business.
 
+use std::fmt;
+
 use serde_json::Value;
 use subtle::ConstantTimeEq;
+use uuid::Uuid;
 
 use super::paging::TenantView;
+
+/// The epoch of a tenant's history: random, never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(u32);
+
+impl Epoch {
+    /// A new epoch, other than `not` (the one it replaces, if any).
+    pub fn new_other_than(not: Option<Epoch>) -> Epoch {
+        loop {
+            let e = rand::random::<u32>();
+            if e != 0 && Some(Epoch(e)) != not {
+                return Epoch(e);
+            }
+        }
+    }
+
+    /// A new epoch.
+    pub fn random() -> Epoch {
+        Epoch::new_other_than(None)
+    }
+
+    /// Its bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Reads the 8 hex digits [`Display`](fmt::Display) writes.
+    pub fn parse(text: &str) -> Option<Epoch> {
+        if text.len() != 8 {
+            return None;
+        }
+        u32::from_str_radix(text, 16).ok().filter(|e| *e != 0).map(Epoch)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// The first 32 bits of an event id: what an offset says of its event.
+pub fn fingerprint(id: &Uuid) -> u32 {
+    let b = id.as_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// A recovery offset: `{epoch}:{seq}:{fingerprint}` — the epoch of the
+/// history, the `seq` of the last event the client saw in it, and the first
+/// 8 hex digits of that event's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offset {
+    /// The history's epoch.
+    pub epoch: Epoch,
+    /// The event's `seq`.
+    pub seq: u64,
+    /// The event's id's fingerprint.
+    pub fingerprint: u32,
+}
+
+impl Offset {
+    /// The offset of the event `seq` with this id, in `epoch`.
+    pub fn of(epoch: Epoch, seq: u64, id: &Uuid) -> Offset {
+        Offset { epoch, seq, fingerprint: fingerprint(id) }
+    }
+
+    /// Reads an offset a client sent back.
+    pub fn parse(text: &str) -> Option<Offset> {
+        let mut parts = text.split(':');
+        let epoch = Epoch::parse(parts.next()?)?;
+        let seq = parts.next()?;
+        if seq.is_empty() || seq.len() > 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let seq = seq.parse().ok()?;
+        let fp = parts.next()?;
+        if fp.len() != 8 || parts.next().is_some() {
+            return None;
+        }
+        let fingerprint = u32::from_str_radix(fp, 16).ok()?;
+        Some(Offset { epoch, seq, fingerprint })
+    }
+}
+
+impl fmt::Display for Offset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{:08x}", self.epoch, self.seq, self.fingerprint)
+    }
+}
 
 /// What is kept of a disconnected socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +137,8 @@ pub struct Kept {
     /// The last `seq` the socket is known to have been sent in full (its
     /// snapshot or replay point); used when the client has no offset yet.
     pub base_seq: u64,
+    /// The epoch of the history `base_seq` is of.
+    pub epoch: Epoch,
 }
 
 /// What a kept JWT session remembers of its token.
@@ -68,19 +170,41 @@ impl Kept {
     }
 }
 
-/// Where a recovery resumes: after the client's `offset` (a `seq`), or after
-/// the kept session's base when the client saw no event yet. `None` when that
-/// cannot be served: a malformed offset, events no longer retained, or more
-/// missed events than `room_for` (what a socket's queue takes at once).
+/// Where a recovery resumes: after the client's `offset`, or after the kept
+/// session's base when the client saw no event yet — in the history `log`
+/// has now. `None` when that cannot be served: a malformed offset, another
+/// epoch, an event the offset names that is not the one at its `seq` here,
+/// events no longer retained, or more missed events than `room_for` (what a
+/// socket's queue takes at once).
 pub fn recovery_point(log: &impl TenantView, kept: &Kept, offset: Option<&Value>, room_for: usize) -> Option<u64> {
     let after_seq = match offset {
-        None | Some(Value::Null) => kept.base_seq,
-        Some(Value::String(s)) => s.parse().ok()?,
+        None | Some(Value::Null) => (kept.epoch == log.epoch()).then_some(kept.base_seq)?,
+        Some(Value::String(s)) => {
+            let offset = Offset::parse(s)?;
+            if offset.epoch != log.epoch() {
+                return None;
+            }
+            // The event the client saw must be this history's event at that
+            // `seq` (when it is still retained to tell).
+            if let Some(id) = log.id_at(offset.seq)
+                && fingerprint(&id) != offset.fingerprint
+            {
+                return None;
+            }
+            offset.seq
+        }
         Some(_) => return None,
     };
     let missed = log.last_seq().checked_sub(after_seq)?;
     let served = log.after_seq(after_seq, 0).is_some();
     (served && missed <= room_for as u64).then_some(after_seq)
+}
+
+/// Whether a kept session proves that `log`'s history went backwards: it
+/// was sent events of this very epoch that the history no longer reaches
+/// (a store rolled back to an older state). The epoch must then change.
+pub fn went_back(log: &impl TenantView, kept: &Kept) -> bool {
+    kept.epoch == log.epoch() && kept.base_seq > log.last_seq()
 }
 
 #[cfg(test)]
@@ -90,10 +214,19 @@ mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
-    /// A log holding `first..=last`.
+    const E: Epoch = Epoch(0xe1a2b3c4);
+
+    /// A log holding `first..=last` in epoch [`E`]; the event `seq` has the
+    /// id whose first bytes are `seq`.
     struct Log {
         first: u64,
         last: u64,
+    }
+
+    fn id(seq: u64) -> Uuid {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&(seq as u32).to_be_bytes());
+        Uuid::from_bytes(b)
     }
 
     impl TenantView for Log {
@@ -115,6 +248,12 @@ mod tests {
         fn seq_of(&self, _id: &Uuid) -> Option<u64> {
             None
         }
+        fn id_at(&self, seq: u64) -> Option<Uuid> {
+            (self.first..=self.last).contains(&seq).then(|| id(seq))
+        }
+        fn epoch(&self) -> Epoch {
+            E
+        }
     }
 
     fn kept(base_seq: u64) -> Kept {
@@ -126,7 +265,12 @@ mod tests {
             jwt: None,
             rooms: vec![],
             base_seq,
+            epoch: E,
         }
+    }
+
+    fn offset(seq: u64) -> Value {
+        json!(Offset::of(E, seq, &id(seq)).to_string())
     }
 
     #[test]
@@ -140,16 +284,52 @@ mod tests {
     }
 
     #[test]
+    fn offsets_read_back_what_they_write() {
+        let o = Offset::of(E, 42, &id(42));
+        assert_eq!(o.to_string(), "e1a2b3c4:42:0000002a");
+        assert_eq!(Offset::parse(&o.to_string()), Some(o));
+        for bad in
+            ["42", "e1a2b3c4:42", "e1a2b3c4:42:2a", "00000000:1:00000000", "e1a2b3c4:-1:0000002a", "e1a2b3c4::0000002a"]
+        {
+            assert_eq!(Offset::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Offset::parse("e1a2b3c4:42:0000002a:x"), None);
+        let e = Epoch::random();
+        assert_eq!(Epoch::parse(&e.to_string()), Some(e));
+        assert_ne!(Epoch::new_other_than(Some(e)), e);
+    }
+
+    #[test]
     fn recovery_resumes_after_the_offset_or_the_base() {
         let log = Log { first: 5, last: 20 };
         assert_eq!(recovery_point(&log, &kept(10), None, 100), Some(10), "no offset: the base");
-        assert_eq!(recovery_point(&log, &kept(10), Some(&json!("12")), 100), Some(12));
-        assert_eq!(recovery_point(&log, &kept(10), Some(&json!("4")), 100), Some(4), "5 onwards retained");
-        assert_eq!(recovery_point(&log, &kept(10), Some(&json!("3")), 100), None, "4 evicted");
-        assert_eq!(recovery_point(&log, &kept(10), Some(&json!("21")), 100), None, "beyond the newest");
+        assert_eq!(recovery_point(&log, &kept(10), Some(&offset(12)), 100), Some(12));
+        assert_eq!(recovery_point(&log, &kept(10), Some(&offset(4)), 100), Some(4), "5 onwards retained");
+        assert_eq!(recovery_point(&log, &kept(10), Some(&offset(3)), 100), None, "4 evicted");
+        assert_eq!(recovery_point(&log, &kept(10), Some(&offset(21)), 100), None, "beyond the newest");
         assert_eq!(recovery_point(&log, &kept(10), Some(&json!(12)), 100), None, "not a string");
+        assert_eq!(recovery_point(&log, &kept(10), Some(&json!("12")), 100), None, "no epoch");
         assert_eq!(recovery_point(&log, &kept(10), Some(&json!("x")), 100), None);
-        assert_eq!(recovery_point(&log, &kept(10), Some(&json!("12")), 7), None, "8 missed, room for 7");
-        assert_eq!(recovery_point(&log, &kept(10), Some(&json!("13")), 7), Some(13));
+        assert_eq!(recovery_point(&log, &kept(10), Some(&offset(12)), 7), None, "8 missed, room for 7");
+        assert_eq!(recovery_point(&log, &kept(10), Some(&offset(13)), 7), Some(13));
+    }
+
+    #[test]
+    fn another_history_is_never_resumed_into() {
+        let log = Log { first: 5, last: 20 };
+        let other = Epoch(0x12345678);
+        let from_other = json!(Offset::of(other, 12, &id(12)).to_string());
+        assert_eq!(recovery_point(&log, &kept(10), Some(&from_other), 100), None, "another epoch");
+        assert_eq!(
+            recovery_point(&log, &Kept { epoch: other, ..kept(10) }, None, 100),
+            None,
+            "a base of another epoch"
+        );
+        // The same epoch and seq, another event: the history went back and grew again.
+        let stranger = json!(Offset::of(E, 12, &id(99)).to_string());
+        assert_eq!(recovery_point(&log, &kept(10), Some(&stranger), 100), None);
+        assert!(went_back(&log, &kept(21)), "a session was sent seq 21 of this epoch: it went back");
+        assert!(!went_back(&log, &kept(20)));
+        assert!(!went_back(&log, &Kept { epoch: other, ..kept(21) }));
     }
 }

@@ -29,7 +29,7 @@ use super::error::FeedError;
 use super::event::{NewEvent, StoredEvent};
 use super::idempotency::Keyed;
 use super::paging::{Page, PageRequest, TenantView};
-use super::recovery::{Kept, Owner};
+use super::recovery::{Epoch, Kept, Owner};
 
 /// A result that is there now, or later.
 #[derive(Debug)]
@@ -99,9 +99,10 @@ impl<T, F: Future<Output = Result<T, FeedError>> + Send + 'static> Later<T> for 
 
 /// Where a store's events go: the feed's sockets.
 pub trait Delivery: Send + Sync + 'static {
-    /// Delivers a new event to every subscriber of its tenant. Called in
-    /// `seq` order per tenant, under the tenant's lock: it must not block.
-    fn deliver(&self, event: &Arc<StoredEvent>);
+    /// Delivers a new event of the history `epoch` to every subscriber of
+    /// its tenant. Called in `seq` order per tenant, under the tenant's
+    /// lock: it must not block.
+    fn deliver(&self, event: &Arc<StoredEvent>, epoch: Epoch);
 
     /// The tenant's history here was replaced (a shared store lost or rolled
     /// back what this copy had): its subscribers must start over.
@@ -109,8 +110,8 @@ pub trait Delivery: Send + Sync + 'static {
 }
 
 impl<D: Delivery> Delivery for Arc<D> {
-    fn deliver(&self, event: &Arc<StoredEvent>) {
-        (**self).deliver(event)
+    fn deliver(&self, event: &Arc<StoredEvent>, epoch: Epoch) {
+        (**self).deliver(event, epoch)
     }
 
     fn reset(&self, tenant: &str) {
@@ -193,6 +194,12 @@ pub trait Store: Send + Sync + 'static {
     /// cheaply (Redis) drops none here: the feed checks a session again
     /// when it is taken back.
     fn forget_sessions(&self, still_held: impl Fn(&Kept) -> bool) -> usize;
+
+    /// A kept session proved that the tenant's history went backwards
+    /// within its epoch ([`super::recovery::went_back`]): a shared store
+    /// starts a new epoch (its subscribers start over). The memory store's
+    /// history cannot go back.
+    fn history_went_back(&self, tenant: &str, epoch: Epoch);
 
     /// Whether the store can take writes (`Err` says why not).
     fn readiness(&self) -> Result<(), &'static str>;

@@ -297,6 +297,32 @@ impl RedisServer {
         panic!("redis-server did not restart on port {}: {last}", self.port);
     }
 
+    /// Copies the append-only files as they are now (`appendfsync always`:
+    /// every acknowledged write is in them) to `name` beside them.
+    pub fn copy_aof(&self, name: &str) {
+        let to = self.dir.join(name);
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(self.dir.join("appendonlydir")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+
+    /// Rolls Redis back to the append-only files copied as `name`: kills it,
+    /// puts them in place, starts it again (it loads them).
+    pub fn roll_back_to(&mut self, name: &str) {
+        self.kill();
+        let aof = self.dir.join("appendonlydir");
+        std::fs::remove_dir_all(&aof).unwrap();
+        std::fs::create_dir_all(&aof).unwrap();
+        for entry in std::fs::read_dir(self.dir.join(name)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), aof.join(entry.file_name())).unwrap();
+        }
+        self.restart();
+    }
+
     /// Sends one command and returns the raw RESP reply; panics if Redis
     /// does not answer.
     pub fn redis_cmd(&self, args: &[&str]) -> String {

@@ -15,6 +15,10 @@
 //!
 //! The Redis store keeps one too, as its copy of the logs of the tenants it
 //! serves ([`EventBus::apply`], [`EventBus::replace`]).
+//!
+//! Each log has the [`Epoch`] of its history: in memory the one the bus drew
+//! when the process started (every history starts anew with the process); in
+//! a copy, the shared store's, set when the copy is (re)loaded.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -22,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use crate::feed::recovery::Epoch;
 use crate::feed::{NewEvent, Page, PageRequest, StoredEvent, TenantView};
 
 const SHARDS: usize = 64;
@@ -30,15 +35,17 @@ const SHARDS: usize = 64;
 #[derive(Debug)]
 pub struct TenantLog {
     tenant: Arc<str>,
+    epoch: Epoch,
     next_seq: u64,
     events: VecDeque<Arc<StoredEvent>>,
     index: HashMap<Uuid, u64>,
 }
 
 impl TenantLog {
-    fn new(tenant: Arc<str>, capacity: usize) -> Self {
+    fn new(tenant: Arc<str>, capacity: usize, epoch: Epoch) -> Self {
         TenantLog {
             tenant,
+            epoch,
             next_seq: 1,
             events: VecDeque::with_capacity(capacity.min(64)),
             index: HashMap::with_capacity(capacity.min(64)),
@@ -118,6 +125,14 @@ impl TenantView for TenantLog {
         let seq = *self.index.get(id)?;
         self.position(seq).map(|_| seq)
     }
+
+    fn id_at(&self, seq: u64) -> Option<Uuid> {
+        self.events.get(self.position(seq)?).map(|e| e.id)
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
 }
 
 impl TenantLog {
@@ -159,8 +174,9 @@ impl TenantLog {
     }
 
     /// Replaces the whole log with `events` (consecutive `seq`s, oldest
-    /// first) ending at `last_seq`.
-    fn replace(&mut self, events: Vec<Arc<StoredEvent>>, last_seq: u64, capacity: usize) {
+    /// first) ending at `last_seq`, of the history `epoch`.
+    fn replace(&mut self, events: Vec<Arc<StoredEvent>>, last_seq: u64, epoch: Epoch, capacity: usize) {
+        self.epoch = epoch;
         self.events.clear();
         self.index.clear();
         let skip = events.len().saturating_sub(capacity);
@@ -196,6 +212,8 @@ pub struct EventBus {
     /// Randomly seeded (tenant ids come from clients), cheaper than SipHash.
     hasher: foldhash::fast::RandomState,
     capacity: usize,
+    /// The epoch of the logs this bus creates.
+    epoch: Epoch,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -210,13 +228,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EventBus {
-    /// Logs keeping `capacity` events per tenant.
+    /// Logs keeping `capacity` events per tenant, of a new epoch.
     pub fn new(capacity: usize) -> Self {
         EventBus {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
             hasher: foldhash::fast::RandomState::default(),
             capacity: capacity.max(1),
+            epoch: Epoch::random(),
         }
+    }
+
+    /// The epoch of the logs this bus creates (a copy's is the store's).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
     }
 
     /// Events kept per tenant.
@@ -235,7 +259,7 @@ impl EventBus {
             return log.clone();
         }
         let tenant: Arc<str> = tenant.into();
-        let log = Arc::new(Mutex::new(TenantLog::new(tenant.clone(), self.capacity)));
+        let log = Arc::new(Mutex::new(TenantLog::new(tenant.clone(), self.capacity, self.epoch)));
         shard.insert(tenant, log.clone());
         log
     }
@@ -244,34 +268,45 @@ impl EventBus {
         (self.hasher.hash_one(tenant) as usize) % SHARDS
     }
 
-    /// Stores a new event for `tenant` and delivers it with `deliver`, under
-    /// the tenant's lock: in `seq` order.
-    pub fn append(&self, tenant: &str, new: NewEvent, deliver: impl FnOnce(&Arc<StoredEvent>)) -> Arc<StoredEvent> {
+    /// Stores a new event for `tenant` and delivers it with `deliver` (with
+    /// its history's epoch), under the tenant's lock: in `seq` order.
+    pub fn append(
+        &self,
+        tenant: &str,
+        new: NewEvent,
+        deliver: impl FnOnce(&Arc<StoredEvent>, Epoch),
+    ) -> Arc<StoredEvent> {
         let log = self.log_or_create(tenant);
         let mut log = lock(&log);
         let event = log.append(new, self.capacity);
-        deliver(&event);
+        deliver(&event, log.epoch);
         event
     }
 
     /// Applies an event made by a shared store (another instance, say) to
     /// this copy of the tenant's log, delivering it with `deliver` when it is
     /// the next one — under the tenant's lock, like [`append`](Self::append).
-    pub fn apply(&self, event: &Arc<StoredEvent>, deliver: impl FnOnce(&Arc<StoredEvent>)) -> Applied {
+    pub fn apply(&self, event: &Arc<StoredEvent>, deliver: impl FnOnce(&Arc<StoredEvent>, Epoch)) -> Applied {
         let log = self.log_or_create(event.tenant_id());
         let mut log = lock(&log);
         let applied = log.apply(event, self.capacity);
         if applied == Applied::Appended {
-            deliver(event);
+            deliver(event, log.epoch);
         }
         applied
     }
 
     /// Replaces this copy of the tenant's log with `events` ending at
-    /// `last_seq`, delivering nothing (a copy loaded from a shared store).
-    pub fn replace(&self, tenant: &str, events: Vec<Arc<StoredEvent>>, last_seq: u64) {
+    /// `last_seq`, of the history `epoch`, delivering nothing (a copy loaded
+    /// from a shared store).
+    pub fn replace(&self, tenant: &str, events: Vec<Arc<StoredEvent>>, last_seq: u64, epoch: Epoch) {
         let log = self.log_or_create(tenant);
-        lock(&log).replace(events, last_seq, self.capacity);
+        lock(&log).replace(events, last_seq, epoch, self.capacity);
+    }
+
+    /// The epoch of this copy of the tenant's history, if it exists here.
+    pub fn epoch_of(&self, tenant: &str) -> Option<Epoch> {
+        self.log(tenant).map(|l| lock(&l).epoch)
     }
 
     /// The id of the tenant's event `seq`, if this log still has it.
@@ -345,7 +380,7 @@ mod tests {
     }
 
     fn post(bus: &EventBus, tenant: &str, msg: &str) -> Arc<StoredEvent> {
-        bus.append(tenant, NewEvent::new(msg.to_owned(), "u".to_owned()), |_| {})
+        bus.append(tenant, NewEvent::new(msg.to_owned(), "u".to_owned()), |_, _| {})
     }
 
     fn seqs(p: &Page) -> Vec<u64> {
@@ -465,19 +500,21 @@ mod tests {
         let made: Vec<_> = (1..=5).map(|i| post(&origin, "a", &i.to_string())).collect();
         let rec = Recorder::default();
         let copy = EventBus::new(3);
-        copy.replace("a", made[..2].to_vec(), 2);
-        assert_eq!(copy.apply(&made[1], |e| rec.deliver(e)), Applied::Duplicate);
-        assert_eq!(copy.apply(&made[3], |e| rec.deliver(e)), Applied::Gap { last_seq: 2 });
-        assert_eq!(copy.apply(&made[2], |e| rec.deliver(e)), Applied::Appended);
-        assert_eq!(copy.apply(&made[3], |e| rec.deliver(e)), Applied::Appended);
-        assert_eq!(copy.apply(&made[4], |e| rec.deliver(e)), Applied::Appended);
+        let epoch = crate::feed::recovery::Epoch::random();
+        copy.replace("a", made[..2].to_vec(), 2, epoch);
+        assert_eq!(copy.epoch_of("a"), Some(epoch), "a copy has the store's epoch");
+        assert_eq!(copy.apply(&made[1], |e, _| rec.deliver(e)), Applied::Duplicate);
+        assert_eq!(copy.apply(&made[3], |e, _| rec.deliver(e)), Applied::Gap { last_seq: 2 });
+        assert_eq!(copy.apply(&made[2], |e, _| rec.deliver(e)), Applied::Appended);
+        assert_eq!(copy.apply(&made[3], |e, _| rec.deliver(e)), Applied::Appended);
+        assert_eq!(copy.apply(&made[4], |e, _| rec.deliver(e)), Applied::Appended);
         assert_eq!(seqs(&copy.latest("a", 10)), vec![3, 4, 5], "capacity holds");
         assert!(copy.get("a", &made[0].id).is_none(), "evicted ids leave the index");
         assert_eq!(copy.after("a", &made[2].id, 10).events.len(), 2);
         let delivered: Vec<u64> = rec.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
         assert_eq!(delivered, vec![3, 4, 5], "only appended events are delivered");
         // A longer history than the capacity keeps the newest.
-        copy.replace("b", made.clone(), 5);
+        copy.replace("b", made.clone(), 5, epoch);
         assert_eq!(seqs(&copy.latest("b", 10)), vec![3, 4, 5]);
         assert_eq!(copy.last_seq("b"), Some(5));
         assert_eq!(copy.last_seq("nobody"), None);
@@ -518,7 +555,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..1000 {
                         let new = NewEvent::new("m".to_owned(), "u".to_owned());
-                        b.append(&format!("t{}", (w + i) % 5), new, |e| rec.deliver(e));
+                        b.append(&format!("t{}", (w + i) % 5), new, |e, _| rec.deliver(e));
                     }
                 })
             })

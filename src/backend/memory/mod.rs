@@ -20,7 +20,7 @@ pub use log::{Applied, EventBus, TenantLog};
 pub use sessions::Sessions;
 
 use crate::feed::idempotency::{KeyLimits, Keyed};
-use crate::feed::recovery::Kept;
+use crate::feed::recovery::{Epoch, Kept};
 use crate::feed::store::{Answer, Appended, Delivery, Found, Later, Opening, Store};
 use crate::feed::{FeedError, NewEvent, Page, PageRequest};
 
@@ -73,7 +73,9 @@ impl Store for MemoryStore {
         delivery: &D,
     ) -> Answer<Result<Appended, FeedError>, impl Later<Appended> + use<D>> {
         let Some(keyed) = keyed else {
-            return Answer::now(Ok(Appended::new(self.bus.append(tenant, event, |e| delivery.deliver(e)))));
+            return Answer::now(Ok(Appended::new(
+                self.bus.append(tenant, event, |e, epoch| delivery.deliver(e, epoch)),
+            )));
         };
         // The tenant's keys stay locked from the lookup to the remembering:
         // two writes with one key never both append.
@@ -82,7 +84,7 @@ impl Store for MemoryStore {
             Err(e) => Err(e),
             Ok(Some(event)) => Ok(Appended { event, replayed: true, forgotten: 0 }),
             Ok(None) => {
-                let event = self.bus.append(tenant, event, |e| delivery.deliver(e));
+                let event = self.bus.append(tenant, event, |e, epoch| delivery.deliver(e, epoch));
                 let forgotten = keys.remember(&keyed, event.clone());
                 Ok(Appended { event, replayed: false, forgotten })
             }
@@ -123,6 +125,10 @@ impl Store for MemoryStore {
 
     fn forget_sessions(&self, still_held: impl Fn(&Kept) -> bool) -> usize {
         self.sessions.retain(still_held)
+    }
+
+    fn history_went_back(&self, _tenant: &str, _epoch: Epoch) {
+        // One process holds the history from its start: it cannot go back.
     }
 
     fn readiness(&self) -> Result<(), &'static str> {

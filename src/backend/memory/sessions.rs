@@ -144,6 +144,7 @@ mod tests {
             jwt: None,
             rooms: vec!["tenant:t".into()],
             base_seq: 3,
+            epoch: crate::feed::recovery::Epoch::parse("0000abcd").unwrap(),
         }
     }
 

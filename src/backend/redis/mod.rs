@@ -143,6 +143,14 @@ pub(crate) enum Control {
         /// Answered once the copy is there (or cannot be made).
         reply: oneshot::Sender<Result<(), FeedError>>,
     },
+    /// A kept session proved the tenant's history went back within `epoch`:
+    /// reload the copy, with a new epoch in Redis if it is still that one.
+    WentBack {
+        /// The tenant.
+        tenant: Arc<str>,
+        /// The epoch the history went back in.
+        epoch: crate::feed::recovery::Epoch,
+    },
     /// The subscription of this generation stopped answering pings.
     SubscriptionLost {
         /// Which subscription.

@@ -96,6 +96,7 @@ impl Inner {
                                 ("jwt", jwt),
                                 ("iat", &iat),
                                 ("jti", jti),
+                                ("epoch", &kept.epoch.to_string()),
                             ],
                         )
                         .ignore()

@@ -16,17 +16,18 @@ use super::{Control, SessionOp, Shared, hex};
 use crate::backend::memory::{EventBus, TenantLog};
 use crate::feed::event::PreparedEvent;
 use crate::feed::idempotency::{KeyLimits, Keyed};
-use crate::feed::recovery::{Kept, KeptJwt, Owner};
+use crate::feed::recovery::{Epoch, Kept, KeptJwt, Owner};
 use crate::feed::store::{Answer, Appended, Delivery, Found, Later, Opening, Store};
 use crate::feed::{FeedError, NewEvent, Page, PageRequest, StoredEvent, tenant_room};
 use eventfeed_protocol::adapter as wire;
 
 /// Allocates the next `seq`, stores the event, trims the log to capacity
 /// (dropping evicted ids from the index) and publishes it — one atomic step.
-/// KEYS: seq, log, ids, and for a keyed write the key's value and the
+/// KEYS: seq, log, ids, epoch, and for a keyed write the key's value and the
 /// tenant's keys in order. ARGV: capacity, id, JSON head, JSON tail, message
-/// head, message tail, channel, and for a keyed write the message digest
-/// (hex), the window (ms), the most keys per tenant, now (ms).
+/// head, message tail, channel, a new epoch (the history's when it has none:
+/// it starts now), and for a keyed write the message digest (hex), the
+/// window (ms), the most keys per tenant, now (ms).
 ///
 /// A keyed write whose key is there answers `{-2, json}` (the event it made)
 /// or `{-1}` (another message); else the event is stored, the key
@@ -34,14 +35,15 @@ use eventfeed_protocol::adapter as wire;
 /// in the tenant's keys, the oldest forgotten beyond the bound. Returns
 /// `{seq, forgotten}`.
 const APPEND: &str = r#"
-local keyed = #KEYS == 5
+local keyed = #KEYS == 6
 if keyed then
-  local v = redis.call('GET', KEYS[4])
+  local v = redis.call('GET', KEYS[5])
   if v then
-    if string.sub(v, 1, 64) ~= ARGV[8] then return {-1} end
+    if string.sub(v, 1, 64) ~= ARGV[9] then return {-1} end
     return {-2, string.sub(v, 66)}
   end
 end
+if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], ARGV[8]) end
 local seq = redis.call('INCR', KEYS[1])
 local s = string.format('%d', seq)
 redis.call('RPUSH', KEYS[2], ARGV[3] .. s .. ARGV[4])
@@ -56,31 +58,41 @@ end
 redis.call('PUBLISH', ARGV[7], ARGV[5] .. cmsgpack.pack(seq) .. ARGV[6])
 local forgotten = 0
 if keyed then
-  local window = tonumber(ARGV[9])
-  local now = tonumber(ARGV[11])
-  redis.call('SET', KEYS[4], ARGV[8] .. '|' .. ARGV[3] .. s .. ARGV[4], 'PX', window)
-  forgotten = redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
-  redis.call('ZADD', KEYS[5], now, KEYS[4])
-  local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[10])
+  local window = tonumber(ARGV[10])
+  local now = tonumber(ARGV[12])
+  redis.call('SET', KEYS[5], ARGV[9] .. '|' .. ARGV[3] .. s .. ARGV[4], 'PX', window)
+  forgotten = redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - window)
+  redis.call('ZADD', KEYS[6], now, KEYS[5])
+  local over = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[11])
   if over > 0 then
-    local oldest = redis.call('ZPOPMIN', KEYS[5], over)
+    local oldest = redis.call('ZPOPMIN', KEYS[6], over)
     for i = 1, #oldest, 2 do redis.call('DEL', oldest[i]) end
     forgotten = forgotten + over
   end
-  redis.call('PEXPIRE', KEYS[5], window)
+  redis.call('PEXPIRE', KEYS[6], window)
 end
 return {seq, forgotten}
 "#;
 
-/// Reads a tenant's log consistently. KEYS: seq, log, ids. ARGV: mode
-/// (`latest`, `after_id`, `after_seq`, `get`), its argument, limit.
-/// Returns `{last_seq, first_seq, status, has_more, anchor, events…}`;
+/// Reads a tenant's log consistently. KEYS: seq, log, ids, epoch. ARGV: mode
+/// (`latest`, `after_id`, `after_seq`, `get`), its argument, limit, a new
+/// epoch, and what to do with it: `ensure` (the history's when it has none),
+/// `bump:<epoch>` (the history's when its epoch is still that one: it went
+/// back), or nothing.
+/// Returns `{last_seq, first_seq, status, has_more, anchor, epoch, events…}`
+/// (`epoch` empty when the history has none);
 /// status 0 is fine, 1 means the id or `seq` asked for is no longer retained
 /// (gap), 2 means the `seq` asked for is newer than the newest (the history
 /// was lost). `anchor` is, for `after_seq`, the id of the event at that `seq`
 /// when it is retained (so the caller can tell it is the same history), else
 /// empty. An index entry that does not match the log is treated as absent.
 const READ: &str = r#"
+local epoch = redis.call('GET', KEYS[4])
+if (ARGV[5] == 'ensure' and not epoch) or (epoch and ARGV[5] == 'bump:' .. epoch) then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[4], epoch)
+end
+epoch = epoch or ''
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n = redis.call('LLEN', KEYS[2])
 local first = last - n + 1
@@ -99,20 +111,20 @@ elseif mode == 'after_id' then
   if not s or start < 1 or start > n then start = 0; status = 1 end
 elseif mode == 'after_seq' then
   local s = tonumber(ARGV[2])
-  if s > last then return {last, first, 2, 0, ''} end
-  if s + 1 < first then return {last, first, 1, 0, ''} end
+  if s > last then return {last, first, 2, 0, '', epoch} end
+  if s + 1 < first then return {last, first, 1, 0, '', epoch} end
   if s >= first then anchor = id_of(redis.call('LINDEX', KEYS[2], s - first)) end
   start = s - first + 1
 elseif mode == 'get' then
   local s = redis.call('HGET', KEYS[3], ARGV[2])
-  if not s then return {last, first, 1, 0, ''} end
+  if not s then return {last, first, 1, 0, '', epoch} end
   local i = tonumber(s) - first
-  if i < 0 or i >= n then return {last, first, 1, 0, ''} end
+  if i < 0 or i >= n then return {last, first, 1, 0, '', epoch} end
   local e = redis.call('LINDEX', KEYS[2], i)
-  if not e or id_of(e) ~= ARGV[2] then return {last, first, 1, 0, ''} end
-  return {last, first, 0, 0, '', e}
+  if not e or id_of(e) ~= ARGV[2] then return {last, first, 1, 0, '', epoch} end
+  return {last, first, 0, 0, '', epoch, e}
 end
-local out = {last, first, status, 0, anchor}
+local out = {last, first, status, 0, anchor, epoch}
 if start < n and limit > 0 then
   local events = redis.call('LRANGE', KEYS[2], start, start + limit - 1)
   for i = 1, #events do out[#out + 1] = events[i] end
@@ -123,13 +135,13 @@ return out
 
 /// Takes a kept session if the credentials match (else leaves it for its
 /// owner). KEYS: the session. ARGV: tenant, user, token digest (hex).
-/// Returns `{sid, base_seq, jwt, iat, jti}` (the last three "" when absent)
-/// or nil.
+/// Returns `{sid, base_seq, jwt, iat, jti, epoch}` (the last four "" when
+/// absent) or nil.
 const TAKE_SESSION: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 'tenant', 'user', 'digest', 'sid', 'base_seq', 'jwt', 'iat', 'jti')
+local v = redis.call('HMGET', KEYS[1], 'tenant', 'user', 'digest', 'sid', 'base_seq', 'jwt', 'iat', 'jti', 'epoch')
 if v[1] == ARGV[1] and v[2] == ARGV[2] and v[3] == ARGV[3] then
   redis.call('DEL', KEYS[1])
-  return {v[4], v[5], v[6] or '', v[7] or '', v[8] or ''}
+  return {v[4], v[5], v[6] or '', v[7] or '', v[8] or '', v[9] or ''}
 end
 return false
 "#;
@@ -142,7 +154,20 @@ pub(crate) struct LogRead {
     pub has_more: bool,
     /// For `after_seq`: the id of the event at that `seq` in the store.
     pub anchor: Option<Uuid>,
+    /// The history's epoch (`None`: it has none yet).
+    pub epoch: Option<Epoch>,
     pub events: Vec<Arc<StoredEvent>>,
+}
+
+/// What a read does with the history's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EpochIs {
+    /// Nothing.
+    AsItIs,
+    /// Gives the history one if it has none.
+    Ensured,
+    /// Starts a new one if it is still this one (the history went back).
+    NotStill(Epoch),
 }
 
 /// How a tenant's log is read ([`READ`]'s modes).
@@ -228,13 +253,18 @@ impl Inner {
         format!("{}:{{{tenant}}}:{what}", self.shared.config.prefix)
     }
 
-    /// The KEYS of the append and read scripts: the tenant's seq, log and ids.
+    /// The KEYS of the append and read scripts: the tenant's seq, log, ids
+    /// and epoch.
     fn tenant_keys<'a, 'b>(
         &self,
         invocation: &'b mut redis::ScriptInvocation<'a>,
         tenant: &str,
     ) -> &'b mut redis::ScriptInvocation<'a> {
-        invocation.key(self.key(tenant, "seq")).key(self.key(tenant, "log")).key(self.key(tenant, "ids"))
+        invocation
+            .key(self.key(tenant, "seq"))
+            .key(self.key(tenant, "log"))
+            .key(self.key(tenant, "ids"))
+            .key(self.key(tenant, "epoch"))
     }
 
     /// Where a keyed write's key is remembered, and the tenant's keys in order.
@@ -280,7 +310,8 @@ impl Inner {
             .arg(&prepared.json_tail)
             .arg(&template.head)
             .arg(&template.tail)
-            .arg(&channel);
+            .arg(&channel)
+            .arg(Epoch::random().to_string());
         if let Some(keyed) = &keyed {
             let (value, order) = keyed.keys.clone();
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
@@ -341,6 +372,19 @@ impl Inner {
 
     /// Reads the tenant's log as `mode` says, at most `limit` events.
     pub(crate) async fn read_log(&self, tenant: &str, mode: ReadMode<'_>, limit: usize) -> Result<LogRead, FeedError> {
+        self.read_log_epoch(tenant, mode, limit, EpochIs::AsItIs).await
+    }
+
+    /// [`read_log`](Self::read_log), making sure the history has an epoch
+    /// (a copy is being loaded), or starting a new one if it is still
+    /// `went_back` (it went back within that epoch).
+    pub(crate) async fn read_log_epoch(
+        &self,
+        tenant: &str,
+        mode: ReadMode<'_>,
+        limit: usize,
+        epoch: EpochIs,
+    ) -> Result<LogRead, FeedError> {
         let (name, arg) = match mode {
             ReadMode::Latest => ("latest", String::new()),
             ReadMode::AfterId(id) => ("after_id", id.to_string()),
@@ -349,7 +393,17 @@ impl Inner {
         };
         let mut conn = self.shared.conn.clone();
         let mut invocation = self.read.prepare_invoke();
-        self.tenant_keys(&mut invocation, tenant).arg(name).arg(arg).arg(limit.min(self.capacity));
+        let epoch = match epoch {
+            EpochIs::AsItIs => String::new(),
+            EpochIs::Ensured => "ensure".to_owned(),
+            EpochIs::NotStill(went_back) => format!("bump:{went_back}"),
+        };
+        self.tenant_keys(&mut invocation, tenant)
+            .arg(name)
+            .arg(arg)
+            .arg(limit.min(self.capacity))
+            .arg(Epoch::random().to_string())
+            .arg(epoch);
         let reply: Vec<RValue> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
         parse_read(tenant, reply).ok_or_else(|| {
             tracing::error!(tenant, "unexpected answer from the read script");
@@ -400,9 +454,11 @@ impl Inner {
         let mut conn = self.shared.conn.clone();
         let mut invocation = self.take_session.prepare_invoke();
         invocation.key(self.session_key(pid)).arg(&owner.tenant).arg(&owner.user).arg(&digest);
-        type Taken = (String, u64, String, String, String);
+        type Taken = (String, u64, String, String, String, String);
         let found: Option<Taken> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
-        Ok(found.map(|(sid, base_seq, jwt, iat, jti)| Kept {
+        Ok(found.map(|(sid, base_seq, jwt, iat, jti, epoch)| Kept {
+            // A session of a history without an epoch: one no history has.
+            epoch: Epoch::parse(&epoch).unwrap_or_else(Epoch::random),
             sid,
             tenant: owner.tenant.clone(),
             user: owner.user.clone(),
@@ -510,6 +566,16 @@ impl Store for RedisStore {
         if self.0.shared.is_ready() { Ok(()) } else { Err("redis unavailable") }
     }
 
+    fn history_went_back(&self, tenant: &str, epoch: Epoch) {
+        // The subscription task reloads the copy, starting a new epoch in
+        // Redis if the history is still of this one, and closes the
+        // tenant's sockets here (they start over).
+        let control = Control::WentBack { tenant: tenant.into(), epoch };
+        if self.0.control.try_send(control).is_err() {
+            tracing::warn!(tenant, "could not ask for a new epoch (the sync task is busy); the next fetch will see it");
+        }
+    }
+
     fn forget_sessions(&self, _still_held: impl Fn(&Kept) -> bool) -> usize {
         // Kept sessions live in Redis under their pids, shared by the fleet:
         // each is checked against the credentials when it is taken back.
@@ -547,6 +613,10 @@ fn parse_read(tenant: &str, reply: Vec<RValue>) -> Option<LogRead> {
         RValue::BulkString(b) => std::str::from_utf8(&b).ok().and_then(|s| Uuid::try_parse(s).ok()),
         _ => None,
     };
+    let epoch = match it.next()? {
+        RValue::BulkString(b) => std::str::from_utf8(&b).ok().and_then(Epoch::parse),
+        _ => None,
+    };
     let tenant: Arc<str> = tenant.into();
     let mut events = Vec::with_capacity(it.len());
     for v in it {
@@ -554,5 +624,5 @@ fn parse_read(tenant: &str, reply: Vec<RValue>) -> Option<LogRead> {
         let json = String::from_utf8(bytes).ok()?;
         events.push(Arc::new(StoredEvent::from_json(&tenant, json)?));
     }
-    Some(LogRead { last_seq: u64::try_from(last).ok()?, status, has_more, anchor, events })
+    Some(LogRead { last_seq: u64::try_from(last).ok()?, status, has_more, anchor, epoch, events })
 }

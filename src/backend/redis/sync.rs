@@ -11,9 +11,13 @@
 //!   the tenant's lock); an older one is a duplicate and dropped; a newer one
 //!   means a hole: it waits while the missing events are fetched from the
 //!   store, then everything is applied in order;
-//! - an event whose `seq` the copy has under another id, or a fetch whose
-//!   anchor (the id at the copy's newest `seq`) differs, means the store's
-//!   history was lost and began again: the copy is reset (below);
+//! - an event whose `seq` the copy has under another id, a fetch whose
+//!   anchor (the id at the copy's newest `seq`) differs or whose history is
+//!   behind the copy, or another epoch, means the store's history was lost
+//!   or went back, and began again: the copy is reset (below). When the
+//!   store's epoch did not change with it (a Redis rolled back to an older
+//!   append-only file), the reload starts a new one: `seq`s are never
+//!   reused within an epoch, and no offset of the old history resumes;
 //! - stored events of another deployment on the same Redis (another key
 //!   prefix: another store uid) are ignored;
 //! - when the subscription drops, every copy is marked stale; once it is back,
@@ -42,9 +46,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Inner, LogRead, ReadMode, RedisStore};
+use super::store::{EpochIs, Inner, LogRead, ReadMode, RedisStore};
 use super::{Control, RedisAdapter, Shared};
 use crate::backend::memory::Applied;
+use crate::feed::recovery::Epoch;
 use crate::feed::{Delivery, FeedError, StoredEvent, tenant_room};
 use crate::sio::Namespaces;
 use eventfeed_protocol::adapter::{self as wire, Broadcast};
@@ -73,6 +78,9 @@ struct TenantSync {
     /// The next fetch reloads the whole copy and closes the tenant's sockets
     /// (their history could not be completed).
     reset: bool,
+    /// With `reset`: the history went back within this epoch; the reload
+    /// starts a new one if the store's is still it.
+    bump: Option<Epoch>,
     /// Live events waiting for the copy to catch up, by `seq`.
     pending: BTreeMap<u64, Arc<StoredEvent>>,
     /// Connecting sockets waiting for the next fetch to start and end.
@@ -199,6 +207,7 @@ impl<D: Delivery> SyncTask<D> {
                 _ = shutdown.cancelled() => break,
                 Some(request) = control.recv() => match request {
                     Control::Load { tenant, fresh, reply } => self.load(tenant, fresh, reply),
+                    Control::WentBack { tenant, epoch } => self.went_back(&tenant, epoch),
                     Control::SubscriptionLost { generation: g } if g == generation && stream.is_some() => {
                         tracing::warn!("redis subscription stopped answering; reconnecting");
                         stream = None;
@@ -299,12 +308,16 @@ impl<D: Delivery> SyncTask<D> {
             Some(last) if t.loaded && !t.reset => FetchKind::After(last),
             _ => FetchKind::Load,
         };
+        let epoch = match t.bump.take() {
+            Some(went_back) => EpochIs::NotStill(went_back),
+            None => EpochIs::Ensured,
+        };
         let store = self.store.clone();
         let tenant = tenant.clone();
         let capacity = store.capacity;
         self.fetches.push(Box::pin(async move {
             let result = match kind {
-                FetchKind::Load => store.read_log(&tenant, ReadMode::Latest, capacity).await,
+                FetchKind::Load => store.read_log_epoch(&tenant, ReadMode::Latest, capacity, epoch).await,
                 FetchKind::After(seq) => store.read_log(&tenant, ReadMode::AfterSeq(seq), capacity).await,
             };
             Fetched { tenant, kind, result }
@@ -356,7 +369,10 @@ impl<D: Delivery> SyncTask<D> {
         match kind {
             FetchKind::Load => {
                 let reset = std::mem::take(&mut t.reset);
-                self.store.bus.replace(&tenant, read.events, read.last_seq);
+                // A history without an epoch (an old store; raced by a flush):
+                // one no offset has, so nothing resumes into it.
+                let epoch = read.epoch.unwrap_or_else(Epoch::random);
+                self.store.bus.replace(&tenant, read.events, read.last_seq, epoch);
                 t.loaded = true;
                 inflight.into_iter().for_each(|w| drop(w.send(Ok(()))));
                 if reset {
@@ -376,8 +392,15 @@ impl<D: Delivery> SyncTask<D> {
                     (Some(theirs), Some(mine)) => theirs == mine,
                     _ => true,
                 };
-                if read.status != 0 || !same_history {
-                    tracing::warn!(tenant = %tenant, status = read.status, same_history, "the store no longer has what this copy missed (evicted, or its history was lost); reloading and closing this tenant's sockets so they recover or start from a snapshot");
+                let copy_epoch = self.store.bus.epoch_of(&tenant);
+                let same_epoch = read.epoch.is_some() && read.epoch == copy_epoch;
+                if read.status != 0 || !same_history || !same_epoch {
+                    tracing::warn!(tenant = %tenant, status = read.status, same_history, same_epoch, "the store no longer has what this copy missed (evicted, or its history was lost or went back); reloading and closing this tenant's sockets so they recover or start from a snapshot");
+                    // Behind the copy, or another event at the copy's newest
+                    // `seq`, in the same epoch: the history went back.
+                    if same_epoch && (read.status == 2 || !same_history) {
+                        t.bump = copy_epoch;
+                    }
                     t.reset = true;
                     t.pending.clear();
                     t.waiting.extend(inflight);
@@ -390,7 +413,7 @@ impl<D: Delivery> SyncTask<D> {
                     t.needs_fetch = true;
                 }
                 for event in &read.events {
-                    let applied = self.store.bus.apply(event, |e| self.delivery.deliver(e));
+                    let applied = self.store.bus.apply(event, |e, epoch| self.delivery.deliver(e, epoch));
                     if applied == Applied::Appended {
                         self.shared.metrics.missed_events_fetched.inc();
                     }
@@ -406,6 +429,21 @@ impl<D: Delivery> SyncTask<D> {
         self.drain_pending(&tenant, progressed);
     }
 
+    /// A kept session proved the history went back within `epoch`: reload
+    /// the copy (closing the tenant's sockets here), starting a new epoch
+    /// in Redis if the history's is still that one.
+    fn went_back(&mut self, tenant: &Arc<str>, epoch: Epoch) {
+        let Some(t) = self.tenants.get_mut(tenant) else { return };
+        if self.store.bus.epoch_of(tenant) != Some(epoch) {
+            return;
+        }
+        t.reset = true;
+        t.bump = Some(epoch);
+        t.pending.clear();
+        self.shared.metrics.resets.inc();
+        self.fetch(tenant);
+    }
+
     /// Applies the waiting live events that now follow the copy. A hole that
     /// remains is fetched at once if the last fetch made progress, else on the
     /// next retry tick (a hole the store cannot fill is not retried in a loop).
@@ -413,7 +451,7 @@ impl<D: Delivery> SyncTask<D> {
         let Some(t) = self.tenants.get_mut(tenant) else { return };
         let mut duplicates = Vec::new();
         while let Some(entry) = t.pending.first_entry() {
-            match self.store.bus.apply(entry.get(), |e| self.delivery.deliver(e)) {
+            match self.store.bus.apply(entry.get(), |e, epoch| self.delivery.deliver(e, epoch)) {
                 Applied::Appended => {
                     entry.remove();
                 }
@@ -521,7 +559,7 @@ impl<D: Delivery> SyncTask<D> {
             wait(t, event);
             return;
         }
-        match self.store.bus.apply(&event, |e| self.delivery.deliver(e)) {
+        match self.store.bus.apply(&event, |e, epoch| self.delivery.deliver(e, epoch)) {
             Applied::Appended if t.pending.is_empty() => {}
             Applied::Appended => self.drain_pending(&tenant, false),
             Applied::Gap { .. } => {
@@ -543,8 +581,12 @@ impl<D: Delivery> SyncTask<D> {
             Some(known) if known == event.id => {}
             Some(_) => {
                 tracing::warn!(tenant = %tenant, seq = event.seq, "the store's history of this tenant was lost and began again; reloading and closing this tenant's sockets");
+                let copy_epoch = self.store.bus.epoch_of(tenant);
                 if let Some(t) = self.tenants.get_mut(tenant) {
                     t.reset = true;
+                    // If the store's epoch is still the copy's, it went back
+                    // without one: the reload starts a new epoch.
+                    t.bump = copy_epoch;
                     t.pending.clear();
                 }
                 self.shared.metrics.resets.inc();

@@ -52,7 +52,7 @@ use super::delivery::send_event;
 use super::error::FeedError;
 use super::event::{array_json, page_json};
 use super::paging::{TenantView, since_member};
-use super::recovery::{Kept, Owner, recovery_point};
+use super::recovery::{Kept, Owner, recovery_point, went_back};
 use super::store::{Answer, Opening, Store};
 use super::{Feed, SNAPSHOT_LIMIT, TENANT_ROOM_PREFIX, tenant_room};
 use crate::engine::Conn;
@@ -217,7 +217,19 @@ impl<S: Store> Gateway<S> {
                 let point = if self.feed.credentials.keeps(&kept) {
                     let room_for = self.feed.config.max_recovered_events;
                     let store = &self.feed.store;
-                    store.with_tenant(&kept.tenant, |log| recovery_point(log, &kept, offset.as_ref(), room_for))
+                    let (point, back) = store.with_tenant(&kept.tenant, |log| {
+                        (
+                            recovery_point(log, &kept, offset.as_ref(), room_for),
+                            went_back(log, &kept).then(|| log.epoch()),
+                        )
+                    });
+                    if let Some(epoch) = back {
+                        // This session was sent events the history no longer
+                        // reaches: it went back, and starts a new epoch.
+                        tracing::warn!(tenant = %principal.tenant, "a kept session is ahead of the tenant's history: the history went back; starting a new epoch");
+                        store.history_went_back(&kept.tenant, epoch);
+                    }
+                    point
                 } else {
                     tracing::info!(target: "audit", action = "connect", outcome = "not_recoverable", reason = "revoked", tenant = %principal.tenant, user = %principal.user, peer = %peer, "the kept session's credentials were revoked; fresh session");
                     None
@@ -323,6 +335,9 @@ impl<S: Store> NamespaceHandler for Gateway<S> {
         let room = tenant_room(&who.tenant);
         let with_offsets = self.feed.config.recovery();
         self.feed.store.with_tenant(&who.tenant, |log| {
+            let epoch = log.epoch();
+            let _ = session.base_epoch.set(epoch);
+            let offset_in = with_offsets.then_some(epoch);
             // Under the tenant's lock: nothing is appended (or delivered) until
             // the socket is in the room and has its starting events queued.
             socket.join(&room);
@@ -330,7 +345,7 @@ impl<S: Store> NamespaceHandler for Gateway<S> {
                 Start::Recover { after_seq } => match log.after_seq(*after_seq, usize::MAX) {
                     Some(page) => {
                         for e in &page.events {
-                            send_event(socket, e, with_offsets);
+                            send_event(socket, e, offset_in);
                         }
                         *after_seq
                     }

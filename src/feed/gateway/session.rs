@@ -7,13 +7,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use uuid::Uuid;
 
 use crate::feed::auth::{Credential, JwtGrant, Principal, Role};
-use crate::feed::recovery::{Kept, KeptJwt};
+use crate::feed::recovery::{Epoch, Kept, KeptJwt};
 use crate::feed::tenant_room;
 use crate::sio::Event;
 
@@ -88,6 +88,8 @@ pub struct Session {
     /// The last `seq` the socket was sent in full at connect (snapshot,
     /// replay or recovery point), for a later recovery without an offset.
     pub(super) base_seq: AtomicU64,
+    /// The epoch of the history `base_seq` is of (set at connect).
+    pub(super) base_epoch: OnceLock<Epoch>,
     /// Requests waiting behind one the store answers later.
     requests: Mutex<Requests>,
 }
@@ -125,6 +127,7 @@ impl Session {
             expiry: Mutex::new(expiry),
             start,
             base_seq: AtomicU64::new(0),
+            base_epoch: OnceLock::new(),
             requests: Mutex::new(Requests::default()),
         }
     }
@@ -198,6 +201,8 @@ impl Session {
             token_digest: self.binding,
             rooms: vec![tenant_room(&who.tenant)],
             base_seq: self.base_seq.load(Ordering::Relaxed),
+            // Not connected yet: an epoch no history has.
+            epoch: self.base_epoch.get().copied().unwrap_or_else(Epoch::random),
             jwt,
         }
     }
