@@ -15,6 +15,10 @@
 //   NB_BACKEND_MAX_BODY                     65536 bytes (REST body)
 //   NB_BACKEND_RECOVERY_WINDOW              0 here (off); > 0 turns on socket.io's
 //                                           connectionStateRecovery for that many ms
+//   NB_BACKEND_REDIS_URL                    none; set: several instances as one with the
+//                                           official @socket.io/redis-adapter (broadcasts
+//                                           only: each instance keeps its own store, as a
+//                                           Node deployment of this contract would)
 // There is no rate limiting (eventfeed is benchmarked with it off).
 //
 // Prints "listening on HOST:PORT" once listening.
@@ -385,6 +389,18 @@ const io = new Server(httpServer, {
 io.engine.on("connection", (rawSocket) => {
   rawSocket.request = null;
 });
+
+const REDIS_URL = process.env.NB_BACKEND_REDIS_URL || "";
+if (REDIS_URL) {
+  const { createClient } = await import("redis");
+  const { createAdapter } = await import("@socket.io/redis-adapter");
+  const pub = createClient({ url: REDIS_URL });
+  const sub = pub.duplicate();
+  // A Redis that goes away is retried by the client; log, never crash.
+  for (const c of [pub, sub]) c.on("error", (e) => console.error(`baseline: redis: ${e.message}`));
+  await Promise.all([pub.connect(), sub.connect()]);
+  io.adapter(createAdapter(pub, sub));
+}
 
 events = io.of(NAMESPACE);
 
