@@ -18,6 +18,7 @@ need() { packages+=("$1") checks+=("$2") reasons+=("$3"); }
 need "nodejs npm" "command -v node && command -v npm" "the official Node clients drive the servers under test"
 need "redis-server" "command -v redis-server" "the Redis-mode tests start their own"
 need "curl" "command -v curl" "a test follows an event stream with curl -N, as a user would"
+need "chromium" "command -v chromium" "the browser tests drive the web page in headless Chromium"
 
 say() { echo "test.sh: $*" >&2; }
 

@@ -175,6 +175,9 @@ impl<S: Store, A: Adapter> App<S, A> {
         let nsp_label = self.nsp_label;
         let refresh = move |m: &Metrics| {
             m.streams.set(streams.open() as i64);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                m.tasks.set(rt.metrics().num_alive_tasks() as i64);
+            }
             let (polling, websocket) = engine.sessions_by_transport();
             m.connections.get_or_create(&vec![("transport", "polling")]).set(polling as i64);
             m.connections.get_or_create(&vec![("transport", "websocket")]).set(websocket as i64);

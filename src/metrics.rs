@@ -98,6 +98,9 @@ pub struct Metrics {
     pub delivery_failures: Counter,
     /// Open Server-Sent Events streams (set when scraped).
     pub streams: Gauge,
+    /// Tasks alive in the runtime (set when scraped): flat under a steady
+    /// load, so a leak of per-connection tasks shows.
+    pub tasks: Gauge,
     /// Event records queued to streams.
     pub stream_deliveries: Counter,
     /// Writes refused by a rate limit, by scope (`user`, `tenant`).
@@ -152,6 +155,7 @@ impl Metrics {
             deliveries: Counter::default(),
             delivery_failures: Counter::default(),
             streams: Gauge::default(),
+            tasks: Gauge::default(),
             stream_deliveries: Counter::default(),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
@@ -177,6 +181,7 @@ impl Metrics {
             m.delivery_failures.clone(),
         );
         registry.register("streams", "Open Server-Sent Events streams", m.streams.clone());
+        registry.register("tasks", "Tasks alive in the server's runtime", m.tasks.clone());
         registry.register(
             "stream_deliveries",
             "Event records queued to Server-Sent Events streams",

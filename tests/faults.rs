@@ -4,6 +4,8 @@
 //!
 //! - jitter: 50 websocket subscribers over 3 tenants, 100 events/s for 10 s,
 //!   every subscriber connection cut at a random age of 2–8 s;
+//! - polling: 30 long-polling subscribers on one instance, their
+//!   connections cut at random (one per client every 5 s on average);
 //! - deploy: 2 instances in Redis mode, each in turn stopped (SIGTERM) and
 //!   started again while the load runs;
 //! - publisher cuts: the publishers' own connections cut mid-request and
@@ -74,6 +76,13 @@ fn jitter_every_subscriber_cut_every_few_seconds_loses_nothing() {
     // The faults happened: connections were cut and clients came back.
     assert!(card["proxies"]["subscribers"]["cut"].as_u64().unwrap() >= 20, "too few cuts: {card:#}");
     assert!(sub["reconnects"].as_u64().unwrap() >= 20, "too few reconnects: {card:#}");
+}
+
+#[test]
+fn long_polling_subscribers_cut_at_random_lose_nothing() {
+    let card = run("polling", &["--clients", "30", "--duration", "8"]);
+    assert_held(&card);
+    assert!(card["subscribers"]["reconnects"].as_u64().unwrap() >= 10, "too few reconnects: {card:#}");
 }
 
 #[test]

@@ -279,6 +279,9 @@ async fn errors_and_metrics() {
     let text = metrics.text();
     assert!(text.contains("eventfeed_streams 1"), "{text}");
     assert!(text.contains("eventfeed_stream_deliveries_total 2"), "{text}");
+    // The runtime's tasks are counted: at least the open stream's.
+    let tasks = text.lines().find_map(|l| l.strip_prefix("eventfeed_tasks ")).expect("eventfeed_tasks");
+    assert!(tasks.trim().parse::<i64>().unwrap() >= 1, "{text}");
 }
 
 #[tokio::test]

@@ -25,11 +25,16 @@ export const indexOf = (message) => {
 
 /** Per tenant: the highest `k` acknowledged so far (shared by the run). */
 export class Acks {
-  constructor() {
+  /** `onNote(tenant, k)`, when given, hears of every new highest `k`. */
+  constructor(onNote = null) {
     this.highest = new Map();
+    this.onNote = onNote;
   }
   note(tenant, k) {
-    if (k > (this.highest.get(tenant) ?? 0)) this.highest.set(tenant, k);
+    if (k > (this.highest.get(tenant) ?? 0)) {
+      this.highest.set(tenant, k);
+      if (this.onNote) this.onNote(tenant, k);
+    }
   }
   of(tenant) {
     return this.highest.get(tenant) ?? 0;
@@ -60,6 +65,7 @@ export class Subscriber {
     this.connectErrors = 0;
     this.errors = 0;
     this.connected = false;
+    this.startK = undefined; // the newest event of the first snapshot
   }
 
   start() {
@@ -89,6 +95,8 @@ export class Subscriber {
       this.errors++;
     });
     socket.on("snapshot", (events) => {
+      // Where a subscriber that joins mid-run starts: after its first snapshot.
+      if (this.startK === undefined) this.startK = events.reduce((m, e) => Math.max(m, indexOf(e.message)), 0);
       if (this.connects > 1) this.snapshots++;
       const fresh = events.filter((e) => indexOf(e.message) > this.highestK);
       // A snapshot is a state, not a stream: what it repeats is not a duplicate,

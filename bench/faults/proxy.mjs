@@ -19,13 +19,25 @@ export class FaultProxy {
    * @param {object} o
    * @param {string} o.name               for the counters
    * @param {number} [o.cutEveryMs]       [lo, hi]: each connection is cut at a random age in this range
+   * @param {number} [o.cutPerSecond]     besides: this many random open connections cut per second
+   *                                      (for clients whose connections are short, as long-polling's)
    * @param {number} [o.cutRequestP]      probability that a client→server chunk is cut half-way
    * @param {number} [o.cutResponseP]     probability that a server→client chunk is dropped and the connection cut
    * @param {number} [o.delayMs]          every chunk waits this long (both ways)
    */
-  constructor({ name, cutEveryMs = null, cutRequestP = 0, cutResponseP = 0, delayMs = 0 }) {
+  constructor({ name, cutEveryMs = null, cutPerSecond = 0, cutRequestP = 0, cutResponseP = 0, delayMs = 0 }) {
     this.name = name;
     this.cutEveryMs = cutEveryMs;
+    this.cutTicker = null;
+    if (cutPerSecond > 0) {
+      let owed = 0;
+      this.cutTicker = setInterval(() => {
+        if (!this.faults) return;
+        owed += cutPerSecond / 20;
+        const open = [...this.conns];
+        for (; owed >= 1 && open.length; owed--) this.cut(open.splice(Math.floor(Math.random() * open.length), 1)[0]);
+      }, 50);
+    }
     this.cutRequestP = cutRequestP;
     this.cutResponseP = cutResponseP;
     this.delayMs = delayMs;
@@ -63,6 +75,7 @@ export class FaultProxy {
   /** Stops every scheduled fault (the end of a run: let the clients settle). */
   calm() {
     this.faults = false;
+    clearInterval(this.cutTicker);
     for (const c of this.conns) clearTimeout(c.timer);
   }
 
