@@ -17,6 +17,7 @@ use crate::feed::rest::Rest;
 use crate::feed::{Credentials, Feed, FeedConfig, Gateway, Store};
 use crate::metrics::{Metrics, RedisMetrics};
 use crate::server::Router;
+use crate::sio::admin::Admin;
 use crate::sio::{Adapter, LocalAdapter, Namespace, SioConfig, SocketIo};
 
 /// Everything the server runs: the feed, its Socket.IO engine, the router.
@@ -81,6 +82,11 @@ impl App<RedisStore, RedisAdapter> {
         )?;
         tracing::info!(prefix = %redis.prefix(), uid = %redis.uid(), "redis mode: store and broadcast shared through redis");
         let credentials = credentials.into();
+        let mut sio_config = sio_config;
+        if let Some(admin) = &mut sio_config.admin {
+            // A UI connected to another instance hears of this one's sockets.
+            admin.clustered = true;
+        }
         let app = App::build(redis.store(), redis.adapter(), metrics, config, credentials, engine_config, sio_config);
         redis.start(app.feed.delivery().clone(), app.engine.handler().namespaces().clone(), app.feed.shutdown.clone());
         Ok(app)
@@ -103,14 +109,21 @@ impl<S: Store, A: Adapter> App<S, A> {
         config.max_recovered_events = config.max_recovered_events.min(engine_config.max_queue / 2);
         config.stream_queue = engine_config.max_queue;
         let engine_metrics = metrics.engine.clone();
+        let admin = sio_config.admin.clone().map(|c| Admin::<A>::new(c));
         let sio_config = SioConfig { metrics: metrics.sio.clone(), ..sio_config };
         let metrics = Arc::new(metrics);
         let nsp = config.namespace.clone();
         let feed = Feed::new(store, Arc::new(credentials), config, metrics.clone());
         let namespace = Namespace::new(nsp.clone(), Gateway::new(feed.clone()));
         feed.delivery().attach(namespace.clone());
-        let io = SocketIo::with_adapter(sio_config, adapter).with(namespace.clone());
+        let mut io = SocketIo::with_adapter(sio_config, adapter).with(namespace.clone());
+        if let Some(admin) = &admin {
+            io = io.with(Namespace::new(admin.namespace().to_owned(), admin.handler()));
+        }
         let engine = Engine::with_metrics(engine_config, io, engine_metrics);
+        if let Some(admin) = &admin {
+            admin.attach(&engine, feed.shutdown.clone());
+        }
         // Metric labels are static; the namespace name is set once per process.
         let nsp_label: &'static str = Box::leak(nsp.into_boxed_str());
         let app = App { feed, engine, namespace, metrics, nsp_label };

@@ -143,6 +143,32 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// JWT authentication.
     pub jwt: JwtConfig,
+    /// The Socket.IO Admin UI (`NB_BACKEND_ADMIN_UI=on`); `None`: off.
+    pub admin: Option<AdminUi>,
+}
+
+/// The Admin UI's settings (`NB_BACKEND_ADMIN_*`).
+#[derive(Clone)]
+pub struct AdminUi {
+    /// The user name.
+    pub username: String,
+    /// The bcrypt hash of the password.
+    pub password_hash: String,
+    /// Read-only (the default).
+    pub readonly: bool,
+    /// How long a login's session lasts.
+    pub session_ttl: Duration,
+}
+
+impl std::fmt::Debug for AdminUi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hash is a secret too (it can be attacked offline): never printed.
+        f.debug_struct("AdminUi")
+            .field("username", &self.username)
+            .field("readonly", &self.readonly)
+            .field("session_ttl", &self.session_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One configuration variable: name, default, meaning.
@@ -257,13 +283,35 @@ pub const VARS: &[Var] = &[
         help: "claim (dotted path) holding a JWT's tenant or tenants; empty: tenant or tenants",
     },
     Var { name: "NB_BACKEND_JWT_ROLE_CLAIM", default: "role", help: "claim (dotted path) holding a JWT's role" },
+    Var {
+        name: "NB_BACKEND_ADMIN_UI",
+        default: "off",
+        help: "on: serve the Socket.IO Admin UI's namespace /admin (needs the two below)",
+    },
+    Var { name: "NB_BACKEND_ADMIN_USERNAME", default: "", help: "the Admin UI's user name" },
+    Var {
+        name: "NB_BACKEND_ADMIN_PASSWORD_HASH",
+        default: "",
+        help: "the bcrypt hash of the Admin UI's password ($2b$...)",
+    },
+    Var {
+        name: "NB_BACKEND_ADMIN_READONLY",
+        default: "true",
+        help: "true: the Admin UI only looks; false: it may emit, join, leave and disconnect",
+    },
+    Var {
+        name: "NB_BACKEND_ADMIN_SESSION_TTL",
+        default: "86400000",
+        help: "how long an Admin UI login lasts, in ms (60000..=2592000000)",
+    },
 ];
 
 /// The `--help` text.
 pub fn help() -> String {
     let mut out = String::from(
         "eventfeed: a real-time, multi-tenant event feed server (Engine.IO v4 / Socket.IO v5)\n\n\
-         Usage: eventfeed [--help]\n\nConfiguration (environment variables):\n",
+         Usage: eventfeed [--help]\n       echo -n PASSWORD | eventfeed --hash-password   \
+         (the bcrypt hash for NB_BACKEND_ADMIN_PASSWORD_HASH)\n\nConfiguration (environment variables):\n",
     );
     for v in VARS {
         let default = if v.default.is_empty() { "(none)" } else { v.default };
@@ -439,7 +487,45 @@ impl Config {
                 });
             }
         }
+        let admin = {
+            let v = value("NB_BACKEND_ADMIN_UI");
+            match v.0.as_str() {
+                "off" | "false" => None,
+                "on" | "true" => {
+                    let username = optional("NB_BACKEND_ADMIN_USERNAME").ok_or_else(|| ConfigError {
+                        name: "NB_BACKEND_ADMIN_USERNAME",
+                        value: String::new(),
+                        expected: "a user name (NB_BACKEND_ADMIN_UI=on needs it)".into(),
+                    })?;
+                    let password_hash = optional("NB_BACKEND_ADMIN_PASSWORD_HASH")
+                        .filter(|h| crate::sio::admin::valid_hash(h))
+                        .ok_or_else(|| ConfigError {
+                            name: "NB_BACKEND_ADMIN_PASSWORD_HASH",
+                            value: "(hidden)".into(),
+                            expected: "a bcrypt hash such as $2b$10$... (NB_BACKEND_ADMIN_UI=on needs it; \
+                                       make one with: echo -n PASSWORD | eventfeed --hash-password)"
+                                .into(),
+                        })?;
+                    let readonly = {
+                        let v = value("NB_BACKEND_ADMIN_READONLY");
+                        match v.0.as_str() {
+                            "true" => true,
+                            "false" => false,
+                            _ => return Err(err(v, "true or false")),
+                        }
+                    };
+                    Some(AdminUi {
+                        username,
+                        password_hash,
+                        readonly,
+                        session_ttl: ms("NB_BACKEND_ADMIN_SESSION_TTL", 60_000, 2_592_000_000)?,
+                    })
+                }
+                _ => return Err(err(v, "on or off")),
+            }
+        };
         Ok(Config {
+            admin,
             jwt,
             redis,
             host,

@@ -14,6 +14,7 @@ use eventfeed::http::Cors;
 use eventfeed::server::{self, ServerConfig};
 use eventfeed::sio::Adapter;
 use eventfeed::sio::SioConfig;
+use eventfeed::sio::admin::AdminConfig;
 use eventfeed_protocol::engine::session;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,9 @@ fn main() -> ExitCode {
     if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
         print!("{}", config::help());
         return ExitCode::SUCCESS;
+    }
+    if std::env::args().nth(1).as_deref() == Some("--hash-password") {
+        return hash_password();
     }
     if let Some(other) = std::env::args().nth(1) {
         eprintln!("eventfeed: unknown argument {other:?}; see eventfeed --help");
@@ -51,6 +55,31 @@ fn main() -> ExitCode {
     };
     tracing::info!(scheduler, "runtime started");
     runtime.block_on(run(config, credentials))
+}
+
+/// `eventfeed --hash-password`: reads a password from stdin (one line) and
+/// prints its bcrypt hash, for NB_BACKEND_ADMIN_PASSWORD_HASH.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("eventfeed: cannot read the password from stdin");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("eventfeed: give the password on stdin: echo -n 'PASSWORD' | eventfeed --hash-password");
+        return ExitCode::from(2);
+    }
+    match bcrypt::hash(password, 10) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eventfeed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The tokio runtime for the cores this process may use (its CPU affinity
@@ -117,10 +146,24 @@ async fn run(config: Config, credentials: Credentials) -> ExitCode {
         idempotency: KeyLimits { window: config.idempotency_window, max_keys: config.idempotency_keys },
         ..FeedConfig::default()
     };
+    let sio_config = SioConfig {
+        admin: config.admin.clone().map(|a| AdminConfig {
+            username: a.username,
+            password_hash: a.password_hash,
+            readonly: a.readonly,
+            session_ttl: a.session_ttl,
+            namespace: "/admin".into(),
+            clustered: false,
+        }),
+        ..SioConfig::default()
+    };
+    if let Some(admin) = &config.admin {
+        tracing::info!(readonly = admin.readonly, "Socket.IO Admin UI on, namespace /admin");
+    }
     // The backend is chosen here, once.
     match config.redis.clone() {
-        None => serve(config, App::new(feed_config, credentials, engine_config, SioConfig::default())).await,
-        Some(redis) => match App::redis(redis, feed_config, credentials, engine_config, SioConfig::default()) {
+        None => serve(config, App::new(feed_config, credentials, engine_config, sio_config)).await,
+        Some(redis) => match App::redis(redis, feed_config, credentials, engine_config, sio_config) {
             Ok(app) => serve(config, app).await,
             Err(e) => {
                 tracing::error!(error = %e, "cannot use redis");

@@ -10,6 +10,12 @@
 //! an origin that is not allowed is refused and shows the error (the 403 is
 //! read from the server's audit line and the DevTools network log).
 //!
+//! The official Socket.IO Admin UI (its static build from the npm package,
+//! unmodified, `tests/node/admin-ui.mjs`): logged in, it shows the server,
+//! its namespaces and sockets (with their tenant and user); read-only it
+//! offers no action; read-write, disconnecting a socket from the UI
+//! disconnects that client; a wrong password is refused.
+//!
 //! Each case saves a screenshot under the test's temporary folder (printed).
 //! Without Chromium the test fails with a one-line hint (`./test.sh` installs
 //! it); it is never skipped.
@@ -30,6 +36,23 @@ async fn the_web_console_works_in_a_real_browser() {
     common::assert_node_ok(&out);
     // Every case left its screenshot.
     for name in ["1-connected", "2-tenant-a", "2-tenant-b", "3-replay", "4-recovered", "5-refused-origin"] {
+        let png = shots.join(format!("{name}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", png.display());
+    }
+}
+
+#[tokio::test]
+async fn the_official_admin_ui_works_unmodified() {
+    let shots = std::env::temp_dir().join(format!("eventfeed-admin-ui-{}", std::process::id()));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out =
+        common::node("admin-ui.mjs", &["--bin", env!("CARGO_BIN_EXE_eventfeed"), "--shots", shots.to_str().unwrap()])
+            .await;
+    println!("screenshots: {}", shots.display());
+    common::assert_node_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 passed, 0 failed"));
+    for name in ["admin-dashboard", "admin-sockets", "admin-socket", "admin-readonly", "admin-refused"] {
         let png = shots.join(format!("{name}.png"));
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", png.display());

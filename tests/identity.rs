@@ -92,12 +92,17 @@ async fn the_official_client_lives_by_its_jwt_and_sighup_reloads_credentials() {
     hup(&instance);
     eventually("the failed reload is counted", || reloads(&instance, "failed") == "1").await;
     assert_eq!(status(&instance, "svc_one"), 200, "the previous tokens are in force");
-    let audit: Vec<Value> = instance
-        .logs()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "audit" && v["action"] == "config_reloaded")
-        .collect();
+    let reload_lines = || -> Vec<Value> {
+        instance
+            .logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "audit" && v["action"] == "config_reloaded")
+            .collect()
+    };
+    // The counter moves before the line reaches the log reader: wait for it.
+    eventually("the third reload's audit line", || reload_lines().len() >= 3).await;
+    let audit = reload_lines();
     assert_eq!(audit.len(), 3, "one audit line per reload: {audit:?}");
     assert_eq!(audit[2]["outcome"], "failed");
     let logs = instance.logs();

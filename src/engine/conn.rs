@@ -214,6 +214,7 @@ impl Conn {
                     | CloseReason::ForcedClose
                     | CloseReason::SlowConsumer
                     | CloseReason::CredentialsExpired
+                    | CloseReason::ServerClose
             ) {
                 inner.outbox.push_back(Frame::CLOSE);
             }

@@ -101,6 +101,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The deadline from [`Handler::poll_timeout`] passed.
     fn on_timeout(&self, _conn: &Arc<Conn>, _state: &Self::State, _now: Instant) {}
+
+    /// The session moved from polling to its websocket (the upgrade finished).
+    fn on_upgrade(&self, _conn: &Arc<Conn>, _state: &Self::State) {}
 }
 
 pub(crate) struct Entry<S> {

@@ -157,6 +157,7 @@ pub(super) fn upgrade<H: Handler>(
             }
             Target::Upgrade(entry) => {
                 if Box::pin(probe(&entry, &mut ws)).await {
+                    engine2.handler.on_upgrade(&entry.conn, &entry.state);
                     serve(&engine2, &entry, &mut ws, false).await
                 }
             }

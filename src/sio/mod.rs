@@ -22,6 +22,7 @@
 //! the reference.
 
 pub mod adapter;
+pub mod admin;
 pub mod namespace;
 
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ pub use adapter::{Adapter, AdapterError, LocalAdapter};
 pub use namespace::socket::{self, AckError, AckReply, AckSender, Event, Socket};
 pub use namespace::{
     Accept, AnyNamespace, Authorization, BroadcastOp, BroadcastStats, ConnectRejection, Connecting, Decision, Deferred,
-    DisconnectReason, Namespace, NamespaceHandler,
+    DisconnectReason, Namespace, NamespaceHandler, Observer,
 };
 
 use crate::engine::{self, Conn, Message};
@@ -59,6 +60,8 @@ pub struct SioConfig {
     pub max_pending_acks: usize,
     /// Where refusals at these bounds are counted.
     pub metrics: SioMetrics,
+    /// The Socket.IO Admin UI's namespace, when on.
+    pub admin: Option<admin::AdminConfig>,
 }
 
 impl Default for SioConfig {
@@ -69,6 +72,7 @@ impl Default for SioConfig {
             max_attachments: eventfeed_protocol::socket::DEFAULT_MAX_ATTACHMENTS,
             max_pending_acks: 64,
             metrics: SioMetrics::default(),
+            admin: None,
         }
     }
 }
@@ -122,6 +126,13 @@ impl<A: Adapter> SocketIo<A> {
     pub fn with<H: NamespaceHandler>(mut self, namespace: Arc<Namespace<H>>) -> Self {
         Arc::make_mut(&mut self.namespaces).map.insert(namespace.name().to_owned(), namespace);
         self
+    }
+
+    /// Makes `observer` hear of every socket of every namespace (once).
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        for namespace in self.namespaces.map.values() {
+            namespace.observe(observer.clone());
+        }
     }
 
     /// A namespace by name.
@@ -240,6 +251,8 @@ pub(crate) trait DynSocket: Send + Sync {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Runs the socket's deadline if it passed.
     fn on_timeout(self: Arc<Self>, now: Instant);
+    /// Its session moved to the websocket.
+    fn on_upgrade(&self);
 }
 
 /// Per Engine.IO session state of the Socket.IO layer.
@@ -346,6 +359,13 @@ impl<A: Adapter> engine::Handler for SocketIo<A> {
         let inner = client.lock();
         let sockets = inner.sockets.values().filter_map(|s| s.poll_timeout());
         sockets.chain(inner.connected.poll_timeout()).min()
+    }
+
+    fn on_upgrade(&self, _conn: &Arc<Conn>, client: &Arc<Client>) {
+        let sockets: Vec<Arc<dyn DynSocket>> = client.lock().sockets.values().cloned().collect();
+        for socket in sockets {
+            socket.on_upgrade();
+        }
     }
 
     fn on_timeout(&self, conn: &Arc<Conn>, client: &Arc<Client>, now: Instant) {

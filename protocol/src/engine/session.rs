@@ -58,6 +58,9 @@ pub enum CloseReason {
     /// The credentials the client connected with expired (or their key was
     /// rotated out): it reconnects with fresh ones, and may recover.
     CredentialsExpired,
+    /// An operator closed the client's connection (Node's
+    /// `disconnectSockets(true)`): it reconnects by itself, and may recover.
+    ServerClose,
 }
 
 impl CloseReason {
@@ -72,6 +75,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::ServerShutdown => "server shutting down",
             CloseReason::CredentialsExpired => "credentials expired",
+            CloseReason::ServerClose => "forced server close",
         }
     }
 
@@ -87,6 +91,7 @@ impl CloseReason {
                 | CloseReason::ServerShutdown
                 | CloseReason::SlowConsumer
                 | CloseReason::CredentialsExpired
+                | CloseReason::ServerClose
         )
     }
 }

@@ -418,4 +418,28 @@ impl<S: Store> NamespaceHandler for Gateway<S> {
         // A tenant's room is joined and left only by this server: tenant isolation.
         !room.starts_with(TENANT_ROOM_PREFIX)
     }
+
+    fn describe(&self, socket: &FeedSocket<S>) -> Map<String, Value> {
+        // Who the socket is, for operators; never its token.
+        let who = &socket.data().principal;
+        let mut data = Map::new();
+        data.insert("tenant".into(), Value::String(who.tenant.clone()));
+        data.insert("user".into(), Value::String(who.user.clone()));
+        data
+    }
+
+    fn allows_operator_emit(&self, event: &str) -> bool {
+        // The feed's own events are its history and its answers: an operator
+        // emitting one would forge them.
+        !matches!(
+            event,
+            "event_created"
+                | "snapshot"
+                | "replay_result"
+                | "error"
+                | "token_expiring"
+                | "token_refreshed"
+                | "token_expired"
+        ) && !event.starts_with("token_")
+    }
 }

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use eventfeed_protocol::engine::session::CloseReason;
@@ -165,6 +165,38 @@ pub trait NamespaceHandler: Send + Sync + Sized + 'static {
     fn on_server_event(&self, _event: &str, _args: &[Value]) -> Option<Value> {
         None
     }
+
+    /// What operators may see of a socket's data (`fetchSockets`, the Admin
+    /// UI): a JSON object, never a credential. Nothing by default.
+    fn describe(&self, _socket: &Socket<Self>) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
+
+    /// Whether an operator (the Admin UI's `emit`) may send `event` to this
+    /// namespace's sockets. Events the application sends itself should say
+    /// no, so nobody can forge them.
+    fn allows_operator_emit(&self, _event: &str) -> bool {
+        true
+    }
+}
+
+/// Hears what happens to the sockets of every namespace: the Admin UI's view
+/// of the server ([`crate::sio::admin`]). Calls are synchronous, made where
+/// things happen, and must not block.
+pub trait Observer: Send + Sync + 'static {
+    /// Whether anyone is listening now: nothing is built for the other calls
+    /// when not.
+    fn listening(&self) -> bool;
+    /// A socket connected (as `fetchSockets` reports it).
+    fn connected(&self, nsp: &str, socket: FetchedSocket);
+    /// A socket left its namespace.
+    fn disconnected(&self, nsp: &str, id: &str, reason: &str);
+    /// A socket joined a room.
+    fn joined(&self, nsp: &str, room: &str, id: &str);
+    /// A socket left a room.
+    fn left(&self, nsp: &str, room: &str, id: &str);
+    /// A socket's session moved to another transport.
+    fn upgraded(&self, nsp: &str, id: &str, transport: &str);
 }
 
 const ROOM_SHARDS: usize = 16;
@@ -206,6 +238,8 @@ pub struct Namespace<H: NamespaceHandler> {
     hasher: RandomState,
     /// Itself, to give each new socket a strong handle.
     this: Weak<Namespace<H>>,
+    /// Who hears of connects, disconnects and rooms (set once, if ever).
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 impl<H: NamespaceHandler> std::fmt::Debug for Namespace<H> {
@@ -229,6 +263,7 @@ impl<H: NamespaceHandler> Namespace<H> {
             rooms: (0..ROOM_SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
             hasher: RandomState::default(),
             this: this.clone(),
+            observer: OnceLock::new(),
         })
     }
 
@@ -287,17 +322,30 @@ impl<H: NamespaceHandler> Namespace<H> {
     }
 
     pub(super) fn join(&self, room: Arc<str>, socket: &Arc<Socket<H>>) {
+        if let Some(o) = self.observing() {
+            o.joined(&self.name, &room, socket.id());
+        }
         self.room_shard(&room).entry(room).or_default().insert(socket.id_arc().clone(), socket.clone());
     }
 
     pub(super) fn leave(&self, room: &str, socket_id: &str) {
-        let mut shard = self.room_shard(room);
-        if let Some(members) = shard.get_mut(room) {
-            members.remove(socket_id);
-            if members.is_empty() {
-                shard.remove(room);
+        {
+            let mut shard = self.room_shard(room);
+            if let Some(members) = shard.get_mut(room) {
+                members.remove(socket_id);
+                if members.is_empty() {
+                    shard.remove(room);
+                }
             }
         }
+        if let Some(o) = self.observing() {
+            o.left(&self.name, room, socket_id);
+        }
+    }
+
+    /// The observer, when one is set and listening.
+    pub(super) fn observing(&self) -> Option<&Arc<dyn Observer>> {
+        self.observer.get().filter(|o| o.listening())
     }
 
     /// The sockets `op` selects: those in any of its rooms (every socket when
@@ -312,6 +360,12 @@ impl<H: NamespaceHandler> Namespace<H> {
             for room in op.rooms {
                 if let Some(members) = self.room_shard(room).get(*room) {
                     out.extend(members.values().filter(|s| seen.insert(s.id_arc().clone())).cloned());
+                } else if let Some(socket) = self.socket(room) {
+                    // Each socket is in the room named by its id, as in Node
+                    // (kept implicit here: no index entry per socket).
+                    if seen.insert(socket.id_arc().clone()) {
+                        out.push(socket);
+                    }
                 }
             }
         }
@@ -343,6 +397,8 @@ impl<H: NamespaceHandler> Namespace<H> {
             [room] => {
                 if let Some(members) = self.room_shard(room).get(*room) {
                     members.values().for_each(|s| deliver(s));
+                } else if let Some(socket) = self.socket(room) {
+                    deliver(&socket);
                 }
             }
             rooms => {
@@ -354,6 +410,10 @@ impl<H: NamespaceHandler> Namespace<H> {
                                 deliver(s);
                             }
                         }
+                    } else if let Some(socket) = self.socket(room)
+                        && seen.insert(socket.id_arc().clone())
+                    {
+                        deliver(&socket);
                     }
                 }
             }
@@ -398,6 +458,8 @@ pub trait AnyNamespace: Send + Sync + 'static {
     fn broadcast(&self, op: &BroadcastOp<'_>, packet: &Encoded) -> BroadcastStats;
     /// Whether a request of another server may make sockets join or leave `room`.
     fn allows_remote_room_change(&self, room: &str) -> bool;
+    /// Whether an operator may emit `event` to this namespace's sockets.
+    fn allows_operator_emit(&self, event: &str) -> bool;
     /// Another server's `serverSideEmit` (`data` is `[name, ...args]`); the
     /// acknowledgement, if any.
     fn server_event(&self, data: &Value) -> Option<Value>;
@@ -470,6 +532,10 @@ impl<H: NamespaceHandler> AnyNamespace for Namespace<H> {
         self.handler.allows_remote_room_change(room)
     }
 
+    fn allows_operator_emit(&self, event: &str) -> bool {
+        self.handler.allows_operator_emit(event)
+    }
+
     fn server_event(&self, data: &Value) -> Option<Value> {
         match data.as_array()?.split_first()? {
             (Value::String(event), args) => self.handler.on_server_event(event, args),
@@ -482,9 +548,15 @@ impl<H: NamespaceHandler> AnyNamespace for Namespace<H> {
 pub(super) trait DynNamespace: AnyNamespace {
     /// Decides on a CONNECT to this namespace and answers it.
     fn connect(&self, conn: &Arc<Conn>, client: &Arc<Client>, auth: Option<Value>, config: &SioConfig);
+    /// Sets the observer (once; later calls change nothing).
+    fn observe(&self, observer: Arc<dyn Observer>);
 }
 
 impl<H: NamespaceHandler> DynNamespace for Namespace<H> {
+    fn observe(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
     fn connect(&self, conn: &Arc<Conn>, client: &Arc<Client>, auth: Option<Value>, config: &SioConfig) {
         let Some(namespace) = self.this.upgrade() else { return };
         let connecting = Connecting { namespace: &namespace, conn };
@@ -538,6 +610,9 @@ fn finish_connect<H: NamespaceHandler>(
     }
     socket.set_connected(true);
     namespace.add(&socket);
+    if let Some(o) = namespace.observing() {
+        o.connected(nsp, socket.fetched());
+    }
     let _ = conn.send(eventfeed_protocol::socket::encode_connect_ok(nsp, socket.id(), socket.pid()));
     namespace.handler.on_connect(&socket);
     if conn.is_closed() {

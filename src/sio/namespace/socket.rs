@@ -107,6 +107,9 @@ pub struct Socket<H: NamespaceHandler> {
     acks: Mutex<Acks<oneshot::Sender<AckReply>>>,
     connected: AtomicBool,
     ack_limit_rejections: Counter,
+    /// When the socket connected, ms since the Unix epoch (its handshake's
+    /// `issued`, as `fetchSockets` and the Admin UI show it).
+    issued: u64,
     data: H::Data,
 }
 
@@ -136,6 +139,9 @@ impl<H: NamespaceHandler> Socket<H> {
             acks: Mutex::new(Acks::new(parts.max_acks)),
             connected: AtomicBool::new(false),
             ack_limit_rejections: parts.ack_limit_rejections,
+            issued: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             data: accept.data,
         }
     }
@@ -254,7 +260,7 @@ impl<H: NamespaceHandler> Socket<H> {
     }
 
     pub(super) fn in_any(&self, rooms: &[&str]) -> bool {
-        !rooms.is_empty() && lock(&self.rooms).iter().any(|r| rooms.contains(&&**r))
+        !rooms.is_empty() && (rooms.contains(&&*self.id) || lock(&self.rooms).iter().any(|r| rooms.contains(&&**r)))
     }
 
     pub(super) fn take_rooms(&self) -> Vec<Arc<str>> {
@@ -273,11 +279,14 @@ impl<H: NamespaceHandler> Socket<H> {
         }
     }
 
-    /// Disconnects the socket; with `close`, its Engine.IO session too.
+    /// Disconnects the socket (DISCONNECT: the client stays away); with
+    /// `close`, closes its Engine.IO session instead, as Node does — the
+    /// client sees "transport close", comes back by itself, and may recover.
     pub fn disconnect_and_close(self: &Arc<Self>, close: bool) {
-        self.disconnect();
         if close {
-            self.conn.close(eventfeed_protocol::engine::session::CloseReason::ForcedClose);
+            self.conn.close(eventfeed_protocol::engine::session::CloseReason::ServerClose);
+        } else {
+            self.disconnect();
         }
     }
 
@@ -288,36 +297,56 @@ impl<H: NamespaceHandler> Socket<H> {
             return;
         }
         self.nsp.remove(self);
+        if let Some(o) = self.nsp.observing() {
+            o.disconnected(self.nsp.name(), &self.id, reason.as_str());
+        }
         // Dropping the senders wakes every waiter with `Disconnected`.
         drop(lock(&self.acks).drain().collect::<Vec<_>>());
         self.nsp.handler().on_disconnect(self, reason);
     }
 
-    /// What `fetchSockets` reports of this socket to another server: its id,
-    /// rooms (its own id among them, as Node's sockets are in theirs) and peer
-    /// address; never the CONNECT payload (it holds credentials) nor the
-    /// application's data.
-    pub(super) fn fetched(&self) -> FetchedSocket {
+    /// What `fetchSockets` reports of this socket to another server (and the
+    /// Admin UI shows): its id, rooms (its own id among them, as Node's
+    /// sockets are in theirs), peer address, and as `data` what the handler
+    /// describes plus `_admin: {clientId, transport}` (where Node's Admin UI
+    /// instrumentation keeps them). Never the CONNECT payload nor a header:
+    /// they hold credentials. `clientId` names the Engine.IO session without
+    /// giving its `sid` away (which would let anyone poll as that client).
+    pub(crate) fn fetched(&self) -> FetchedSocket {
         let mut rooms = vec![self.id.to_string()];
         rooms.extend(self.rooms().iter().map(|r| r.to_string()));
         let address = self.conn.peer().map(|p| p.ip().to_string()).unwrap_or_default();
+        let mut data = self.nsp.handler().describe(self);
+        data.insert(
+            "_admin".into(),
+            json!({"clientId": client_id(self.conn.sid()), "transport": self.conn.transport().as_str()}),
+        );
         FetchedSocket {
             id: self.id.to_string(),
             handshake: json!({
                 "headers": {},
-                "time": "",
+                "time": eventfeed_protocol::date::iso_string(self.issued as f64).unwrap_or_default(),
                 "address": address,
                 "xdomain": false,
                 "secure": false,
-                "issued": 0,
+                "issued": self.issued,
                 "url": "/socket.io/",
                 "query": {},
                 "auth": {},
             }),
             rooms,
-            data: json!({}),
+            data: Value::Object(data),
         }
     }
+}
+
+/// A stable, short name for an Engine.IO session that does not reveal its
+/// `sid`: 12 hex digits of a hash of it.
+fn client_id(sid: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    sid.hash(&mut h);
+    format!("{:012x}", h.finish() >> 16)
 }
 
 impl<H: NamespaceHandler> DynSocket for Socket<H> {
@@ -337,6 +366,12 @@ impl<H: NamespaceHandler> DynSocket for Socket<H> {
 
     fn cleanup(self: Arc<Self>, reason: DisconnectReason) {
         Socket::cleanup(&self, reason);
+    }
+
+    fn on_upgrade(&self) {
+        if let Some(o) = self.nsp.observing() {
+            o.upgraded(self.nsp.name(), &self.id, self.conn.transport().as_str());
+        }
     }
 
     fn poll_timeout(&self) -> Option<std::time::Instant> {
