@@ -688,4 +688,27 @@ mod tests {
             assert!(h.contains(v.name), "{}", v.name);
         }
     }
+
+    #[test]
+    fn the_admin_ui_needs_a_user_and_a_bcrypt_hash() {
+        assert!(with(&[]).unwrap().admin.is_none(), "off by default");
+        let on = ("NB_BACKEND_ADMIN_UI", "on");
+        assert_eq!(with(&[on]).unwrap_err().name, "NB_BACKEND_ADMIN_USERNAME");
+        let user = ("NB_BACKEND_ADMIN_USERNAME", "ops");
+        let e = with(&[on, user]).unwrap_err();
+        assert_eq!(e.name, "NB_BACKEND_ADMIN_PASSWORD_HASH");
+        assert!(e.expected.contains("--hash-password"), "{e}");
+        let plain = ("NB_BACKEND_ADMIN_PASSWORD_HASH", "hunter2");
+        let e = with(&[on, user, plain]).unwrap_err();
+        assert_eq!(e.value, "(hidden)", "a password given by mistake is not echoed");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let good = ("NB_BACKEND_ADMIN_PASSWORD_HASH", hash.as_str());
+        let admin = with(&[on, user, good]).unwrap().admin.unwrap();
+        assert!(admin.readonly, "read-only by default");
+        assert_eq!(admin.session_ttl, Duration::from_secs(86_400));
+        assert!(!format!("{admin:?}").contains(&hash), "the hash is never printed");
+        let rw = with(&[on, user, good, ("NB_BACKEND_ADMIN_READONLY", "false")]).unwrap().admin.unwrap();
+        assert!(!rw.readonly);
+        assert_eq!(with(&[("NB_BACKEND_ADMIN_UI", "maybe")]).unwrap_err().name, "NB_BACKEND_ADMIN_UI");
+    }
 }

@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod delivery;
+pub mod epoch;
 pub mod error;
 pub mod event;
 pub mod gateway;

@@ -64,8 +64,8 @@ pub trait TenantView {
     fn seq_of(&self, id: &Uuid) -> Option<u64>;
     /// The id of the event `seq`, if it is retained.
     fn id_at(&self, seq: u64) -> Option<Uuid>;
-    /// The epoch of this history ([`super::recovery::Epoch`]).
-    fn epoch(&self) -> super::recovery::Epoch;
+    /// The epoch of this history.
+    fn epoch(&self) -> super::epoch::Epoch;
 }
 
 fn bad_limit() -> FeedError {
