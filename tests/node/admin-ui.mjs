@@ -8,29 +8,17 @@
 //
 //   node admin-ui.mjs --bin PATH_TO_EVENTFEED --shots DIR
 
-import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { existsSync, mkdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { io } from "socket.io-client";
 import { check, finish, once, until } from "./harness.mjs";
-import { Instance } from "../../bench/faults/servers.mjs";
+import { ADMIN_PASSWORD, adminServer, launchChromium, shotsDir } from "./kit.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const UI = join(HERE, "node_modules", "@socket.io", "admin-ui", "ui", "dist");
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
-);
-const shots = args.shots || join(HERE, "shots");
-mkdirSync(shots, { recursive: true });
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-if (!existsSync(CHROMIUM)) {
-  console.log(`not ok - chromium not found at ${CHROMIUM}: install it (apt-get install chromium), or run ./test.sh, which does`);
-  process.exit(1);
-}
+const shots = shotsDir();
 
 // The UI's static build, served as its README says (any static server will do).
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png" };
@@ -46,26 +34,8 @@ const ui = createServer(async (req, res) => {
 await new Promise((r) => ui.listen(0, "127.0.0.1", r));
 const origin = `http://127.0.0.1:${ui.address().port}`;
 
-const PASSWORD = "correct horse battery staple";
-const hash = execFileSync(args.bin, ["--hash-password"], { input: PASSWORD }).toString().trim();
-async function server(readonly) {
-  const inst = new Instance({
-    kind: "eventfeed",
-    bin: args.bin,
-    name: `eventfeed (admin ${readonly ? "read-only" : "read-write"})`,
-    env: {
-      NB_BACKEND_ADMIN_UI: "on",
-      NB_BACKEND_ADMIN_USERNAME: "ops",
-      NB_BACKEND_ADMIN_PASSWORD_HASH: hash,
-      NB_BACKEND_ADMIN_READONLY: String(readonly),
-      // The UI is another origin: allow it, as an operator would.
-      NB_BACKEND_ALLOWED_ORIGINS: origin,
-      NB_BACKEND_LOG: "info",
-    },
-  });
-  await inst.start();
-  return inst;
-}
+// The UI is another origin: allow it, as an operator would.
+const server = (readonly) => adminServer(readonly, { NB_BACKEND_ALLOWED_ORIGINS: origin });
 const ro = await server(true);
 const rw = await server(false);
 
@@ -75,14 +45,10 @@ const feedClient = async (inst, tenant, token) => {
   return c;
 };
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 
 /** The UI in a fresh context, logged in (or not) to `inst` through its own connection form. */
-async function login(inst, password = PASSWORD) {
+async function login(inst, password = ADMIN_PASSWORD) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   // No animations: screenshots show pages, not fades between them.
   await context.addInitScript(() => {

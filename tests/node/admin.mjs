@@ -4,34 +4,13 @@
 //
 //   node admin.mjs --bin PATH_TO_EVENTFEED
 
-import { execFileSync } from "node:child_process";
 import { io } from "socket.io-client";
 import { check, finish, once, until } from "./harness.mjs";
-import { Instance, Redis } from "../../bench/faults/servers.mjs";
+import { Redis } from "../../bench/faults/servers.mjs";
+import { ADMIN_PASSWORD, adminServer } from "./kit.mjs";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
-);
-const PASSWORD = "correct horse battery staple";
-const hash = execFileSync(args.bin, ["--hash-password"], { input: PASSWORD }).toString().trim();
-
-async function server(readonly, extra = {}) {
-  const inst = new Instance({
-    kind: "eventfeed",
-    bin: args.bin,
-    name: `eventfeed (admin ${readonly ? "read-only" : "read-write"})`,
-    env: {
-      NB_BACKEND_ADMIN_UI: "on",
-      NB_BACKEND_ADMIN_USERNAME: "ops",
-      NB_BACKEND_ADMIN_PASSWORD_HASH: hash,
-      NB_BACKEND_ADMIN_READONLY: String(readonly),
-      NB_BACKEND_LOG: "info",
-      ...extra,
-    },
-  });
-  await inst.start();
-  return inst;
-}
+const server = adminServer;
+const PASSWORD = ADMIN_PASSWORD;
 
 /** An admin socket as the UI opens it; resolves once connected, with what it heard. */
 function admin(url, auth) {

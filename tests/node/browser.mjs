@@ -10,26 +10,16 @@
 // CHROMIUM may name the browser (default /usr/bin/chromium).
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { check, finish, rest, until } from "./harness.mjs";
+import { args, launchChromium, shotsDir } from "./kit.mjs";
 import { Instance } from "../../bench/faults/servers.mjs";
 import { FaultProxy } from "../../bench/faults/proxy.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const DEMO = join(HERE, "..", "..", "demo");
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
-);
-const shots = args.shots || join(HERE, "shots");
-mkdirSync(shots, { recursive: true });
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-if (!existsSync(CHROMIUM)) {
-  console.log(`not ok - chromium not found at ${CHROMIUM}: install it (apt-get install chromium), or run ./test.sh, which does`);
-  process.exit(1);
-}
+const shots = shotsDir();
 
 const A = { tenant: "company_a", token: "token_admin_a" };
 const B = { tenant: "company_b", token: "token_admin_b" };
@@ -62,13 +52,7 @@ const proxy = new FaultProxy({ name: "page" });
 await proxy.listen();
 proxy.setBackends([server.addr]);
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  // As root Chromium needs --no-sandbox; the rest keeps it off the network
-  // (this machine has none) and quiet.
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 
 /** A page of the console in a fresh browser context (its own cookies and storage). */
 async function open(who, { origin = allowed.origin, url = base } = {}) {

@@ -22,21 +22,8 @@ import { io } from "socket.io-client";
 import net from "node:net";
 import readline from "node:readline";
 import assert from "node:assert/strict";
-import { check, finish, rest, until } from "./harness.mjs";
+import { check, finish, offsetSeqs, rest, until } from "./harness.mjs";
 
-/// The `seq`s of recovery offsets (`{epoch}:{seq}:{id fingerprint}`, opaque
-/// to the client), checking their shape and that they are of one history.
-function offsetSeqs(offsets) {
-  const epochs = new Set();
-  const seqs = offsets.map((o) => {
-    assert.match(o, /^[0-9a-f]{8}:\d+:[0-9a-f]{8}$/, `an offset: ${o}`);
-    const [epoch, seq] = o.split(":");
-    epochs.add(epoch);
-    return seq;
-  });
-  assert.ok(epochs.size <= 1, `offsets of one epoch: ${offsets}`);
-  return seqs;
-}
 
 const SCENARIO = process.argv[2];
 let EF_A = process.env.EF_A;

@@ -1,6 +1,8 @@
 // The small test runner shared by the Node scripts: named checks with a
 // timeout, a few waiting helpers, and the closing "N passed, M failed" line.
 
+import assert from "node:assert/strict";
+
 const results = [];
 
 /// Runs one named check; a failure is recorded and printed, never thrown.
@@ -66,4 +68,18 @@ export function finish() {
   const failed = results.length - passed;
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 ? 0 : 1);
+}
+
+/// The `seq`s of recovery offsets (`{epoch}:{seq}:{id fingerprint}`, opaque
+/// to the client), checking their shape and that they are of one history.
+export function offsetSeqs(offsets) {
+  const epochs = new Set();
+  const seqs = offsets.map((o) => {
+    assert.match(o, /^[0-9a-f]{8}:\d+:[0-9a-f]{8}$/, `an offset: ${o}`);
+    const [epoch, seq] = o.split(":");
+    epochs.add(epoch);
+    return seq;
+  });
+  assert.ok(epochs.size <= 1, `offsets of one epoch: ${offsets}`);
+  return seqs;
 }

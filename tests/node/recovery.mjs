@@ -10,21 +10,8 @@
 
 import { io } from "socket.io-client";
 import assert from "node:assert/strict";
-import { check, finish, once, sleep, until } from "./harness.mjs";
+import { check, finish, offsetSeqs, once, sleep, until } from "./harness.mjs";
 
-/// The `seq`s of recovery offsets (`{epoch}:{seq}:{id fingerprint}`, opaque
-/// to the client), checking their shape and that they are of one history.
-function offsetSeqs(offsets) {
-  const epochs = new Set();
-  const seqs = offsets.map((o) => {
-    assert.match(o, /^[0-9a-f]{8}:\d+:[0-9a-f]{8}$/, `an offset: ${o}`);
-    const [epoch, seq] = o.split(":");
-    epochs.add(epoch);
-    return seq;
-  });
-  assert.ok(epochs.size <= 1, `offsets of one epoch: ${offsets}`);
-  return seqs;
-}
 
 const [base, shortBase, bufferArg, smallQueueBase] = process.argv.slice(2);
 const BUFFER = Number(bufferArg);
