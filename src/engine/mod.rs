@@ -404,6 +404,12 @@ pub fn new_sid() -> String {
     out
 }
 
+/// Whether `s` has the shape of an id made by [`new_sid`] (20 characters of
+/// the URL-safe base64 alphabet).
+pub fn is_sid_shaped(s: &str) -> bool {
+    s.len() == 20 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The reference's JSON error answer for an Engine.IO request error.
 pub(crate) fn engine_error(e: EngineError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -413,4 +419,19 @@ pub(crate) fn engine_error(e: EngineError) -> Response<Body> {
 /// The current time as the protocol crate takes it.
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sids_have_their_shape_and_rooms_do_not() {
+        for _ in 0..100 {
+            assert!(is_sid_shaped(&new_sid()));
+        }
+        for room in ["tenant:company_a", "vip", "", "AAAAAAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAAAAAAAA"] {
+            assert!(!is_sid_shaped(room), "{room}");
+        }
+    }
 }

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
 use super::{
     Accept, Adapter, Authorization, BroadcastOp, ConnectRejection, Connecting, Deferred, DisconnectReason, Event,
@@ -408,8 +409,6 @@ impl<A: Adapter> Observer for Admin<A> {
     }
 }
 
-type Verdict = Result<Accept<AdminSocket>, ConnectRejection>;
-
 fn invalid() -> ConnectRejection {
     ConnectRejection::new("invalid credentials")
 }
@@ -430,25 +429,25 @@ impl<A: Adapter> NamespaceHandler for AdminHandler<A> {
             && admin.session_valid(&id)
         {
             tracing::info!(target: "audit", action = "admin_login", outcome = "ok", via = "session", peer = %peer, "admin UI connected");
-            return Authorization::Later(futures_ready(Ok(Accept::new(AdminSocket { new_session: None }))));
+            return Authorization::Now(Ok(Accept::new(AdminSocket { new_session: None })));
         }
         let (Some(username), Some(password)) = (field("username"), field("password")) else {
             tracing::info!(target: "audit", action = "admin_login", outcome = "refused", reason = "no credentials", peer = %peer, "admin UI refused");
-            return Authorization::Later(futures_ready(Err(invalid())));
+            return Authorization::Now(Err(invalid()));
         };
         if !admin.may_try(peer_ip) {
             tracing::warn!(target: "audit", action = "admin_login", outcome = "refused", reason = "rate_limited", peer = %peer, "admin UI login refused: too many attempts");
-            return Authorization::Later(futures_ready(Err(ConnectRejection::new("too many login attempts"))));
+            return Authorization::Now(Err(ConnectRejection::new("too many login attempts")));
         }
         let Ok(permit) = admin.verifying.clone().try_acquire_owned() else {
             // Bound: VERIFYING hashes at once; a crowd is refused, not queued.
             tracing::warn!(target: "audit", action = "admin_login", outcome = "refused", reason = "busy", peer = %peer, "admin UI login refused: too many at once");
-            return Authorization::Later(futures_ready(Err(ConnectRejection::new("too many login attempts"))));
+            return Authorization::Now(Err(ConnectRejection::new("too many login attempts")));
         };
         let admin = admin.clone();
-        Authorization::Later(Box::pin(async move {
+        Authorization::Later(async move {
             let hash = admin.config.password_hash.clone();
-            let user_ok = constant_time_eq(username.as_bytes(), admin.config.username.as_bytes());
+            let user_ok: bool = username.as_bytes().ct_eq(admin.config.username.as_bytes()).into();
             // bcrypt runs even for a wrong user name, so timing tells nothing.
             let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
@@ -461,7 +460,7 @@ impl<A: Adapter> NamespaceHandler for AdminHandler<A> {
                 tracing::warn!(target: "audit", action = "admin_login", outcome = "refused", reason = "invalid credentials", peer = %peer, "admin UI login refused");
                 Err(invalid())
             }
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>)
+        })
     }
 
     fn on_connect(&self, socket: &Arc<Socket<Self>>) {
@@ -501,19 +500,6 @@ impl<A: Adapter> NamespaceHandler for AdminHandler<A> {
     }
 }
 
-/// The two answers of `authorize` share one future type: a boxed one.
-fn futures_ready(verdict: Verdict) -> std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>> {
-    Box::pin(std::future::ready(verdict))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (x, y) in a.iter().zip(b.iter()) {
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
-
 /// This machine's name (what the UI shows as the server's hostname).
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -535,12 +521,5 @@ mod tests {
         assert!(bcrypt::verify("secret", &hash).unwrap());
         assert!(!valid_hash("not a hash"));
         assert!(!valid_hash("$2b$04$short"));
-    }
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"admin", b"admin"));
-        assert!(!constant_time_eq(b"admin", b"admim"));
-        assert!(!constant_time_eq(b"admin", b"admin2"));
     }
 }

@@ -431,15 +431,6 @@ impl<S: Store> NamespaceHandler for Gateway<S> {
     fn allows_operator_emit(&self, event: &str) -> bool {
         // The feed's own events are its history and its answers: an operator
         // emitting one would forge them.
-        !matches!(
-            event,
-            "event_created"
-                | "snapshot"
-                | "replay_result"
-                | "error"
-                | "token_expiring"
-                | "token_refreshed"
-                | "token_expired"
-        ) && !event.starts_with("token_")
+        !matches!(event, "event_created" | "snapshot" | "replay_result" | "error") && !event.starts_with("token_")
     }
 }

@@ -317,14 +317,14 @@ impl<H: NamespaceHandler> Namespace<H> {
     pub(super) fn remove(&self, socket: &Socket<H>) {
         for room in socket.take_rooms() {
             self.leave(&room, socket.id());
+            if let Some(o) = self.observing() {
+                o.left(&self.name, &room, socket.id());
+            }
         }
         lock(&self.sockets).remove(socket.id());
     }
 
     pub(super) fn join(&self, room: Arc<str>, socket: &Arc<Socket<H>>) {
-        if let Some(o) = self.observing() {
-            o.joined(&self.name, &room, socket.id());
-        }
         self.room_shard(&room).entry(room).or_default().insert(socket.id_arc().clone(), socket.clone());
     }
 
@@ -338,9 +338,14 @@ impl<H: NamespaceHandler> Namespace<H> {
                 }
             }
         }
-        if let Some(o) = self.observing() {
-            o.left(&self.name, room, socket_id);
-        }
+    }
+
+    /// The socket `room` names when it is a socket's id: each socket is in
+    /// the room named by its id, as in Node, kept implicit (no index entry
+    /// per socket). Only an id-shaped name is looked up, so a broadcast to a
+    /// room with no members here (a tenant's) takes no extra lock.
+    fn socket_as_room(&self, room: &str) -> Option<Arc<Socket<H>>> {
+        crate::engine::is_sid_shaped(room).then(|| self.socket(room)).flatten()
     }
 
     /// The observer, when one is set and listening.
@@ -360,12 +365,10 @@ impl<H: NamespaceHandler> Namespace<H> {
             for room in op.rooms {
                 if let Some(members) = self.room_shard(room).get(*room) {
                     out.extend(members.values().filter(|s| seen.insert(s.id_arc().clone())).cloned());
-                } else if let Some(socket) = self.socket(room) {
-                    // Each socket is in the room named by its id, as in Node
-                    // (kept implicit here: no index entry per socket).
-                    if seen.insert(socket.id_arc().clone()) {
-                        out.push(socket);
-                    }
+                } else if let Some(socket) = self.socket_as_room(room)
+                    && seen.insert(socket.id_arc().clone())
+                {
+                    out.push(socket);
                 }
             }
         }
@@ -397,7 +400,7 @@ impl<H: NamespaceHandler> Namespace<H> {
             [room] => {
                 if let Some(members) = self.room_shard(room).get(*room) {
                     members.values().for_each(|s| deliver(s));
-                } else if let Some(socket) = self.socket(room) {
+                } else if let Some(socket) = self.socket_as_room(room) {
                     deliver(&socket);
                 }
             }
@@ -410,7 +413,7 @@ impl<H: NamespaceHandler> Namespace<H> {
                                 deliver(s);
                             }
                         }
-                    } else if let Some(socket) = self.socket(room)
+                    } else if let Some(socket) = self.socket_as_room(room)
                         && seen.insert(socket.id_arc().clone())
                     {
                         deliver(&socket);

@@ -236,21 +236,31 @@ impl<H: NamespaceHandler> Socket<H> {
 
     /// Joins `room`.
     pub fn join(self: &Arc<Self>, room: &str) {
-        let mut rooms = lock(&self.rooms);
-        if rooms.iter().any(|r| &**r == room) || !self.is_connected() {
-            return;
+        {
+            let mut rooms = lock(&self.rooms);
+            if rooms.iter().any(|r| &**r == room) || !self.is_connected() {
+                return;
+            }
+            let room: Arc<str> = room.into();
+            rooms.push(room.clone());
+            // Under the socket's lock: its list and the room index agree.
+            self.nsp.join(room, self);
         }
-        let room: Arc<str> = room.into();
-        rooms.push(room.clone());
-        self.nsp.join(room, self);
+        if let Some(o) = self.nsp.observing() {
+            o.joined(self.nsp.name(), room, &self.id);
+        }
     }
 
     /// Leaves `room`.
     pub fn leave(&self, room: &str) {
-        let mut rooms = lock(&self.rooms);
-        if let Some(i) = rooms.iter().position(|r| &**r == room) {
+        {
+            let mut rooms = lock(&self.rooms);
+            let Some(i) = rooms.iter().position(|r| &**r == room) else { return };
             rooms.swap_remove(i);
             self.nsp.leave(room, self.id());
+        }
+        if let Some(o) = self.nsp.observing() {
+            o.left(self.nsp.name(), room, &self.id);
         }
     }
 
