@@ -65,7 +65,7 @@ pub async fn run(args: &ConnectArgs, _started: Instant) -> Result<Outcome> {
         args.hold
     );
 
-    let before = maybe_sample(c.server_pid);
+    let before = maybe_sample(&c.server_pid);
     let self_cpu = SelfCpu::start();
     let alive = Arc::new(AtomicU64::new(0));
     let dropped = Arc::new(AtomicU64::new(0));
@@ -108,7 +108,7 @@ pub async fn run(args: &ConnectArgs, _started: Instant) -> Result<Outcome> {
         }
     }
     let connect_secs = t0.elapsed().as_secs_f64();
-    let after_connect = maybe_sample(c.server_pid);
+    let after_connect = maybe_sample(&c.server_pid);
     let (gen_cpu, gen_busy) = self_cpu.finish(c.threads);
     let connected = alive.load(Ordering::Relaxed);
     let Tally { hist, errors, finished } = tally;
@@ -127,7 +127,7 @@ pub async fn run(args: &ConnectArgs, _started: Instant) -> Result<Outcome> {
         tokio::time::sleep(secs(args.hold)).await;
     }
     let held = alive.load(Ordering::Relaxed);
-    let after = maybe_sample(c.server_pid);
+    let after = maybe_sample(&c.server_pid);
     let _ = stop_tx.send(true);
 
     let cpu = server_cpu(before, after_connect);

@@ -347,7 +347,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     }
 
     // 3. The measured window.
-    let before = maybe_sample(c.server_pid);
+    let before = maybe_sample(&c.server_pid);
     let self_cpu = SelfCpu::start();
     let start = Instant::now();
     let end = start + secs(args.duration);
@@ -401,7 +401,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     while shared.deliveries.load(Ordering::Relaxed) < expected && Instant::now() < drain_end {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let after = maybe_sample(c.server_pid);
+    let after = maybe_sample(&c.server_pid);
     let (gen_cpu, gen_busy) = self_cpu.finish(c.threads);
     // A short grace so late duplicates are seen too.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -440,6 +440,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     let delivery_secs = (last.saturating_sub(start_nanos) as f64 / 1e9).max(publish_secs.min(args.duration));
     let deliveries_per_sec = deliveries as f64 / delivery_secs.max(1e-9);
     let cpu = server_cpu(before, after);
+    let writes = before.zip(after).map(|(b, a)| a.writes.saturating_sub(b.writes));
     let latency = shared.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let ack_latency = stats.ack_latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let pub_errors = stats.errors.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
@@ -503,6 +504,10 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         "receiver_problems": problems.json(),
         "server_cpu_secs": cpu,
         "server_cpu_us_per_delivery": per_unit_us(cpu, deliveries),
+        // Deliveries per write-family system call of the server (its syscw over
+        // the window; other writes, such as REST answers, count too).
+        "server_writes": writes,
+        "deliveries_per_write": writes.filter(|&w| w > 0).map(|w| round2(deliveries as f64 / w as f64)),
         "server_rss_kib": after.map(|s| s.rss_kib),
         "loadgen_cpu_secs": gen_cpu,
         "loadgen_busy": gen_busy,

@@ -4,16 +4,22 @@
 //! task per client, so one core holds many thousands of clients.
 //!
 //! Subcommands: `fanout` (delivery throughput, end-to-end latency and
-//! correctness), `connect` (idle connections: connect latency, server memory
-//! per connection) and `rest` (keep-alive HTTP load). See the README.
+//! correctness, over websocket, long-polling or SSE receivers), `connect`
+//! (idle connections: connect latency, server memory per connection), `rest`
+//! (keep-alive HTTP load), `storm` (everyone reconnects at once), `tenants`
+//! (many tenants with full buffers) and `floor` (the machine's own cost of a
+//! delivery, no server). See the README.
 
 mod connect;
 mod fanout;
+mod floor;
 mod http;
 mod procfs;
 mod report;
 mod rest;
+mod storm;
 mod target;
+mod tenants;
 mod wire;
 mod ws;
 
@@ -46,6 +52,15 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Keep-alive HTTP load: each connection loops POST /api/events then GET /api/events?limit=L.
     Rest(rest::RestArgs),
+    /// A reconnect storm: every client cut at once, all reconnecting (with
+    /// connection state recovery, or for a snapshot) over a short spread.
+    Storm(storm::StormArgs),
+    /// Many tenants with full buffers: server memory per stored event, and
+    /// connect-with-snapshot latency beside a server holding few tenants.
+    Tenants(tenants::TenantsArgs),
+    /// The machine's floor, no server: one pinned thread writes frames to
+    /// loopback sockets whose readers sleep in epoll_wait; CPU per delivery.
+    Floor(floor::FloorArgs),
 }
 
 /// Options every subcommand takes.
@@ -54,9 +69,10 @@ pub struct Common {
     /// The server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub url: String,
-    /// The server's process id, to read its CPU time and RSS from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id, to read its CPU time and RSS from /proc; a
+    /// comma-separated list (a cluster: instances and Redis) sums them all.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Also print one JSON object with every figure as the last line.
     #[arg(long)]
     pub json: bool,
@@ -121,6 +137,9 @@ fn main() {
         Command::Fanout(a) => ("fanout", &a.common),
         Command::Connect(a) => ("connect", &a.common),
         Command::Rest(a) => ("rest", &a.common),
+        Command::Storm(a) => ("storm", &a.common),
+        Command::Tenants(a) => ("tenants", &a.common),
+        Command::Floor(a) => ("floor", &a.common),
     };
     let threads = common.threads.max(1);
     // One thread: everything (clients, publishers, the driver) on the current
@@ -160,6 +179,9 @@ async fn run(command: &Command) -> Result<Outcome> {
         Command::Fanout(a) => fanout::run(a, started).await,
         Command::Connect(a) => connect::run(a, started).await,
         Command::Rest(a) => rest::run(a, started).await,
+        Command::Storm(a) => storm::run(a, started).await,
+        Command::Tenants(a) => tenants::run(a, started).await,
+        Command::Floor(a) => floor::run(a, started).await,
     }
 }
 

@@ -7,16 +7,29 @@ use anyhow::{Context, Result, anyhow};
 /// and reading it would need `unsafe` FFI, which the workspace forbids.
 pub const CLK_TCK: f64 = 100.0;
 
-/// One reading of a process.
-#[derive(Debug, Clone, Copy)]
+/// One reading of a process (or the sum over several).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
     /// VmRSS in KiB.
     pub rss_kib: u64,
+    /// Write-family system calls so far (`syscw` of `/proc/PID/io`: write,
+    /// writev, …), 0 where the file cannot be read.
+    pub writes: u64,
 }
 
-/// Reads `/proc/{pid}/stat` and `/proc/{pid}/status`.
+impl Sample {
+    fn add(self, o: Sample) -> Sample {
+        Sample {
+            cpu_ticks: self.cpu_ticks + o.cpu_ticks,
+            rss_kib: self.rss_kib + o.rss_kib,
+            writes: self.writes + o.writes,
+        }
+    }
+}
+
+/// Reads `/proc/{pid}/stat`, `/proc/{pid}/status` and (when readable) `/proc/{pid}/io`.
 pub fn sample(pid: u32) -> Result<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat (is the server pid right and alive?)"))?;
@@ -24,7 +37,12 @@ pub fn sample(pid: u32) -> Result<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let rss_kib = parse_status_rss(&status).ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    Ok(Sample { cpu_ticks, rss_kib })
+    let writes = std::fs::read_to_string(format!("/proc/{pid}/io")).ok().and_then(|io| parse_io_syscw(&io)).unwrap_or(0);
+    Ok(Sample { cpu_ticks, rss_kib, writes })
+}
+
+fn parse_io_syscw(io: &str) -> Option<u64> {
+    io.lines().find_map(|l| l.strip_prefix("syscw:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// utime + stime (fields 14 and 15; the command name in field 2 may hold spaces
@@ -47,17 +65,24 @@ pub fn cpu_secs(before: &Sample, after: &Sample) -> f64 {
     after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / CLK_TCK
 }
 
-/// Samples the server when a pid was given; a failed read is reported once and
-/// turns into `None` (the run goes on without server figures).
-pub fn maybe_sample(pid: Option<u32>) -> Option<Sample> {
-    let pid = pid?;
-    match sample(pid) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("warning: {e:#}");
-            None
+/// Samples the server when pids were given (the sum over all of them); a
+/// failed read is reported and turns into `None` (the run goes on without
+/// server figures).
+pub fn maybe_sample(pids: &[u32]) -> Option<Sample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = Sample::default();
+    for &pid in pids {
+        match sample(pid) {
+            Ok(s) => total = total.add(s),
+            Err(e) => {
+                eprintln!("warning: {e:#}");
+                return None;
+            }
         }
     }
+    Some(total)
 }
 
 #[cfg(test)]
@@ -70,12 +95,16 @@ mod tests {
         assert_eq!(parse_stat_cpu(stat), Some(325));
         let status = "Name:\teventfeed\nVmPeak:\t  10 kB\nVmRSS:\t    5120 kB\nThreads: 2\n";
         assert_eq!(parse_status_rss(status), Some(5120));
+        let io = "rchar: 1\nwchar: 2\nsyscr: 30\nsyscw: 41\nread_bytes: 0\n";
+        assert_eq!(parse_io_syscw(io), Some(41));
     }
 
     #[test]
     fn reads_this_process() -> Result<()> {
         let s = sample(std::process::id())?;
         assert!(s.rss_kib > 0);
+        let both = maybe_sample(&[std::process::id(), std::process::id()]).ok_or_else(|| anyhow!("no sample"))?;
+        assert!(both.rss_kib > s.rss_kib && both.cpu_ticks >= s.cpu_ticks);
         Ok(())
     }
 }

@@ -66,7 +66,7 @@ pub async fn run(args: &RestArgs, started: Instant) -> Result<Outcome> {
         }
     }
 
-    let before = maybe_sample(c.server_pid);
+    let before = maybe_sample(&c.server_pid);
     let self_cpu = SelfCpu::start();
     let t0 = Instant::now();
     let end = t0 + secs(args.duration);
@@ -94,7 +94,7 @@ pub async fn run(args: &RestArgs, started: Instant) -> Result<Outcome> {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let after = maybe_sample(c.server_pid);
+    let after = maybe_sample(&c.server_pid);
     let (gen_cpu, gen_busy) = self_cpu.finish(c.threads);
     let requests = posts + gets;
     let cpu = server_cpu(before, after);
