@@ -17,7 +17,17 @@ the "client" to LOADGEN_CPU (default 1), as bench/run.sh pins them:
    sender's kernel (system) CPU per send — what one delivery costs in the
    kernel at that rate, whatever the server does in user space.
 
-    python3 bench/floor.py [--rate 200] [--seconds 5]
+3. With --loadgen PATH (an eventfeed-loadgen binary): the floor bench/run.sh
+   holds the server's CPU per delivery against (`eventfeed-loadgen floor`):
+   the same fan-out shape written by one compiled thread pinned to the
+   server's core, one write() per socket per event, the readers (another
+   thread, on the generator's core) asleep in epoll_wait between events; its
+   user + system CPU (getrusage(RUSAGE_THREAD)) per delivery. Measurement 2 is
+   the system part of it as seen from Python, which adds an interpreter's
+   user time of its own (printed beside it, not counted): 3 is the figure to
+   compare a server with, 2 says how much of it is the kernel's.
+
+    python3 bench/floor.py [--rate 200] [--seconds 5] [--loadgen target/release/eventfeed-loadgen]
 """
 
 import argparse
@@ -25,6 +35,7 @@ import os
 import resource
 import selectors
 import socket
+import subprocess
 import time
 
 SERVER_CPU = int(os.environ.get("SERVER_CPU", "0"))
@@ -141,6 +152,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=200.0, help="events per second in all (default 200)")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the fan-out run (default 5)")
+    ap.add_argument("--loadgen", help="an eventfeed-loadgen binary: also measure run.sh's floor with it")
     args = ap.parse_args()
     print(f"server core {SERVER_CPU}, client core {LOADGEN_CPU}")
     for gap in (0.0, 1.0 / args.rate):
@@ -155,6 +167,13 @@ def main():
         f"fan-out sends (10 groups x 50 sockets, {args.rate:g} messages/s, 193 bytes): {sends} sends, "
         f"kernel CPU {sys_us:.1f} µs per send (Python's own user time {user_us:.1f} µs)"
     )
+    if args.loadgen:
+        out = subprocess.run(
+            [args.loadgen, "floor", "--rate", f"{args.rate:g}", "--seconds", f"{args.seconds:g}",
+             "--writer-cpu", str(SERVER_CPU), "--reader-cpu", str(LOADGEN_CPU)],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip().splitlines()
+        print("run.sh's floor (compiled writer): " + out[-1].strip())
 
 
 if __name__ == "__main__":

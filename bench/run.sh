@@ -3,7 +3,7 @@
 # (bench/baseline), interleaved, each run on a fresh server, server pinned to
 # one core and the load generator to another; prints medians and ratios.
 #
-#   bench/run.sh                  every standard case, 3 repeats
+#   bench/run.sh                  every case, 3 repeats
 #   bench/run.sh --quick          1 repeat, short runs, small sizes (a smoke test)
 #   bench/run.sh --case rest      one case (repeatable: --case a --case b)
 #   bench/run.sh --repeats 5
@@ -27,9 +27,11 @@ SERVER_CPU="${SERVER_CPU:-0}"   # the core the server runs on
 LOADGEN_CPU="${LOADGEN_CPU:-1}" # the core the load generator runs on
 NODE="${NODE:-node}"
 
-STANDARD_CASES=(fanout_200 fanout_max connect_10k rest)
+STANDARD_CASES=(fanout_200 fanout_max connect_10k rest polling_200 sse_200 storm_recover storm_snapshot tenants)
 CLUSTER_CASES=(cluster_200 cluster_max)
 ALL_CASES=("${STANDARD_CASES[@]}" big "${CLUSTER_CASES[@]}")
+# The frame the fan-out cases deliver, in bytes (an event_created websocket frame): the floor's.
+FRAME_BYTES=193
 
 usage() {
   cat <<EOF
@@ -43,8 +45,9 @@ usage: bench/run.sh [--quick] [--case NAME]... [--repeats N] [--big] [--cluster]
   --case NAME    run only this case (repeatable): ${ALL_CASES[*]}
   --repeats N    repeats per case and server (default 3; 1 with --quick)
   --big          add the 'big' case: 100,000 idle clients held, eventfeed only
-  --cluster      add the two-instance cases (cluster_200, cluster_max): receivers on
-                 instance A, publishers on instance B, one redis-server; beside one instance
+  --cluster      only with --case: add the two-instance cases (cluster_200, cluster_max),
+                 which every full run has: receivers on instance A, publishers on instance B,
+                 one redis-server; beside one instance and two Node instances on Redis
   --no-build     use the binaries and node_modules already built
   --servers S    comma-separated subset of eventfeed,baseline (default both)
   --out DIR      results directory (default bench/results/<timestamp>)
@@ -348,11 +351,13 @@ fi
 [[ -n "$REPEATS" ]] || REPEATS=$([[ $QUICK == 1 ]] && echo 1 || echo 3)
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "--repeats must be a positive integer"
 if [[ ${#CASES[@]} -eq 0 ]]; then
-  CASES=("${STANDARD_CASES[@]}")
+  CASES=("${STANDARD_CASES[@]}" "${CLUSTER_CASES[@]}")
   [[ $BIG == 1 ]] && CASES+=(big)
-  [[ $CLUSTER == 1 ]] && CASES+=("${CLUSTER_CASES[@]}")
-elif [[ $BIG == 1 ]] && [[ " ${CASES[*]} " != *" big "* ]]; then
-  CASES+=(big)
+else
+  if [[ $BIG == 1 ]] && [[ " ${CASES[*]} " != *" big "* ]]; then CASES+=(big); fi
+  if [[ $CLUSTER == 1 ]]; then
+    for c in "${CLUSTER_CASES[@]}"; do [[ " ${CASES[*]} " == *" $c "* ]] || CASES+=("$c"); done
+  fi
 fi
 for c in "${CASES[@]}"; do
   [[ " ${ALL_CASES[*]} " == *" $c "* ]] || die "unknown case '$c' (known: ${ALL_CASES[*]})"
@@ -397,6 +402,11 @@ case_args() {
       fanout_max) echo "fanout --tenants 4 --clients 10 --rate max --duration 2 --publish mixed --drain 1" ;;
       connect_10k) echo "connect --clients 500 --rate 500 --hold 1" ;;
       rest) echo "rest --connections 8 --duration 2 --limit 50" ;;
+      polling_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1 --transport polling" ;;
+      sse_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1 --transport sse" ;;
+      storm_recover) echo "storm --tenants 10 --clients 20 --seed 100 --missed 20 --spread 1 --timeout 30" ;;
+      storm_snapshot) echo "storm --tenants 10 --clients 20 --seed 100 --missed 20 --spread 1 --timeout 30 --no-recover" ;;
+      tenants) echo "tenants --tenants 40 --small 4 --events 100 --probes 100 --connect-rate 500" ;;
       big) echo "connect --clients 2000 --rate 1000 --hold 1 --source-ips 2" ;;
       cluster_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1" ;;
       cluster_max) echo "fanout --tenants 4 --clients 10 --rate max --duration 2 --publish mixed --drain 1" ;;
@@ -407,6 +417,11 @@ case_args() {
       fanout_max) echo "fanout --tenants 10 --clients 50 --rate max --duration 10 --publish mixed" ;;
       connect_10k) echo "connect --clients 10000 --rate 1000 --hold 5" ;;
       rest) echo "rest --connections 64 --duration 10 --limit 50" ;;
+      polling_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest --transport polling" ;;
+      sse_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest --transport sse" ;;
+      storm_recover) echo "storm --tenants 100 --clients 100 --seed 500 --missed 20 --spread 2 --timeout 30" ;;
+      storm_snapshot) echo "storm --tenants 100 --clients 100 --seed 500 --missed 20 --spread 2 --timeout 30 --no-recover" ;;
+      tenants) echo "tenants --tenants 2000 --small 10 --events 500 --probes 1000 --connect-rate 500" ;;
       big) echo "connect --clients 100000 --rate 2000 --hold 10 --source-ips 8" ;;
       cluster_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest" ;;
       cluster_max) echo "fanout --tenants 10 --clients 50 --rate max --duration 10 --publish mixed" ;;
@@ -426,15 +441,54 @@ case_servers() {
     return
   fi
   if [[ $1 == cluster_* ]]; then
-    # One instance, then two instances on one Redis: side by side.
+    # One instance, then two instances on one Redis, then two Node instances
+    # on one Redis (@socket.io/redis-adapter): side by side.
     echo eventfeed
     echo cluster
+    if [[ " ${SERVER_LIST[*]} " == *" baseline "* ]]; then echo baseline_cluster; fi
     return
   fi
   for s in "${SERVER_LIST[@]}"; do
-    if [[ $1 == big && $s != eventfeed ]]; then continue; fi
+    # The Node baseline has no event stream; 'big' is eventfeed's alone.
+    if [[ ($1 == big || $1 == sse_200) && $s != eventfeed ]]; then continue; fi
     echo "$s"
   done
+  # The machine's floor at the fan-out cases' shape (no server), after the servers.
+  if [[ $1 == fanout_200 || $1 == fanout_max ]] && [[ " ${SERVER_LIST[*]} " == *" eventfeed "* ]]; then echo floor; fi
+}
+
+# case_env CASE SERVER: extra environment of the server for this case.
+case_env() {
+  case "$1:$2" in
+    # Node's connection state recovery is off unless asked (eventfeed's is on by default).
+    storm_recover:baseline) echo "NB_BACKEND_RECOVERY_WINDOW=120000" ;;
+    # A million stored events need more than Node's default heap.
+    tenants:baseline) echo "NODE_OPTIONS=--max-old-space-size=8192" ;;
+  esac
+}
+
+# floor_args CASE REP: the floor's arguments at the case's shape. At the maximum
+# rate: the events/s and the frames per write() eventfeed achieved in this repeat.
+floor_args() {
+  local a=(--writer-cpu "$SERVER_CPU" --reader-cpu "$LOADGEN_CPU" --frame-bytes "$FRAME_BYTES")
+  local q=$([[ $QUICK == 1 ]] && echo "--sockets 40 --groups 4 --seconds 2" || echo "--sockets 500 --groups 10 --seconds 5")
+  if [[ $1 == fanout_200 ]]; then
+    echo "floor $q --rate $([[ $QUICK == 1 ]] && echo 100 || echo 200) ${a[*]}"
+    return
+  fi
+  local shape
+  shape=$(python3 - "$OUT/$1.eventfeed.$2.out" <<'PY' || true
+import json, sys
+try:
+    r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+    fpw = r.get("deliveries_per_write") or 1
+    print(f"--rate {max(1.0, r['events_per_sec']):.0f} --frames-per-write {max(1.0, fpw):.2f}")
+except Exception:
+    pass
+PY
+)
+  [[ -n $shape ]] || return 1
+  echo "floor $q $shape ${a[*]}"
 }
 
 # ---------------------------------------------------------------- environment
@@ -557,13 +611,14 @@ steal_ms() {
 # cores and the kernel CPU of one small send at the fan-out rate (bench/floor.py).
 if [[ " ${CASES[*]} " == *" fanout_200 "* ]]; then
   log "measuring the loopback floor (bench/floor.py)"
-  SERVER_CPU=$SERVER_CPU LOADGEN_CPU=$LOADGEN_CPU python3 "$BENCH/floor.py" --seconds "$([[ $QUICK == 1 ]] && echo 1 || echo 4)" \
+  SERVER_CPU=$SERVER_CPU LOADGEN_CPU=$LOADGEN_CPU python3 "$BENCH/floor.py" --seconds "$([[ $QUICK == 1 ]] && echo 1 || echo 4)" --loadgen "$LOADGEN_BIN" \
     | sed 's/^/floor:     /' >>"$OUT/machine.txt" || echo "floor:     (bench/floor.py failed)" >>"$OUT/machine.txt"
 fi
 
 # ---------------------------------------------------------------- servers
 
 SERVER_PID=""
+SERVER_PIDS=""  # SERVER_PID and EXTRA_PIDS, comma-separated: the processes whose CPU counts
 SERVER_BIN=$EVENTFEED_BIN # the eventfeed binary start_eventfeed runs (per side with --compare)
 LOADGEN_PID=""
 EXTRA_PIDS=()   # the cluster case's instance B and redis-server
@@ -591,13 +646,25 @@ start_eventfeed() {
   SERVER_PID=$!
 }
 
-# start_server KIND LOGFILE: starts it fresh on a free port, pinned; sets SERVER_PID and PORT
-# (for "cluster": redis-server, instance B for the publishers, then instance A for the
-# receivers, all on the server core; SERVER_PID and PORT are A's).
+# start_node LOGFILE [ENV...]: a Node baseline instance on a free port, pinned; sets SERVER_PID.
+start_node() {
+  local logf=$1
+  shift
+  env NB_BACKEND_HOST=127.0.0.1 NB_BACKEND_PORT=0 NB_BACKEND_TOKENS_FILE="$TOKENS" "$@" \
+    taskset -c "$SERVER_CPU" "$NODE" "$BASELINE_DIR/server.mjs" >"$logf" 2>&1 &
+  SERVER_PID=$!
+}
+
+# start_server KIND LOGFILE [ENV...]: starts it fresh on a free port, pinned, with
+# the extra environment; sets SERVER_PID, PORT and SERVER_PIDS (every process whose
+# CPU counts). For "cluster" (eventfeed) and "baseline_cluster" (Node with
+# @socket.io/redis-adapter): redis-server, instance B for the publishers, then
+# instance A for the receivers, all on the server core; SERVER_PID and PORT are A's.
 start_server() {
   local kind=$1 logf=$2
+  shift 2
   PUBLISH_ARGS=()
-  if [[ $kind == cluster ]]; then
+  if [[ $kind == cluster || $kind == baseline_cluster ]]; then
     local rport
     rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     # In memory (no AOF): the figures are the servers', not the disk's.
@@ -609,24 +676,22 @@ start_server() {
       (( SECONDS < deadline )) || die "redis-server did not start (log: $logf.redis)"
       sleep 0.05
     done
-    start_eventfeed "$logf.b" NB_BACKEND_REDIS_URL="redis://127.0.0.1:$rport"
-    wait_listening "$logf.b" "cluster instance B"
+    local start=start_eventfeed
+    [[ $kind == baseline_cluster ]] && start=start_node
+    $start "$logf.b" NB_BACKEND_REDIS_URL="redis://127.0.0.1:$rport" "$@"
+    wait_listening "$logf.b" "$kind instance B"
     EXTRA_PIDS+=("$SERVER_PID")
     PUBLISH_ARGS=(--publish-url "http://127.0.0.1:$PORT")
-    start_eventfeed "$logf" NB_BACKEND_REDIS_URL="redis://127.0.0.1:$rport"
-    wait_listening "$logf" "cluster instance A"
-    return
-  fi
-  if [[ $kind == eventfeed ]]; then
-    start_eventfeed "$logf"
+    $start "$logf" NB_BACKEND_REDIS_URL="redis://127.0.0.1:$rport" "$@"
+    wait_listening "$logf" "$kind instance A"
+  elif [[ $kind == eventfeed ]]; then
+    start_eventfeed "$logf" "$@"
     wait_listening "$logf" "$kind"
-    return
   else
-    env NB_BACKEND_HOST=127.0.0.1 NB_BACKEND_PORT=0 NB_BACKEND_TOKENS_FILE="$TOKENS" \
-      taskset -c "$SERVER_CPU" "$NODE" "$BASELINE_DIR/server.mjs" >"$logf" 2>&1 &
+    start_node "$logf" "$@"
+    wait_listening "$logf" "$kind"
   fi
-  SERVER_PID=$!
-  wait_listening "$logf" "$kind"
+  SERVER_PIDS=$(IFS=,; echo "$SERVER_PID${EXTRA_PIDS[*]:+,${EXTRA_PIDS[*]}}")
 }
 
 # wait_listening LOGFILE KIND: waits (bounded) for SERVER_PID's listening line; sets PORT.
@@ -680,7 +745,7 @@ for c in "${CASES[@]}"; do
   read -r -a ARGS <<<"$(case_args "$c")"
   mapfile -t SERVERS_FOR_CASE < <(case_servers "$c")
   [[ ${#SERVERS_FOR_CASE[@]} -gt 0 ]] || continue
-  [[ $c == big ]] && BOUND=1800 || BOUND=600
+  [[ $c == big || $c == tenants ]] && BOUND=1800 || BOUND=600
   for ((rep = 1; rep <= REPEATS; rep++)); do
     ORDER=("${SERVERS_FOR_CASE[@]}")
     if [[ -n $COMPARE_OLD && $((rep % 2)) == 0 && ${ORDER[0]} == old && ${ORDER[1]:-} == new ]]; then
@@ -693,6 +758,26 @@ for c in "${CASES[@]}"; do
       base="$c.$s.$rep"
       kind=$s
       name=${SIDE_LABEL[$s]:-$s}
+      if [[ $s == floor ]]; then
+        # No server: the floor pins its own threads (writer on the server's core,
+        # readers on the generator's).
+        rc=0
+        if FLOOR_ARGS=$(floor_args "$c" "$rep"); then
+          read -r -a FARGS <<<"$FLOOR_ARGS"
+          log "$c [floor, run $rep/$REPEATS]: eventfeed-loadgen ${FARGS[*]}"
+          timeout --kill-after=10 120 "$LOADGEN_BIN" "${FARGS[@]}" --json >"$OUT/$base.out" 2>"$OUT/$base.err" &
+          LOADGEN_PID=$!
+          wait "$LOADGEN_PID" || rc=$?
+          LOADGEN_PID=""
+        else
+          echo "   warning: no eventfeed result of $c run $rep to take the floor's shape from" >&2
+          : >"$OUT/$base.out"
+          rc=98
+        fi
+        sed '$d' "$OUT/$base.out" | sed 's/^/   /'
+        printf '%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$rep" "$rc" "$base.out" >>"$OUT/runs.tsv"
+        continue
+      fi
       if [[ $s == old || $s == new ]]; then
         # A side of --compare: its own binary, as one instance or as the cluster.
         SERVER_BIN=${SIDE_BIN[$s]}
@@ -700,20 +785,23 @@ for c in "${CASES[@]}"; do
       else
         SERVER_BIN=$EVENTFEED_BIN
       fi
-      start_server "$kind" "$OUT/$base.server.log"
-      log "$c [$name, run $rep/$REPEATS] pid $SERVER_PID port $PORT: eventfeed-loadgen ${ARGS[*]}"
+      read -r -a CENV <<<"$(case_env "$c" "$kind")"
+      start_server "$kind" "$OUT/$base.server.log" "${CENV[@]}"
+      log "$c [$name, run $rep/$REPEATS] pids $SERVER_PIDS port $PORT: eventfeed-loadgen ${ARGS[*]}"
       rc=0
       # In the background and waited for, so an interrupt is handled at once.
       taskset -c "$LOADGEN_CPU" timeout --kill-after=10 "$BOUND" \
-        "$LOADGEN_BIN" "${ARGS[@]}" "${PUBLISH_ARGS[@]}" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --json \
+        "$LOADGEN_BIN" "${ARGS[@]}" "${PUBLISH_ARGS[@]}" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PIDS" --json \
         >"$OUT/$base.out" 2>"$OUT/$base.err" &
       LOADGEN_PID=$!
       wait "$LOADGEN_PID" || rc=$?
       LOADGEN_PID=""
-      if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "   warning: the $name server died during the run (log: $OUT/$base.server.log)" >&2
-        if [[ $rc == 0 ]]; then rc=99; fi
-      fi
+      for p in ${SERVER_PIDS//,/ }; do
+        if ! kill -0 "$p" 2>/dev/null; then
+          echo "   warning: a $name server process ($p) died during the run (log: $OUT/$base.server.log*)" >&2
+          if [[ $rc == 0 ]]; then rc=99; fi
+        fi
+      done
       stop_server
       # Everything but the JSON line, indented.
       sed '$d' "$OUT/$base.out" | sed 's/^/   /'
