@@ -144,6 +144,7 @@ HEAD = {
     "fanout": [
         ("deliveries_per_sec", "deliveries/s", False),
         ("server_cpu_us_per_delivery", "server CPU µs / delivery", True),
+        ("deliveries_per_write", "deliveries / server write()", False),
         ("latency_us.p50", "latency p50 µs", True),
         ("latency_us.p99", "latency p99 µs", True),
         ("latency_us.p999", "latency p99.9 µs", True),
@@ -195,7 +196,20 @@ TARGETS = {
     ("big", "held"): ("abs_min", 100000, "100,000"),
     ("big", "failures"): ("abs", 0, "0"),
 }
-for case in ("fanout_200", "fanout_max"):
+# Issue 21's targets. A key with a third part judges the comparison with that
+# column (another server, another case's "case:server", or the floor).
+TARGETS.update({
+    ("fanout_200", "server_cpu_us_per_delivery", "floor"): ("ratio", 1.5, "≤ 1.5× floor"),
+    ("fanout_max", "server_cpu_us_per_delivery", "floor"): ("ratio", 2.5, "≤ 2.5× floor"),
+    ("polling_200", "server_cpu_us_per_delivery"): ("ratio", 0.2, "≤ 1/5"),
+    ("polling_200", "latency_us.p99"): ("ratio", 1 / 3, "≤ 1/3"),
+    ("sse_200", "server_cpu_us_per_delivery", "fanout_200:eventfeed"): ("ratio", 1.2, "≤ 1.2×"),
+    ("cluster_200", "server_cpu_us_per_delivery", "eventfeed"): ("ratio", 1.25, "≤ 1.25×"),
+    ("cluster_max", "server_cpu_us_per_delivery", "eventfeed"): ("ratio", 1.25, "≤ 1.25×"),
+    ("cluster_200", "server_cpu_us_per_delivery", "baseline_cluster"): ("ratio", 0.2, "≤ 1/5"),
+    ("cluster_max", "server_cpu_us_per_delivery", "baseline_cluster"): ("ratio", 0.2, "≤ 1/5"),
+})
+for case in ("fanout_200", "fanout_max", "polling_200", "sse_200", "cluster_200", "cluster_max"):
     for k in ("lost", "duplicates", "out_of_order", "cross_tenant"):
         TARGETS.setdefault((case, k), ("abs", 0, "0"))
 
@@ -215,7 +229,7 @@ if compare and os.path.exists(os.path.join(out, "compare.tsv")):
             side, label = line.rstrip("\n").split("\t")[:2]
             names[side] = label
 
-servers = ["old", "new", "baseline"] if compare else ["eventfeed", "baseline", "cluster"]
+servers = ["old", "new", "baseline"] if compare else ["eventfeed", "baseline", "cluster", "baseline_cluster", "floor"]
 order = []
 for r in runs:
     if r["case"] not in order:
@@ -230,9 +244,11 @@ if os.path.exists(machine):
     lines.extend(open(machine).read().rstrip().splitlines())
     lines.append("```")
     lines.append("")
-for case in order:
-    cruns = [r for r in runs if r["case"] == case]
+def compute(case):
+    """The case's mode and, per server, its runs' medians and values."""
+    cruns = [r for r in runs if r["case"] == case and r["server"] != "floor"]
     mode = next((r["result"].get("mode") for r in cruns if r["result"]), None)
+    cruns = [r for r in runs if r["case"] == case]
     per = {}
     for s in servers:
         rs = [r for r in cruns if r["server"] == s]
@@ -256,6 +272,29 @@ for case in order:
             "values": figs,
             "by_run": byrun,
         }
+    return mode, per
+
+PER = {case: compute(case) for case in order}
+
+def verdict_of(t, ratio, ef):
+    """A target's text, with ✓ or ✗ when it can be judged (not in quick runs)."""
+    if not t:
+        return ""
+    kind, val, text = t
+    met = None
+    if kind == "ratio" and ratio is not None:
+        met = ratio <= val
+    elif kind == "ratio_min" and ratio is not None:
+        met = ratio >= val
+    elif kind == "abs" and ef is not None:
+        met = ef <= val
+    elif kind == "abs_min" and ef is not None:
+        met = ef >= val
+    # Quick runs are too small to judge against the targets.
+    return text + ("" if met is None or quick else (" ✓" if met else " ✗"))
+
+for case in order:
+    mode, per = PER[case]
     head = HEAD.get(mode) or []
     present = set().union(*(p["median"].keys() for p in per.values())) if per else set()
     keys = [h for h in head if h[0] in present]
@@ -292,37 +331,62 @@ for case in order:
         lines.append("")
         left, right = "new", "baseline"
         heads = {"new": n, "baseline": "baseline"}
+        comparisons = [(left, right, heads)]
     else:
         # The cluster cases compare two instances on one Redis (publish on B,
-        # receive on A) with one instance; the others eventfeed with the baseline.
-        left, right = ("cluster", "eventfeed") if case.startswith("cluster_") else ("eventfeed", "baseline")
-        heads = {"cluster": "2 instances + Redis", "eventfeed": "eventfeed" if left == "eventfeed" else "1 instance", "baseline": "baseline"}
-    lines.append(f"| figure | {heads[left]} | {heads[right]} | {heads[left]} / {heads[right]} | target |")
-    lines.append("| --- | ---: | ---: | ---: | --- |")
-    ratios = {}
-    for key, label, _lower in keys:
-        ef = per.get(left, {}).get("median", {}).get(key)
-        bl = per.get(right, {}).get("median", {}).get(key)
-        ratio = ef / bl if ef is not None and bl not in (None, 0) else None
-        ratios[key] = ratio
-        t = TARGETS.get((case, key))
-        verdict = ""
-        if t:
-            kind, val, text = t
-            met = None
-            if kind == "ratio" and ratio is not None:
-                met = ratio <= val
-            elif kind == "ratio_min" and ratio is not None:
-                met = ratio >= val
-            elif kind == "abs" and ef is not None:
-                met = ef <= val
-            elif kind == "abs_min" and ef is not None:
-                met = ef >= val
-            # Quick runs are too small to judge against the targets.
-            verdict = text + ("" if met is None or quick else (" ✓" if met else " ✗"))
-        lines.append(f"| {label} | {fmt(ef)} | {fmt(bl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict} |")
-    summary[case]["ratio_baseline" if compare else "ratio"] = ratios
-    lines.append("")
+        # receive on A) with one instance, then with two Node instances on one
+        # Redis; sse_200 the event stream with fanout_200's websockets; the
+        # others eventfeed with the baseline.
+        if case.startswith("cluster_"):
+            comparisons = [("cluster", "eventfeed", {"cluster": "2 instances + Redis", "eventfeed": "1 instance"}),
+                           ("cluster", "baseline_cluster", {"cluster": "2 instances + Redis", "baseline_cluster": "2 Node + Redis"})]
+        elif case == "sse_200":
+            comparisons = [("eventfeed", "fanout_200:eventfeed", {"eventfeed": "SSE streams", "fanout_200:eventfeed": "websockets (fanout_200)"})]
+        else:
+            comparisons = [("eventfeed", "baseline", {"eventfeed": "eventfeed", "baseline": "baseline"})]
+    for left, right, heads in comparisons:
+        if right not in per and ":" not in right:
+            continue
+        if ":" in right:  # another case's server
+            other_case, other_server = right.split(":")
+            right_per = PER.get(other_case, (None, {}))[1].get(other_server, {})
+        else:
+            right_per = per.get(right, {})
+        if not right_per:
+            continue
+        if len(comparisons) > 1:
+            lines.append(f"{heads[left]} against {heads[right]}:")
+            lines.append("")
+        lines.append(f"| figure | {heads[left]} | {heads[right]} | {heads[left]} / {heads[right]} | target |")
+        lines.append("| --- | ---: | ---: | ---: | --- |")
+        ratios = {}
+        for key, label, _lower in keys:
+            ef = per.get(left, {}).get("median", {}).get(key)
+            bl = right_per.get("median", {}).get(key)
+            ratio = ef / bl if ef is not None and bl not in (None, 0) else None
+            ratios[key] = ratio
+            t = TARGETS.get((case, key, right)) or (TARGETS.get((case, key)) if right in ("baseline", "eventfeed") else None)
+            lines.append(f"| {label} | {fmt(ef)} | {fmt(bl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict_of(t, ratio, ef)} |")
+        summary[case]["ratio_baseline" if compare else ("ratio" if right in ("baseline", "eventfeed") else f"ratio_{right}")] = ratios
+        lines.append("")
+    # The fan-out cases beside the machine's floor at their shape (no server).
+    if not compare and "floor" in per and "eventfeed" in per:
+        f = per["floor"]["median"]
+        e = per["eventfeed"]["median"]
+        fl = f.get("writer_cpu_us_per_delivery")
+        ef = e.get("server_cpu_us_per_delivery")
+        ratio = ef / fl if ef is not None and fl not in (None, 0) else None
+        t = TARGETS.get((case, "server_cpu_us_per_delivery", "floor"))
+        lines.append("The machine's floor at this shape (no server: one pinned thread writing "
+                     f"{fmt(f.get('frames_per_write'))} frame(s) per write() to {fmt(f.get('sockets'))} loopback sockets, "
+                     f"{fmt(f.get('rate'))} events/s; eventfeed wrote {fmt(e.get('deliveries_per_write'))} deliveries per write):")
+        lines.append("")
+        lines.append("| figure | eventfeed | floor | eventfeed / floor | target |")
+        lines.append("| --- | ---: | ---: | ---: | --- |")
+        lines.append(f"| CPU µs / delivery | {fmt(ef)} | {fmt(fl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict_of(t, ratio, ef)} |")
+        lines.append(f"| of which system (floor) | | {fmt(f.get('writer_sys_us_per_delivery'))} | | |")
+        lines.append("")
+        summary[case]["ratio_floor"] = {"server_cpu_us_per_delivery": ratio}
 if compare:
     o, n = names["old"], names["new"]
     lines.append(f"Medians of the runs; {n} / {o} = {n}'s median / {o}'s median: below 1 is better for a figure "
@@ -738,6 +802,36 @@ stop_server() {
 
 # ---------------------------------------------------------------- runs
 
+# perf, to count the server's write calls at the maximum rate (optional: without
+# it the floor of fanout_max takes one frame per write).
+WRITE_EVENTS="syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg"
+PERF=$(command -v perf || true)
+if [[ -n $PERF ]] && ! "$PERF" stat -e "$WRITE_EVENTS" true >/dev/null 2>&1; then
+  echo "   note: perf cannot count system calls here: fanout_max's floor assumes one frame per write" >&2
+  PERF=""
+fi
+
+# add_write_counts RESULT PERF_CSV: adds the server's write calls and deliveries per
+# write to the result's JSON line.
+add_write_counts() {
+  python3 - "$1" "$2" <<'PY' || true
+import json, sys
+out, csv = sys.argv[1], sys.argv[2]
+lines = open(out).read().splitlines()
+r = json.loads(lines[-1])
+calls = 0
+for line in open(csv):
+    f = line.split(",")
+    if len(f) > 2 and f[2].startswith("syscalls:") and f[0].strip().isdigit():
+        calls += int(f[0])
+if calls and r.get("deliveries"):
+    r["server_write_calls"] = calls
+    r["deliveries_per_write"] = round(r["deliveries"] / calls, 2)
+lines[-1] = json.dumps(r)
+open(out, "w").write("\n".join(lines) + "\n")
+PY
+}
+
 log "results in $OUT"
 sed 's/^/   /' "$OUT/machine.txt"
 STEAL0=("$(steal_ms "$SERVER_CPU")" "$(steal_ms "$LOADGEN_CPU")")
@@ -789,6 +883,14 @@ for c in "${CASES[@]}"; do
       start_server "$kind" "$OUT/$base.server.log" "${CENV[@]}"
       log "$c [$name, run $rep/$REPEATS] pids $SERVER_PIDS port $PORT: eventfeed-loadgen ${ARGS[*]}"
       rc=0
+      # At the maximum rate, how many deliveries each write of the server carries
+      # (the floor's shape): its write-family system calls, counted by perf on the
+      # syscall tracepoints (a small cost to the server: one counter per call).
+      PERF_PID=""
+      if [[ $c == fanout_max && -n $PERF ]]; then
+        "$PERF" stat -x, -o "$OUT/$base.writes" -e "$WRITE_EVENTS" -p "$SERVER_PID" >/dev/null 2>&1 &
+        PERF_PID=$!
+      fi
       # In the background and waited for, so an interrupt is handled at once.
       taskset -c "$LOADGEN_CPU" timeout --kill-after=10 "$BOUND" \
         "$LOADGEN_BIN" "${ARGS[@]}" "${PUBLISH_ARGS[@]}" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PIDS" --json \
@@ -796,6 +898,11 @@ for c in "${CASES[@]}"; do
       LOADGEN_PID=$!
       wait "$LOADGEN_PID" || rc=$?
       LOADGEN_PID=""
+      if [[ -n $PERF_PID ]]; then
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        wait "$PERF_PID" 2>/dev/null || true
+        add_write_counts "$OUT/$base.out" "$OUT/$base.writes"
+      fi
       for p in ${SERVER_PIDS//,/ }; do
         if ! kill -0 "$p" 2>/dev/null; then
           echo "   warning: a $name server process ($p) died during the run (log: $OUT/$base.server.log*)" >&2

@@ -440,7 +440,6 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     let delivery_secs = (last.saturating_sub(start_nanos) as f64 / 1e9).max(publish_secs.min(args.duration));
     let deliveries_per_sec = deliveries as f64 / delivery_secs.max(1e-9);
     let cpu = server_cpu(before, after);
-    let writes = before.zip(after).map(|(b, a)| a.writes.saturating_sub(b.writes));
     let latency = shared.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let ack_latency = stats.ack_latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let pub_errors = stats.errors.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
@@ -504,10 +503,6 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         "receiver_problems": problems.json(),
         "server_cpu_secs": cpu,
         "server_cpu_us_per_delivery": per_unit_us(cpu, deliveries),
-        // Deliveries per write-family system call of the server (its syscw over
-        // the window; other writes, such as REST answers, count too).
-        "server_writes": writes,
-        "deliveries_per_write": writes.filter(|&w| w > 0).map(|w| round2(deliveries as f64 / w as f64)),
         "server_rss_kib": after.map(|s| s.rss_kib),
         "loadgen_cpu_secs": gen_cpu,
         "loadgen_busy": gen_busy,

@@ -14,9 +14,6 @@ pub struct Sample {
     pub cpu_ticks: u64,
     /// VmRSS in KiB.
     pub rss_kib: u64,
-    /// Write-family system calls so far (`syscw` of `/proc/PID/io`: write,
-    /// writev, …), 0 where the file cannot be read.
-    pub writes: u64,
 }
 
 impl Sample {
@@ -24,12 +21,11 @@ impl Sample {
         Sample {
             cpu_ticks: self.cpu_ticks + o.cpu_ticks,
             rss_kib: self.rss_kib + o.rss_kib,
-            writes: self.writes + o.writes,
         }
     }
 }
 
-/// Reads `/proc/{pid}/stat`, `/proc/{pid}/status` and (when readable) `/proc/{pid}/io`.
+/// Reads `/proc/{pid}/stat` and `/proc/{pid}/status`.
 pub fn sample(pid: u32) -> Result<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat (is the server pid right and alive?)"))?;
@@ -37,12 +33,7 @@ pub fn sample(pid: u32) -> Result<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let rss_kib = parse_status_rss(&status).ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    let writes = std::fs::read_to_string(format!("/proc/{pid}/io")).ok().and_then(|io| parse_io_syscw(&io)).unwrap_or(0);
-    Ok(Sample { cpu_ticks, rss_kib, writes })
-}
-
-fn parse_io_syscw(io: &str) -> Option<u64> {
-    io.lines().find_map(|l| l.strip_prefix("syscw:")).and_then(|v| v.trim().parse().ok())
+    Ok(Sample { cpu_ticks, rss_kib })
 }
 
 /// utime + stime (fields 14 and 15; the command name in field 2 may hold spaces
@@ -95,8 +86,6 @@ mod tests {
         assert_eq!(parse_stat_cpu(stat), Some(325));
         let status = "Name:\teventfeed\nVmPeak:\t  10 kB\nVmRSS:\t    5120 kB\nThreads: 2\n";
         assert_eq!(parse_status_rss(status), Some(5120));
-        let io = "rchar: 1\nwchar: 2\nsyscr: 30\nsyscw: 41\nread_bytes: 0\n";
-        assert_eq!(parse_io_syscw(io), Some(41));
     }
 
     #[test]
