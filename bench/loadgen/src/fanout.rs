@@ -1,8 +1,14 @@
-//! `fanout`: T tenants × C websocket clients; publishers post over REST, over
+//! `fanout`: T tenants × C receiving clients; publishers post over REST, over
 //! `post_event`, or both, at a fixed rate or as fast as answers allow. Every
 //! client checks every delivery of its tenant (exactly once, in seq order,
 //! right tenant) and measures end-to-end latency from the send time the
 //! publisher wrote into the message.
+//!
+//! Receivers use one transport (`--transport`): the Engine.IO websocket (the
+//! default, this file), Engine.IO HTTP long-polling without upgrade
+//! (`polling.rs`), or eventfeed's Server-Sent Events stream `GET
+//! /api/events/stream` (`sse.rs`). All three share the checks below
+//! ([`Track`], [`on_event`]); publishers are the same whatever the transport.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,6 +32,7 @@ use crate::target::{SourceIps, Target};
 use crate::wire::{EventArgs, EventLite, Incoming, bench_message, clip, parse_bench_message};
 use crate::ws::{self, ClientConfig, Session};
 use crate::{Common, Outcome, positive, raise_fd_limit, secs};
+use crate::{polling, sse};
 
 /// The total publish rate: events per second, or as fast as answers allow.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,6 +67,38 @@ pub enum Publish {
     Mixed,
 }
 
+/// How the receivers get their events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// Engine.IO websocket: one frame per event.
+    Websocket,
+    /// Engine.IO HTTP long-polling, never upgrading: a held GET answered with
+    /// every packet queued, pongs POSTed on a second connection.
+    Polling,
+    /// eventfeed's `GET /api/events/stream` (Server-Sent Events, chunked);
+    /// the Node baseline has none.
+    Sse,
+}
+
+impl Transport {
+    /// Its name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Polling => "polling",
+            Transport::Sse => "sse",
+        }
+    }
+
+    /// TCP connections each receiver holds.
+    fn connections(self) -> u64 {
+        match self {
+            Transport::Websocket | Transport::Sse => 1,
+            Transport::Polling => 2,
+        }
+    }
+}
+
 /// Options of `fanout`.
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
@@ -68,9 +107,12 @@ pub struct FanoutArgs {
     /// Tenants (t0 … t(T-1)).
     #[arg(long, default_value_t = 10)]
     pub tenants: usize,
-    /// Receiving websocket clients per tenant.
+    /// Receiving clients per tenant.
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
+    /// The receivers' transport (publishers are the same whatever it is).
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    pub transport: Transport,
     /// Total events per second over all tenants, or `max`.
     #[arg(long, default_value = "200")]
     pub rate: Rate,
@@ -104,7 +146,7 @@ pub struct FanoutArgs {
 
 /// What every receiver shares.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     started: Instant,
     latency: Mutex<Histogram<u64>>,
     deliveries: AtomicU64,
@@ -112,6 +154,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Nothing delivered yet; latencies count from `started`'s clock.
+    pub(crate) fn new(started: Instant) -> Shared {
+        Shared {
+            started,
+            latency: Mutex::new(histogram()),
+            deliveries: AtomicU64::new(0),
+            last_delivery_nanos: AtomicU64::new(0),
+        }
+    }
+
     fn nanos(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -122,24 +174,51 @@ const MAX_HOLES: u64 = 100_000;
 
 /// One receiver's checks.
 #[derive(Debug, Default)]
-struct Track {
+pub(crate) struct Track {
     tenant: usize,
     connected: bool,
     /// Whether `last` holds a seq (from the snapshot or the first event).
     based: bool,
     last: u64,
-    received: u64,
-    unique: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    cross_tenant: u64,
+    pub(crate) received: u64,
+    pub(crate) unique: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) cross_tenant: u64,
     holes: HashSet<u64>,
     disconnected: bool,
-    protocol_errors: u64,
+    pub(crate) protocol_errors: u64,
     problem: Option<String>,
 }
 
 impl Track {
+    /// A receiver of tenant `tenant` (its index), not connected yet.
+    pub(crate) fn new(tenant: usize) -> Track {
+        Track { tenant, ..Track::default() }
+    }
+
+    /// The receiver is connected and ready; `base` is the largest seq it
+    /// already has (its snapshot's), `None` to base on the first event.
+    pub(crate) fn ready(&mut self, base: Option<u64>) {
+        self.connected = true;
+        if let Some(seq) = base {
+            self.based = true;
+            self.last = seq;
+        }
+    }
+
+    /// The session ended before it was stopped.
+    pub(crate) fn disconnect(&mut self, why: String) {
+        self.disconnected = true;
+        self.note(why);
+    }
+
+    /// Something the protocol does not allow arrived; the session goes on.
+    pub(crate) fn protocol_error(&mut self, what: String) {
+        self.protocol_errors += 1;
+        self.note(what);
+    }
+
     fn on_seq(&mut self, seq: u64) {
         if !self.based {
             self.based = true;
@@ -249,9 +328,10 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     }
     let receivers = (args.tenants * args.clients) as u64;
     let publishers = args.tenants as u64 * (args.window as u64 + 1);
-    let fd_limit = raise_fd_limit(receivers + publishers + 64)?;
+    let connections = receivers * args.transport.connections();
+    let fd_limit = raise_fd_limit(connections + publishers + 64)?;
     let target = Arc::new(Target::resolve(&c.url).await?);
-    let sources = SourceIps::choose(args.source_ips, receivers, &target)?;
+    let sources = SourceIps::choose(args.source_ips, connections, &target)?;
     let cfg = Arc::new(c.client_config(&target));
     let (pub_target, pub_cfg) = match &args.publish_url {
         Some(url) => {
@@ -267,18 +347,23 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         Rate::PerSec(r) => format!("{r}/s"),
     };
     println!(
-        "fanout: {} tenants × {} clients = {receivers} receivers at {}, publish {:?} at {rate_text} for {} s \
+        "fanout: {} tenants × {} {} clients = {receivers} receivers at {}, publish {:?} at {rate_text} for {} s \
          (open-file limit {fd_limit})",
-        args.tenants, args.clients, target.addr, args.publish, args.duration
+        args.tenants,
+        args.clients,
+        args.transport.name(),
+        target.addr,
+        args.publish,
+        args.duration
     );
+    if args.transport == Transport::Sse {
+        // Fails clearly on a server without the stream (the Node baseline).
+        sse::check(&cfg, &tenants[0]).await?;
+    }
 
-    // 1. Receivers, at a bounded rate; all must have their snapshot.
-    let shared = Arc::new(Shared {
-        started,
-        latency: Mutex::new(histogram()),
-        deliveries: AtomicU64::new(0),
-        last_delivery_nanos: AtomicU64::new(0),
-    });
+    // 1. Receivers, at a bounded rate; all must be ready: websocket and
+    // polling ones with their snapshot, SSE ones with the stream's head.
+    let shared = Arc::new(Shared::new(started));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(receivers as usize);
@@ -297,15 +382,15 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
             }
         }
         let tenant = (i % args.tenants as u64) as usize;
-        handles.push(tokio::spawn(receiver(
-            Arc::clone(&cfg),
-            Arc::clone(&shared),
-            tenant,
-            Arc::clone(&tenants[tenant]),
-            sources.for_client(i),
-            ready_tx.clone(),
-            stop_rx.clone(),
-        )));
+        let (cfg, shared, name, source) =
+            (Arc::clone(&cfg), Arc::clone(&shared), Arc::clone(&tenants[tenant]), sources.for_client(i));
+        let (ready, stop) = (ready_tx.clone(), stop_rx.clone());
+        // One task per receiver, each of a concrete type: no dynamic dispatch per delivery.
+        handles.push(match args.transport {
+            Transport::Websocket => tokio::spawn(receiver(cfg, shared, tenant, name, source, ready, stop)),
+            Transport::Polling => tokio::spawn(polling::receiver(cfg, shared, tenant, name, source, ready, stop)),
+            Transport::Sse => tokio::spawn(sse::receiver(cfg, shared, tenant, name, source, ready, stop)),
+        });
     }
     drop(ready_tx);
     let deadline = tokio::time::Instant::now() + c.timeout() + Duration::from_secs(2);
@@ -313,11 +398,12 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
             Ok(Some(Ok(()))) => ready += 1,
             Ok(Some(Err(e))) => bail!("a receiver could not connect: {e}"),
-            Ok(None) | Err(_) => bail!("only {ready} of {receivers} receivers got their snapshot in time"),
+            Ok(None) | Err(_) => bail!("only {ready} of {receivers} receivers were ready in time"),
         }
     }
     let connect_secs = t0.elapsed().as_secs_f64();
-    println!("  {receivers} receivers connected with their snapshot in {connect_secs:.2} s");
+    let what = if args.transport == Transport::Sse { "their stream open" } else { "their snapshot" };
+    println!("  {receivers} receivers connected with {what} in {connect_secs:.2} s");
 
     // 2. Publishers: sockets opened and HTTP connections made before the window.
     let stats = Arc::new(PubStats {
@@ -479,6 +565,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         "tenants": args.tenants,
         "clients_per_tenant": args.clients,
         "receivers": receivers,
+        "transport": args.transport.name(),
         "publish": format!("{:?}", args.publish).to_lowercase(),
         "rate": match args.rate { Rate::Max => json!("max"), Rate::PerSec(r) => json!(r) },
         "window": args.window,
@@ -581,7 +668,8 @@ async fn receiver(
     track
 }
 
-fn on_event(track: &mut Track, shared: &Shared, tenant: &str, ev: &EventLite<'_>) {
+/// Checks one delivered event (any transport): tenant, latency, seq.
+pub(crate) fn on_event(track: &mut Track, shared: &Shared, tenant: &str, ev: &EventLite<'_>) {
     let now = shared.nanos();
     shared.deliveries.fetch_add(1, Ordering::Relaxed);
     shared.last_delivery_nanos.fetch_max(now, Ordering::Relaxed);
