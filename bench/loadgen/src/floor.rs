@@ -122,9 +122,10 @@ pub async fn run(args: &FloorArgs, _started: Instant) -> Result<Outcome> {
     let (groups, rate, seconds, bytes) = (args.groups, args.rate, args.seconds, args.frame_bytes);
     let (writer_cpu, reader_cpu) = (args.writer_cpu, args.reader_cpu);
     // Plain threads, not the runtime: the writer must be one thread alone on its core.
-    let done = tokio::task::spawn_blocking(move || measure(sockets, groups, rate, k, bytes, seconds, writer_cpu, reader_cpu))
-        .await
-        .map_err(|e| anyhow!("the floor thread failed: {e}"))??;
+    let done =
+        tokio::task::spawn_blocking(move || measure(sockets, groups, rate, k, bytes, seconds, writer_cpu, reader_cpu))
+            .await
+            .map_err(|e| anyhow!("the floor thread failed: {e}"))??;
     let cpu_us = done.user_us + done.sys_us;
     let per = |x: f64| round2(x / done.deliveries.max(1) as f64 * 1000.0) / 1000.0;
     println!(

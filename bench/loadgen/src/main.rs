@@ -46,7 +46,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// T tenants × C websocket clients; publishers post for a while; measures
+    /// T tenants × C clients (websocket, long-polling or SSE); publishers post for a while; measures
     /// deliveries/s, end-to-end latency, and checks every delivery.
     Fanout(fanout::FanoutArgs),
     /// N idle websocket clients opened at a bounded rate and held: connect

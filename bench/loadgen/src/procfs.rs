@@ -18,10 +18,7 @@ pub struct Sample {
 
 impl Sample {
     fn add(self, o: Sample) -> Sample {
-        Sample {
-            cpu_ticks: self.cpu_ticks + o.cpu_ticks,
-            rss_kib: self.rss_kib + o.rss_kib,
-        }
+        Sample { cpu_ticks: self.cpu_ticks + o.cpu_ticks, rss_kib: self.rss_kib + o.rss_kib }
     }
 }
 
