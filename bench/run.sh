@@ -384,7 +384,6 @@ for case in order:
         lines.append("| figure | eventfeed | floor | eventfeed / floor | target |")
         lines.append("| --- | ---: | ---: | ---: | --- |")
         lines.append(f"| CPU µs / delivery | {fmt(ef)} | {fmt(fl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict_of(t, ratio, ef)} |")
-        lines.append(f"| of which system (floor) | | {fmt(f.get('writer_sys_us_per_delivery'))} | | |")
         lines.append("")
         summary[case]["ratio_floor"] = {"server_cpu_us_per_delivery": ratio}
 if compare:

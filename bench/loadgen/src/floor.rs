@@ -130,7 +130,7 @@ pub async fn run(args: &FloorArgs, _started: Instant) -> Result<Outcome> {
     let per = |x: f64| round2(x / done.deliveries.max(1) as f64 * 1000.0) / 1000.0;
     println!(
         "  {} deliveries in {} writes over {:.2} s; writer thread CPU {:.3} µs per delivery \
-         (user {:.3}, system {:.3}){}",
+         (user {:.3}, system {:.3}: the kernel splits by tick samples, rough in short runs){}",
         done.deliveries,
         done.writes,
         done.wall_secs,
