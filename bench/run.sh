@@ -168,6 +168,28 @@ HEAD = {
         ("connect_latency_us.p99", "connect p99 µs", True),
         ("server_rss_kib_after_connect", "server RSS KiB after connect", True),
     ],
+    "tenants": [
+        ("events_seeded", "events stored", False),
+        ("event_json_bytes", "event JSON bytes", True),
+        ("rss_bytes_per_event", "server RSS bytes / stored event", True),
+        ("memory_per_event_ratio", "RSS per event / JSON size", True),
+        ("seed_events_per_sec", "seeding writes/s", False),
+        ("server_cpu_us_per_seeded_event", "server CPU µs / write", True),
+        ("connect_a.latency_us.p50", "connect+snapshot p50 µs, few tenants", True),
+        ("connect_a.latency_us.p99", "connect+snapshot p99 µs, few tenants", True),
+        ("connect_b.latency_us.p50", "connect+snapshot p50 µs, all tenants", True),
+        ("connect_b.latency_us.p99", "connect+snapshot p99 µs, all tenants", True),
+        ("connect_p99_ratio", "p99 all / few tenants", True),
+        ("server_rss_kib_end", "server RSS KiB at the end", True),
+        ("write_errors", "write errors", True),
+        ("connect_b.failures", "failed connects", True),
+        ("connect_b.wrong_snapshots", "wrong snapshots", True),
+    ],
+    "floor": [
+        ("writer_cpu_us_per_delivery", "CPU µs / delivery", True),
+        ("frames_per_write", "frames / write()", False),
+        ("deliveries_per_sec", "deliveries/s", False),
+    ],
     "rest": [
         ("requests_per_sec", "requests/s", False),
         ("server_cpu_us_per_request", "server CPU µs / request", True),
@@ -208,6 +230,13 @@ TARGETS.update({
     ("cluster_max", "server_cpu_us_per_delivery", "eventfeed"): ("ratio", 1.25, "≤ 1.25×"),
     ("cluster_200", "server_cpu_us_per_delivery", "baseline_cluster"): ("ratio", 0.2, "≤ 1/5"),
     ("cluster_max", "server_cpu_us_per_delivery", "baseline_cluster"): ("ratio", 0.2, "≤ 1/5"),
+})
+TARGETS.update({
+    ("tenants", "memory_per_event_ratio"): ("abs", 1.3, "≤ 1.3"),
+    ("tenants", "connect_p99_ratio"): ("abs", 1.2, "≤ 1.2"),
+    ("tenants", "write_errors"): ("abs", 0, "0"),
+    ("tenants", "connect_b.failures"): ("abs", 0, "0"),
+    ("tenants", "connect_b.wrong_snapshots"): ("abs", 0, "0"),
 })
 for case in ("fanout_200", "fanout_max", "polling_200", "sse_200", "cluster_200", "cluster_max"):
     for k in ("lost", "duplicates", "out_of_order", "cross_tenant"):

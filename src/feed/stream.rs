@@ -214,8 +214,15 @@ impl CredentialsEnd {
     }
 }
 
-fn chunk<'a>(records: impl Iterator<Item = &'a Bytes>) -> Bytes {
-    let mut out = Vec::new();
+/// The records as one chunk. A lone record (the usual case of a live
+/// stream) is the shared record itself, encoded once for every stream of the
+/// tenant: no copy, no allocation.
+fn chunk<'a>(records: impl ExactSizeIterator<Item = &'a Bytes>) -> Bytes {
+    let mut records = records.peekable();
+    if records.len() == 1 {
+        return records.next().cloned().unwrap_or_default();
+    }
+    let mut out = Vec::with_capacity(records.len() * 256);
     for r in records {
         out.extend_from_slice(r);
     }
