@@ -37,7 +37,8 @@ pub fn sample(pid: u32) -> Result<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let rss_kib = parse_status_rss(&status).ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    let writes = std::fs::read_to_string(format!("/proc/{pid}/io")).ok().and_then(|io| parse_io_syscw(&io)).unwrap_or(0);
+    let writes =
+        std::fs::read_to_string(format!("/proc/{pid}/io")).ok().and_then(|io| parse_io_syscw(&io)).unwrap_or(0);
     Ok(Sample { cpu_ticks, rss_kib, writes })
 }
 
