@@ -61,6 +61,26 @@ pub enum Cut {
     Fin,
 }
 
+impl Mode {
+    /// The option's value.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Recover => "recover",
+            Mode::Snapshot => "snapshot",
+        }
+    }
+}
+
+impl Cut {
+    /// The option's value.
+    fn name(self) -> &'static str {
+        match self {
+            Cut::Rst => "rst",
+            Cut::Fin => "fin",
+        }
+    }
+}
+
 /// Options of `storm`.
 #[derive(Debug, Args)]
 pub struct StormArgs {
@@ -140,9 +160,16 @@ pub async fn run(args: &StormArgs, started: Instant) -> Result<Outcome> {
     let reconnect_cfg = Arc::new(ClientConfig { timeout: catch_up, ..(*cfg).clone() });
     let tenants: Arc<[Arc<str>]> = (0..args.tenants).map(|i| Arc::from(c.tenant(i))).collect();
     println!(
-        "storm: {} tenants × {} clients = {n} clients at {}, seed {} and {} missed per tenant, reconnect by {:?} \
-         over {} s, cut by {:?} (open-file limit {fd_limit})",
-        args.tenants, args.clients, target.addr, args.seed, args.missed, args.mode, args.spread, args.cut
+        "storm: {} tenants × {} clients = {n} clients at {}, seed {} and {} missed per tenant, reconnect by {} \
+         over {} s, cut by {} (open-file limit {fd_limit})",
+        args.tenants,
+        args.clients,
+        target.addr,
+        args.seed,
+        args.missed,
+        args.mode.name(),
+        args.spread,
+        args.cut.name()
     );
 
     // 1. Seed every tenant's buffer.
@@ -215,7 +242,7 @@ pub async fn run(args: &StormArgs, started: Instant) -> Result<Outcome> {
     for mut h in firsts {
         match tokio::time::timeout_at(deadline, &mut h).await {
             Ok(Ok(Ok((ws, m)))) => {
-                if m.snapshot_max != Some(seeded_latest[m.tenant]).filter(|&s| s > 0) {
+                if args.seed > 0 && m.snapshot_max != Some(seeded_latest[m.tenant]) {
                     stale_snapshots += 1;
                 }
                 if m.marker_seq != marker_latest[m.tenant] {
@@ -416,8 +443,8 @@ pub async fn run(args: &StormArgs, started: Instant) -> Result<Outcome> {
     let mut json = json!({
         "mode": "storm",
         "ok": ok,
-        "reconnect": match args.mode { Mode::Recover => "recover", Mode::Snapshot => "snapshot" },
-        "cut": match args.cut { Cut::Rst => "rst", Cut::Fin => "fin" },
+        "reconnect": args.mode.name(),
+        "cut": args.cut.name(),
         "tenants": args.tenants,
         "clients_per_tenant": args.clients,
         "clients": n,
