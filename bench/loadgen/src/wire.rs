@@ -179,6 +179,109 @@ impl Wire {
     }
 }
 
+/// The CONNECT answer of a namespace: `40/events,{"sid":"..","pid":".."}`
+/// (`pid` only when the server does connection state recovery).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConnectAnswer {
+    /// The socket id (the same as before when a session was recovered).
+    pub sid: String,
+    /// The private session id to present when reconnecting.
+    #[serde(default)]
+    pub pid: Option<String>,
+}
+
+/// The arguments of an EVENT packet as [`EventArgs`], with the last argument
+/// of an `event_created` kept when it is a string: the recovery offset
+/// (`["event_created", event, "OFFSET"]`).
+#[derive(Debug)]
+pub struct EventArgsWithOffset<'a> {
+    /// The arguments.
+    pub args: EventArgs<'a>,
+    /// The offset (`None` without one, and for other events).
+    pub offset: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for EventArgsWithOffset<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = EventArgsWithOffset<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Socket.IO event array [name, args...]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let name: Name<'de> = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let mut offset = None;
+                let args = match name.0.as_ref() {
+                    "event_created" => {
+                        let event = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                        // The offset is the last argument: keep the last string seen.
+                        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+                            offset = json_string(raw.get()).map_err(de::Error::custom)?;
+                        }
+                        EventArgs::Created(event)
+                    }
+                    "snapshot" => {
+                        let events: Vec<SeqOnly> =
+                            seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                        EventArgs::Snapshot { max_seq: events.iter().map(|e| e.seq).max(), len: events.len() }
+                    }
+                    other => EventArgs::Other(other.to_string()),
+                };
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(EventArgsWithOffset { args, offset })
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+/// A JSON value's text as a string when it is one (borrowed when it has no escapes).
+fn json_string(raw: &str) -> Result<Option<Cow<'_, str>>, serde_json::Error> {
+    if !raw.starts_with('"') {
+        return Ok(None);
+    }
+    if raw.len() >= 2 && !raw.contains('\\') {
+        return Ok(Some(Cow::Borrowed(&raw[1..raw.len() - 1])));
+    }
+    serde_json::from_str::<String>(raw).map(|s| Some(Cow::Owned(s)))
+}
+
+impl Wire {
+    /// `40/events,{"tenantId":..,"token":..,"pid":..,"offset":..}`: a CONNECT
+    /// asking to recover session `pid` after `offset` (the official client puts
+    /// both beside the auth fields).
+    pub fn connect_recover(&self, tenant: &str, token: &str, pid: &str, offset: &str) -> String {
+        let auth = serde_json::json!({ "tenantId": tenant, "token": token, "pid": pid, "offset": offset });
+        format!("40{}{auth}", self.nsp_prefix)
+    }
+
+    /// The ids of a CONNECT answer (`40/events,{"sid":..,"pid":..}`); `None`
+    /// for any other frame or an answer without a `sid`.
+    pub fn connect_answer(&self, text: &str) -> Option<ConnectAnswer> {
+        let rest = text.strip_prefix("40")?.strip_prefix(self.nsp_prefix.as_str())?;
+        if self.nsp_prefix.is_empty() && rest.starts_with('/') {
+            return None;
+        }
+        serde_json::from_str(rest).ok()
+    }
+
+    /// As [`Wire::classify`], also returning the recovery offset of an
+    /// `event_created` (its last argument, when a string). Only EVENT frames
+    /// take another path; every other frame is classified as `classify` does.
+    pub fn classify_with_offset<'a>(&self, text: &'a str) -> Result<(Incoming<'a>, Option<Cow<'a, str>>), String> {
+        if let Some(rest) = text.strip_prefix("42").and_then(|r| r.strip_prefix(self.nsp_prefix.as_str()))
+            && !(self.nsp_prefix.is_empty() && rest.starts_with('/'))
+        {
+            let json = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            return serde_json::from_str::<EventArgsWithOffset<'a>>(json)
+                .map(|e| (Incoming::Event(e.args), e.offset))
+                .map_err(|e| format!("bad EVENT {}: {e}", clip(text)));
+        }
+        self.classify(text).map(|i| (i, None))
+    }
+}
+
 /// The start of a frame, for error messages.
 pub fn clip(s: &str) -> &str {
     match s.char_indices().nth(120) {
@@ -263,6 +366,49 @@ mod tests {
         let w = Wire::new("/events");
         assert_eq!(w.connect("t3", "bench_admin"), r#"40/events,{"tenantId":"t3","token":"bench_admin"}"#);
         assert_eq!(w.post_event(4, "hi"), r#"42/events,4["post_event",{"message":"hi"}]"#);
+    }
+
+    #[test]
+    fn offsets_and_connect_answers() -> Result<(), String> {
+        let w = Wire::new("/events");
+        let ev = r#"42/events,["event_created",{"seq":7,"tenant_id":"t1","message":"m"},"0000abcd:7:1a2b3c4d"]"#;
+        match w.classify_with_offset(ev)? {
+            (Incoming::Event(EventArgs::Created(e)), Some(off)) => {
+                assert_eq!((e.seq, off.as_ref()), (7, "0000abcd:7:1a2b3c4d"));
+                assert!(matches!(off, Cow::Borrowed(_)));
+            }
+            other => return Err(format!("{other:?}")),
+        }
+        // Without an offset, with an escaped one, and an offset that is not a string.
+        let ev = r#"42/events,["event_created",{"seq":8,"tenant_id":"t1","message":"a\"b"}]"#;
+        assert!(matches!(w.classify_with_offset(ev)?, (Incoming::Event(EventArgs::Created(e)), None) if e.seq == 8));
+        let ev = r#"42/events,["event_created",{"seq":9,"tenant_id":"t1","message":"m"},"a\"b"]"#;
+        assert!(matches!(w.classify_with_offset(ev)?, (_, Some(o)) if o == "a\"b"));
+        let ev = r#"42/events,["event_created",{"seq":9,"tenant_id":"t1","message":"m"},{"x":[1]}]"#;
+        assert!(matches!(w.classify_with_offset(ev)?, (Incoming::Event(EventArgs::Created(_)), None)));
+        let snap = r#"42/events,["snapshot",[{"seq":3},{"seq":4}]]"#;
+        assert!(matches!(
+            w.classify_with_offset(snap)?,
+            (Incoming::Event(EventArgs::Snapshot { max_seq: Some(4), len: 2 }), None)
+        ));
+        assert!(matches!(w.classify_with_offset("2")?, (Incoming::Ping, None)));
+        assert!(matches!(w.classify_with_offset(r#"42/other,["x"]"#)?, (Incoming::Ignored, None)));
+        assert!(w.classify_with_offset("42/events,[1").is_err());
+
+        let a = w.connect_answer(r#"40/events,{"sid":"s1","pid":"p1"}"#);
+        assert_eq!(a, Some(ConnectAnswer { sid: "s1".into(), pid: Some("p1".into()) }));
+        let a = w.connect_answer(r#"40/events,{"sid":"s2"}"#);
+        assert_eq!(a, Some(ConnectAnswer { sid: "s2".into(), pid: None }));
+        assert_eq!(w.connect_answer(r#"40/other,{"sid":"s"}"#), None);
+        assert_eq!(w.connect_answer("40/events,"), None);
+        let main = Wire::new("/");
+        assert_eq!(main.connect_answer(r#"40{"sid":"s"}"#).map(|a| a.sid), Some("s".to_string()));
+        assert_eq!(main.connect_answer(r#"40/events,{"sid":"s"}"#), None);
+        assert_eq!(
+            w.connect_recover("t1", "k", "p", "o"),
+            r#"40/events,{"tenantId":"t1","token":"k","pid":"p","offset":"o"}"#
+        );
+        Ok(())
     }
 
     #[test]

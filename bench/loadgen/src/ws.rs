@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::target::Target;
-use crate::wire::{EventArgs, Incoming, Wire, clip};
+use crate::wire::{ConnectAnswer, EventArgs, Incoming, Wire, clip};
 
 /// A websocket to the server.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -92,6 +92,66 @@ async fn open_inner(cfg: &ClientConfig, tenant: &str, source: Option<IpAddr>) ->
             }
             Incoming::Event(_) | Incoming::Ack(..) | Incoming::Ignored => {}
         }
+    }
+}
+
+/// An open session with the ids of its CONNECT answer.
+#[derive(Debug)]
+pub struct IdSession {
+    /// The session (websocket and snapshot).
+    pub session: Session,
+    /// The CONNECT answer's `sid` and `pid`.
+    pub answer: ConnectAnswer,
+}
+
+/// As [`open`], also keeping the CONNECT answer's `sid` and `pid` (for
+/// connection state recovery), bounded by the config's timeout.
+pub async fn open_with_ids(cfg: &ClientConfig, tenant: &str, source: Option<IpAddr>) -> Result<IdSession> {
+    tokio::time::timeout(cfg.timeout, async {
+        let mut ws = engine_open_inner(cfg, source).await?;
+        ws.send(Message::text(cfg.wire.connect(tenant, &cfg.token))).await.context("sending CONNECT")?;
+        let mut answer = None;
+        loop {
+            let text = next_text(&mut ws).await?.ok_or_else(|| anyhow!("closed before the snapshot"))?;
+            match cfg.wire.classify(text.as_str()).map_err(|e| anyhow!(e))? {
+                Incoming::Ping => ws.send(Message::text("3")).await.context("sending pong")?,
+                Incoming::Connected => {
+                    let ids = cfg.wire.connect_answer(text.as_str());
+                    answer =
+                        Some(ids.ok_or_else(|| anyhow!("CONNECT answer without a sid: {:?}", clip(text.as_str())))?);
+                }
+                Incoming::ConnectError(m) => bail!("CONNECT refused: {m}"),
+                Incoming::Closed => bail!("the server closed the session before the snapshot"),
+                Incoming::Event(EventArgs::Snapshot { max_seq, .. }) => {
+                    let Some(answer) = answer else { bail!("snapshot before the CONNECT answer") };
+                    return Ok(IdSession { session: Session { ws, snapshot_max_seq: max_seq }, answer });
+                }
+                Incoming::Event(_) | Incoming::Ack(..) | Incoming::Ignored => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow!("no snapshot within {:?} (TCP connect, handshake, CONNECT)", cfg.timeout))?
+}
+
+/// The Engine.IO part of an open: TCP connect, websocket handshake and the
+/// open packet, bounded by the config's timeout. The caller sends its own CONNECT.
+pub async fn engine_open(cfg: &ClientConfig, source: Option<IpAddr>) -> Result<Ws> {
+    tokio::time::timeout(cfg.timeout, engine_open_inner(cfg, source))
+        .await
+        .map_err(|_| anyhow!("no Engine.IO open packet within {:?} (TCP connect, handshake)", cfg.timeout))?
+}
+
+async fn engine_open_inner(cfg: &ClientConfig, source: Option<IpAddr>) -> Result<Ws> {
+    let stream = cfg.target.connect(source, cfg.timeout).await?;
+    let url = format!("ws://{}{}/socket.io/?EIO=4&transport=websocket", cfg.target.host, cfg.target.base_path);
+    let (mut ws, _response) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg.ws_config))
+        .await
+        .context("websocket handshake")?;
+    let open = next_text(&mut ws).await?.ok_or_else(|| anyhow!("closed before the Engine.IO open packet"))?;
+    match decode_text(open.as_str()) {
+        Ok(Packet::Open(json)) if Handshake::parse(json).is_ok() || json.starts_with('{') => Ok(ws),
+        _ => bail!("expected the Engine.IO open packet, got {:?}", clip(open.as_str())),
     }
 }
 
