@@ -168,6 +168,22 @@ HEAD = {
         ("connect_latency_us.p99", "connect p99 µs", True),
         ("server_rss_kib_after_connect", "server RSS KiB after connect", True),
     ],
+    "storm": [
+        ("clients", "clients cut and reconnecting", False),
+        ("recovered", "recovered (same session)", False),
+        ("caught_up", "caught up", False),
+        ("server_cpu_us_per_recovery", "server CPU µs / recovery", True),
+        ("server_cpu_us_per_reconnect", "server CPU µs / reconnect", True),
+        ("catch_up_us.p50", "reconnect → caught up p50 µs", True),
+        ("catch_up_us.p99", "reconnect → caught up p99 µs", True),
+        ("reconnects_per_sec", "reconnects/s", False),
+        ("server_rss_kib", "server RSS KiB", True),
+        ("failures", "failures", True),
+        ("lost", "lost", True),
+        ("duplicates", "duplicates", True),
+        ("out_of_order", "out of order", True),
+        ("cross_tenant", "cross-tenant", True),
+    ],
     "tenants": [
         ("events_seeded", "events stored", False),
         ("event_json_bytes", "event JSON bytes", True),
@@ -231,6 +247,13 @@ TARGETS.update({
     ("cluster_200", "server_cpu_us_per_delivery", "baseline_cluster"): ("ratio", 0.2, "≤ 1/5"),
     ("cluster_max", "server_cpu_us_per_delivery", "baseline_cluster"): ("ratio", 0.2, "≤ 1/5"),
 })
+TARGETS.update({
+    ("storm_recover", "server_cpu_us_per_recovery"): ("ratio", 0.2, "≤ 1/5"),
+    ("storm_snapshot", "server_cpu_us_per_reconnect"): ("ratio", 0.2, "≤ 1/5"),
+})
+for case in ("storm_recover", "storm_snapshot"):
+    for k in ("lost", "duplicates", "out_of_order", "cross_tenant", "failures"):
+        TARGETS.setdefault((case, k), ("abs", 0, "0"))
 TARGETS.update({
     ("tenants", "memory_per_event_ratio"): ("abs", 1.3, "≤ 1.3"),
     ("tenants", "connect_p99_ratio"): ("abs", 1.2, "≤ 1.2"),
@@ -497,7 +520,7 @@ case_args() {
       polling_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1 --transport polling" ;;
       sse_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1 --transport sse" ;;
       storm_recover) echo "storm --tenants 10 --clients 20 --seed 100 --missed 20 --spread 1 --timeout 30" ;;
-      storm_snapshot) echo "storm --tenants 10 --clients 20 --seed 100 --missed 20 --spread 1 --timeout 30 --no-recover" ;;
+      storm_snapshot) echo "storm --tenants 10 --clients 20 --seed 100 --missed 20 --spread 1 --timeout 30 --mode snapshot" ;;
       tenants) echo "tenants --tenants 40 --small 4 --events 100 --probes 100 --connect-rate 500" ;;
       big) echo "connect --clients 2000 --rate 1000 --hold 1 --source-ips 2" ;;
       cluster_200) echo "fanout --tenants 4 --clients 10 --rate 100 --duration 2 --publish rest --drain 1" ;;
@@ -511,8 +534,8 @@ case_args() {
       rest) echo "rest --connections 64 --duration 10 --limit 50" ;;
       polling_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest --transport polling" ;;
       sse_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest --transport sse" ;;
-      storm_recover) echo "storm --tenants 100 --clients 100 --seed 500 --missed 20 --spread 2 --timeout 30" ;;
-      storm_snapshot) echo "storm --tenants 100 --clients 100 --seed 500 --missed 20 --spread 2 --timeout 30 --no-recover" ;;
+      storm_recover) echo "storm --tenants 100 --clients 100 --seed 500 --missed 20 --spread 2 --timeout 30 --connect-rate 500" ;;
+      storm_snapshot) echo "storm --tenants 100 --clients 100 --seed 500 --missed 20 --spread 2 --timeout 30 --connect-rate 500 --mode snapshot" ;;
       tenants) echo "tenants --tenants 2000 --small 10 --events 500 --probes 1000 --connect-rate 500" ;;
       big) echo "connect --clients 100000 --rate 2000 --hold 10 --source-ips 8" ;;
       cluster_200) echo "fanout --tenants 10 --clients 50 --rate 200 --duration 10 --publish rest" ;;

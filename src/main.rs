@@ -186,7 +186,7 @@ async fn serve<S: Store, A: Adapter>(config: Config, app: App<S, A>) -> ExitCode
     }
     app.start().await;
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match listen(addr) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot listen");
@@ -261,4 +261,20 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutdown signal received; draining");
     shutdown.cancel();
+}
+
+/// Connections the kernel may hold accepted-but-not-yet-taken. After a
+/// deploy or a network blip every client reconnects within a second or two:
+/// the 128 of `TcpListener::bind` overflows then (the dropped SYNs come back
+/// a second later), so a larger queue. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default on current kernels).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`,
+/// as `TcpListener::bind` sets it, so a restart can listen at once).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
