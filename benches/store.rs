@@ -28,12 +28,12 @@ fn store(c: &mut Criterion) {
         b.iter(|| bus.append(black_box("tenant_3"), NewEvent::new(MESSAGE.into(), "admin_a".into()), |_, _| {}))
     });
     let page = bus.latest("tenant_3", 500);
-    let cursor = page.events[300].id;
+    let cursor = page.events[300].id();
     c.bench_function("store/replay 100 after a cursor", |b| {
         b.iter(|| black_box(bus.after(black_box("tenant_3"), &cursor, 100)))
     });
     c.bench_function("store/snapshot (latest 100)", |b| b.iter(|| black_box(bus.latest(black_box("tenant_3"), 100))));
-    let id = page.events[250].id;
+    let id = page.events[250].id();
     c.bench_function("store/get by id", |b| b.iter(|| black_box(bus.get(black_box("tenant_3"), &id))));
     let hundred = bus.latest("tenant_3", 100);
     c.bench_function("store/page JSON of 100 events", |b| {

@@ -58,11 +58,11 @@ impl<H: NamespaceHandler> SocketDelivery<H> {
 }
 
 impl<H: NamespaceHandler> Delivery for SocketDelivery<H> {
-    fn deliver(&self, event: &Arc<StoredEvent>, epoch: Epoch) {
+    fn deliver(&self, event: &StoredEvent, epoch: Epoch) {
         let Some(nsp) = self.namespace.get() else { return };
         let frame = event_frame(nsp.name(), event, self.with_offsets.then_some(epoch));
         let packet = Encoded { text: frame, binary: Vec::new() };
-        let room = tenant_room(event.tenant_id());
+        let room = tenant_room(&event.tenant_id());
         let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
         self.metrics.deliveries.inc_by(stats.delivered as u64);
         self.metrics.delivery_failures.inc_by(stats.failed as u64);
@@ -88,7 +88,7 @@ pub fn sse_record(event: &StoredEvent) -> Bytes {
     let json = event.json().get();
     let mut out = Vec::with_capacity(json.len() + 80);
     out.extend_from_slice(b"id: ");
-    out.extend_from_slice(event.id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
+    out.extend_from_slice(event.id().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
     out.extend_from_slice(b"\nevent: event_created\ndata: ");
     out.extend_from_slice(json.as_bytes());
     out.extend_from_slice(b"\n\n");
@@ -263,11 +263,12 @@ impl Streams {
         if self.open() == 0 {
             return 0;
         }
-        let shard = self.shard(event.tenant_id());
-        let Some(queues) = shard.get(event.tenant_id()) else { return 0 };
+        let tenant = event.tenant_id();
+        let shard = self.shard(&tenant);
+        let Some(queues) = shard.get(tenant.as_ref()) else { return 0 };
         let record = sse_record(event);
         for queue in queues {
-            queue.push(event.seq, &record);
+            queue.push(event.seq(), &record);
         }
         queues.len()
     }
@@ -288,12 +289,12 @@ impl Streams {
 /// machinery into a buffer of the exact length.
 pub fn offset_json(epoch: Epoch, event: &StoredEvent) -> Box<RawValue> {
     use eventfeed_protocol::json::{decimal_len, push_decimal};
-    let offset = Offset::of(epoch, event.seq, &event.id);
-    let mut json = Vec::with_capacity(2 + 8 + 1 + decimal_len(event.seq) + 1 + 8);
+    let offset = Offset::of(epoch, event.seq(), &event.id());
+    let mut json = Vec::with_capacity(2 + 8 + 1 + decimal_len(event.seq()) + 1 + 8);
     json.push(b'"');
     push_hex8(&mut json, offset.epoch.bits());
     json.push(b':');
-    push_decimal(&mut json, event.seq);
+    push_decimal(&mut json, event.seq());
     json.push(b':');
     push_hex8(&mut json, offset.fingerprint);
     json.push(b'"');
@@ -336,8 +337,8 @@ mod tests {
             let event = StoredEvent::new(NewEvent::new("m".into(), "u".into()), seq, "t".into());
             let json = offset_json(epoch, &event);
             let text: String = serde_json::from_str(json.get()).unwrap();
-            assert_eq!(text, Offset::of(epoch, seq, &event.id).to_string());
-            assert_eq!(Offset::parse(&text), Some(Offset::of(epoch, seq, &event.id)));
+            assert_eq!(text, Offset::of(epoch, seq, &event.id()).to_string());
+            assert_eq!(Offset::parse(&text), Some(Offset::of(epoch, seq, &event.id())));
         }
     }
 }

@@ -29,17 +29,24 @@ impl NewEvent {
     }
 }
 
-/// A stored event.
-#[derive(Debug)]
+/// A stored event: its JSON, encoded once, in one shared allocation —
+/// cloning it counts a reference, and a log of a million events holds a
+/// million JSON strings and little else (a slot of 16 bytes each).
+///
+/// The JSON always starts `{"id":"<36-char id>","seq":<digits>,"tenant_id":"`
+/// (the server writes it so, and an event read from a shared store is
+/// checked for it), so the id, the `seq` and the tenant are read from it,
+/// not kept twice.
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
-    /// UUID v4, made by the server.
-    pub id: Uuid,
-    /// Per-tenant sequence number: 1, 2, 3, … with no holes.
-    pub seq: u64,
-    /// The tenant.
-    pub tenant: Arc<str>,
-    json: Box<RawValue>,
+    json: Arc<RawValue>,
 }
+
+/// `{"id":"`: the id starts here.
+const ID_AT: usize = 7;
+/// `","seq":`: the `seq` digits start here.
+const SEQ_AT: usize = ID_AT + 36 + 8;
+const TENANT_KEY: &str = ",\"tenant_id\":\"";
 
 #[derive(Serialize)]
 struct Wire<'a> {
@@ -66,7 +73,57 @@ impl StoredEvent {
         // Serializing strings and integers cannot fail; what serde_json wrote
         // is JSON, so it is not parsed again.
         let json = serde_json::value::to_raw_value(&wire).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        StoredEvent { id, seq, tenant, json }
+        StoredEvent { json: Arc::from(json) }
+    }
+
+    /// UUID v4, made by the server.
+    pub fn id(&self) -> Uuid {
+        Self::id_in(self.json.get()).unwrap_or_default()
+    }
+
+    /// Per-tenant sequence number: 1, 2, 3, … with no holes.
+    pub fn seq(&self) -> u64 {
+        Self::seq_in(self.json.get()).unwrap_or_default()
+    }
+
+    fn id_in(json: &str) -> Option<Uuid> {
+        json.get(..ID_AT)?.eq(r#"{"id":""#).then_some(())?;
+        Uuid::try_parse(json.get(ID_AT..ID_AT + 36)?).ok()
+    }
+
+    fn seq_in(json: &str) -> Option<u64> {
+        json.get(ID_AT + 36..SEQ_AT)?.eq(r#"","seq":"#).then_some(())?;
+        let digits = json.get(SEQ_AT..)?;
+        let end = digits.bytes().position(|b| !b.is_ascii_digit())?;
+        digits[..end].parse().ok()
+    }
+
+    /// Where the tenant id's JSON string starts (after its opening quote).
+    fn tenant_at(json: &str) -> Option<usize> {
+        let digits = json.get(SEQ_AT..)?.bytes().take_while(u8::is_ascii_digit).count();
+        let at = SEQ_AT + digits;
+        json.get(at..)?.starts_with(TENANT_KEY).then_some(at + TENANT_KEY.len())
+    }
+
+    /// Whether the JSON has the layout the accessors read, with this id,
+    /// `seq` and tenant.
+    fn laid_out(json: &str, id: Uuid, seq: u64, tenant: &str) -> bool {
+        Self::id_in(json) == Some(id)
+            && Self::seq_in(json) == Some(seq)
+            && Self::tenant_at(json).is_some_and(|at| Self::tenant_in(json, at).as_deref() == Some(tenant))
+    }
+
+    /// The tenant id's string at `at`: borrowed when it has no escapes.
+    fn tenant_in(json: &str, at: usize) -> Option<std::borrow::Cow<'_, str>> {
+        let rest = json.get(at..)?;
+        let end = rest.bytes().position(|b| b == b'"' || b == b'\\')?;
+        if rest.as_bytes()[end] == b'"' {
+            return Some(std::borrow::Cow::Borrowed(&rest[..end]));
+        }
+        // Escapes (a tenant id may hold any character but controls): decoded.
+        let mut de = serde_json::Deserializer::from_str(json.get(at - 1..)?);
+        let s: String = serde::Deserialize::deserialize(&mut de).ok()?;
+        Some(std::borrow::Cow::Owned(s))
     }
 
     /// An event made elsewhere (a shared store), from its JSON. `None` when
@@ -87,15 +144,20 @@ impl StoredEvent {
     }
 
     /// An event made elsewhere whose id and `seq` are already known, with its
-    /// JSON (as [`json`](Self::json) gives it); `None` if that is not JSON.
+    /// JSON (as [`json`](Self::json) gives it); `None` if that is not JSON
+    /// laid out as this server writes it, with that id, `seq` and tenant.
     pub fn from_parts(id: Uuid, seq: u64, tenant: &Arc<str>, json: String) -> Option<Self> {
+        if !Self::laid_out(&json, id, seq, tenant) {
+            return None;
+        }
         let json = RawValue::from_string(json).ok()?;
-        Some(StoredEvent { id, seq, tenant: tenant.clone(), json })
+        Some(StoredEvent { json: Arc::from(json) })
     }
 
     /// The tenant id.
-    pub fn tenant_id(&self) -> &str {
-        &self.tenant
+    pub fn tenant_id(&self) -> std::borrow::Cow<'_, str> {
+        let json = self.json.get();
+        Self::tenant_at(json).and_then(|at| Self::tenant_in(json, at)).unwrap_or_default()
     }
 
     /// The event as JSON (`{"id":…,"seq":…,"tenant_id":…,"message":…,"timestamp":…,"author":…}`).
@@ -152,7 +214,7 @@ impl PreparedEvent {
     pub fn with_seq(&self, seq: u64) -> StoredEvent {
         let json = format!("{}{seq}{}", self.json_head, self.json_tail);
         let json = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        StoredEvent { id: self.id, seq, tenant: self.tenant.clone(), json }
+        StoredEvent { json: Arc::from(json) }
     }
 }
 
@@ -229,7 +291,7 @@ pub fn validate_message(message: &str) -> Result<(), FeedError> {
 
 /// Writes `{"events":[…],"hasMore":…,"gap":…}` from stored JSON, without
 /// re-serializing any event.
-pub fn page_json(events: &[Arc<StoredEvent>], has_more: bool, gap: bool) -> String {
+pub fn page_json(events: &[StoredEvent], has_more: bool, gap: bool) -> String {
     let mut out = String::with_capacity(40 + events.iter().map(|e| e.json.get().len() + 1).sum::<usize>());
     out.push_str(r#"{"events":"#);
     push_array(&mut out, events);
@@ -242,13 +304,13 @@ pub fn page_json(events: &[Arc<StoredEvent>], has_more: bool, gap: bool) -> Stri
 }
 
 /// Writes `[event,…]` from stored JSON.
-pub fn array_json(events: &[Arc<StoredEvent>]) -> String {
+pub fn array_json(events: &[StoredEvent]) -> String {
     let mut out = String::with_capacity(2 + events.iter().map(|e| e.json.get().len() + 1).sum::<usize>());
     push_array(&mut out, events);
     out
 }
 
-fn push_array(out: &mut String, events: &[Arc<StoredEvent>]) {
+fn push_array(out: &mut String, events: &[StoredEvent]) {
     out.push('[');
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -271,7 +333,8 @@ mod tests {
         assert_eq!(keys, ["id", "seq", "tenant_id", "message", "timestamp", "author"]);
         // The Redis store's scripts read the id at this very place (string.sub(json, 8, 43)).
         assert_eq!(&e.json().get()[..7], r#"{"id":""#);
-        assert_eq!(e.json().get()[7..43], e.id.to_string());
+        assert_eq!(e.json().get()[7..43], e.id().to_string());
+        assert_eq!((e.seq(), e.tenant_id().as_ref()), (42, "company_a"));
         assert_eq!(v["seq"], 42);
         assert_eq!(v["tenant_id"], "company_a");
         assert_eq!(v["author"], "admin_a");
@@ -290,7 +353,7 @@ mod tests {
         assert_eq!(v["message"], "hi \"there\" seq:0");
         assert_eq!(v["id"], p.id.to_string());
         let back = StoredEvent::from_json(&"t".into(), e.json().get().to_owned()).unwrap();
-        assert_eq!((back.id, back.seq, back.json().get()), (e.id, 1234, e.json().get()));
+        assert_eq!((back.id(), back.seq(), back.json().get()), (e.id(), 1234, e.json().get()));
         assert!(StoredEvent::from_json(&"other".into(), e.json().get().to_owned()).is_none(), "tenant checked");
         assert!(StoredEvent::from_json(&"t".into(), "{}".into()).is_none());
         // Same bytes as an event made in one go.
@@ -300,6 +363,38 @@ mod tests {
         let p = PreparedEvent::new(NewEvent::new("m".into(), "a".into()), "t".into()).with_seq(7);
         let w: serde_json::Value = serde_json::from_str(p.json().get()).unwrap();
         assert_eq!(w.as_object().unwrap().keys().cloned().collect::<Vec<_>>(), keys);
+    }
+
+    #[test]
+    fn id_seq_and_tenant_are_read_from_the_json() {
+        for tenant in ["t", "company_a", "with \"quotes\" and \\ back", "é ünïcode ✓"] {
+            let e = StoredEvent::new(NewEvent::new("m".into(), "a".into()), 18_446_744_073_709_551_615, tenant.into());
+            assert_eq!(e.seq(), u64::MAX);
+            assert_eq!(e.tenant_id(), tenant);
+            let v: serde_json::Value = serde_json::from_str(e.json().get()).unwrap();
+            assert_eq!(v["id"], e.id().to_string());
+            assert_eq!(v["tenant_id"], tenant);
+            // The same event read back from a shared store.
+            let back = StoredEvent::from_parts(e.id(), u64::MAX, &tenant.into(), e.json().get().to_owned()).unwrap();
+            assert_eq!((back.id(), back.seq(), back.tenant_id()), (e.id(), u64::MAX, e.tenant_id()));
+        }
+        let e = StoredEvent::new(NewEvent::new("m".into(), "a".into()), 9, "t".into());
+        let json = e.json().get().to_owned();
+        // Not laid out as the server writes it, or not this id / seq / tenant: refused.
+        assert!(StoredEvent::from_parts(e.id(), 10, &"t".into(), json.clone()).is_none());
+        assert!(StoredEvent::from_parts(Uuid::nil(), 9, &"t".into(), json.clone()).is_none());
+        assert!(StoredEvent::from_parts(e.id(), 9, &"u".into(), json.clone()).is_none());
+        let reordered = format!(r#"{{"seq":9,"id":"{}","tenant_id":"t"}}"#, e.id());
+        assert!(StoredEvent::from_parts(e.id(), 9, &"t".into(), reordered).is_none());
+        assert!(StoredEvent::from_parts(e.id(), 9, &"t".into(), json).is_some());
+    }
+
+    #[test]
+    fn a_clone_shares_the_json() {
+        let e = StoredEvent::new(NewEvent::new("m".into(), "a".into()), 1, "t".into());
+        let c = e.clone();
+        assert!(std::ptr::eq(e.json(), c.json()), "one allocation, counted");
+        assert_eq!(std::mem::size_of::<StoredEvent>(), 16, "a log slot is a (fat) pointer");
     }
 
     #[test]
@@ -336,7 +431,7 @@ mod tests {
 
     #[test]
     fn page_json_is_valid_json() {
-        let e = Arc::new(StoredEvent::new(NewEvent::new("a \"quoted\" ✓".into(), "u".into()), 1, "t".into()));
+        let e = StoredEvent::new(NewEvent::new("a \"quoted\" ✓".into(), "u".into()), 1, "t".into());
         let v: serde_json::Value = serde_json::from_str(&page_json(&[e.clone(), e], true, false)).unwrap();
         assert_eq!(v["events"].as_array().unwrap().len(), 2);
         assert_eq!(v["events"][0]["message"], "a \"quoted\" ✓");

@@ -317,7 +317,7 @@ impl<S: Store> Feed<S> {
         &self,
         who: &Principal,
         id: &Uuid,
-    ) -> Answer<Result<Arc<StoredEvent>, FeedError>, impl Later<Arc<StoredEvent>> + use<S>> {
+    ) -> Answer<Result<StoredEvent, FeedError>, impl Later<StoredEvent> + use<S>> {
         self.store
             .get(&who.tenant, id)
             .map(|found| found?.ok_or(FeedError::NotFound("no such event in this tenant's buffer")))

@@ -7,8 +7,6 @@
 //! or never in this tenant) gives the oldest retained events with `gap`.
 //! A store applies them to a tenant's log through [`TenantView`].
 
-use std::sync::Arc;
-
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -39,7 +37,7 @@ impl Default for PageRequest {
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     /// The events, oldest first.
-    pub events: Vec<Arc<StoredEvent>>,
+    pub events: Vec<StoredEvent>,
     /// More events exist after the last one returned.
     pub has_more: bool,
     /// The `sinceId` given is not (or no longer) retained: the answer starts

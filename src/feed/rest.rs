@@ -342,9 +342,9 @@ async fn create<S: Store>(
         tracing::info!(target: "audit", action = "create_event", outcome = e.code(), tenant = %who.tenant, user = %who.user, peer = %peer, "event refused");
     })?;
     let outcome = if replayed { "replayed" } else { "created" };
-    tracing::info!(target: "audit", action = "create_event", outcome, tenant = %who.tenant, user = %who.user, event_id = %event.id, peer = %peer, "event created");
+    tracing::info!(target: "audit", action = "create_event", outcome, tenant = %who.tenant, user = %who.user, event_id = %event.id(), peer = %peer, "event created");
     let mut res = json_ok(StatusCode::CREATED, event.json().get().to_owned());
-    if let Ok(loc) = HeaderValue::from_str(&format!("/api/events/{}", event.id)) {
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/events/{}", event.id())) {
         res.headers_mut().insert(header::LOCATION, loc);
     }
     if replayed {

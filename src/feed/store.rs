@@ -70,13 +70,13 @@ impl<T, F: Future<Output = T>> IntoFuture for Answer<T, F> {
 }
 
 /// What a lookup by id finds.
-pub type Found = Option<Arc<StoredEvent>>;
+pub type Found = Option<StoredEvent>;
 
 /// What a write made.
 #[derive(Debug, Clone)]
 pub struct Appended {
     /// The event.
-    pub event: Arc<StoredEvent>,
+    pub event: StoredEvent,
     /// It was made earlier, by a write with the same idempotency key:
     /// nothing was stored or delivered now.
     pub replayed: bool,
@@ -87,7 +87,7 @@ pub struct Appended {
 
 impl Appended {
     /// A new event.
-    pub fn new(event: Arc<StoredEvent>) -> Self {
+    pub fn new(event: StoredEvent) -> Self {
         Appended { event, replayed: false, forgotten: 0 }
     }
 }
@@ -102,7 +102,7 @@ pub trait Delivery: Send + Sync + 'static {
     /// Delivers a new event of the history `epoch` to every subscriber of
     /// its tenant. Called in `seq` order per tenant, under the tenant's
     /// lock: it must not block.
-    fn deliver(&self, event: &Arc<StoredEvent>, epoch: Epoch);
+    fn deliver(&self, event: &StoredEvent, epoch: Epoch);
 
     /// The tenant's history here was replaced (a shared store lost or rolled
     /// back what this copy had): its subscribers must start over.
@@ -110,7 +110,7 @@ pub trait Delivery: Send + Sync + 'static {
 }
 
 impl<D: Delivery> Delivery for Arc<D> {
-    fn deliver(&self, event: &Arc<StoredEvent>, epoch: Epoch) {
+    fn deliver(&self, event: &StoredEvent, epoch: Epoch) {
         (**self).deliver(event, epoch)
     }
 

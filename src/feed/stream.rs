@@ -307,8 +307,8 @@ impl<S: Store> Stream<S> {
             let sent = match page {
                 Ok(events) if events.is_empty() => break,
                 Ok(events) => {
-                    cursor = events.last().map_or(cursor, |e| e.seq);
-                    let records: Vec<Bytes> = events.iter().map(|e: &Arc<StoredEvent>| sse_record(e)).collect();
+                    cursor = events.last().map_or(cursor, |e| e.seq());
+                    let records: Vec<Bytes> = events.iter().map(|e: &StoredEvent| sse_record(e)).collect();
                     self.send(chunk(records.iter())).await
                 }
                 Err(oldest) => {

@@ -22,7 +22,7 @@ const SHARDS: usize = 16;
 
 struct Entry {
     message: [u8; 32],
-    event: Arc<StoredEvent>,
+    event: StoredEvent,
     at: Instant,
 }
 
@@ -93,7 +93,7 @@ impl RememberedKeys {
 impl Locked<'_> {
     /// The event `keyed` made, if its key is remembered (and not past its
     /// window); another message with the key is refused.
-    pub fn lookup(&self, keyed: &Keyed<'_>) -> Result<Option<Arc<StoredEvent>>, FeedError> {
+    pub fn lookup(&self, keyed: &Keyed<'_>) -> Result<Option<StoredEvent>, FeedError> {
         let Some(keys) = self.guard.get(self.tenant) else { return Ok(None) };
         let Some(entry) = keys.by_slot.get(&keyed.slot()) else { return Ok(None) };
         if entry.at + self.limits.window <= Instant::now() {
@@ -107,7 +107,7 @@ impl Locked<'_> {
 
     /// Remembers that `keyed` made `event`; how many keys were forgotten to
     /// stay within the limits.
-    pub fn remember(&mut self, keyed: &Keyed<'_>, event: Arc<StoredEvent>) -> u64 {
+    pub fn remember(&mut self, keyed: &Keyed<'_>, event: StoredEvent) -> u64 {
         let now = Instant::now();
         let limits = self.limits;
         let keys = match self.guard.get_mut(self.tenant) {
@@ -160,8 +160,8 @@ mod tests {
     use crate::feed::idempotency::{IdempotencyKey, message_digest};
     use std::time::Duration;
 
-    fn event(message: &str) -> Arc<StoredEvent> {
-        Arc::new(StoredEvent::new(NewEvent::new(message.into(), "u".into()), 1, "t".into()))
+    fn event(message: &str) -> StoredEvent {
+        StoredEvent::new(NewEvent::new(message.into(), "u".into()), 1, "t".into())
     }
 
     #[tokio::test(start_paused = true)]
@@ -172,7 +172,7 @@ mod tests {
         assert!(keys.lock("t").lookup(&keyed).unwrap().is_none());
         let made = event("hello");
         assert_eq!(keys.lock("t").remember(&keyed, made.clone()), 0);
-        assert_eq!(keys.lock("t").lookup(&keyed).unwrap().unwrap().id, made.id);
+        assert_eq!(keys.lock("t").lookup(&keyed).unwrap().unwrap().id(), made.id());
         let other = Keyed { message: message_digest("other"), ..keyed };
         assert_eq!(keys.lock("t").lookup(&other).unwrap_err().code(), "idempotency_key_reused");
         assert!(keys.lock("t2").lookup(&keyed).unwrap().is_none(), "per tenant");

@@ -4,7 +4,9 @@
 //! Each tenant has a [`TenantLog`]: the last `capacity` events in `seq` order
 //! and an index from event id to `seq`, so `sinceId` and get-by-id are O(1)
 //! (the position of `seq` is `seq - first_seq`). An evicted event leaves the
-//! index, so memory stays bounded by capacity × tenants.
+//! index, so memory stays bounded by capacity × tenants. A retained event
+//! costs its JSON (one allocation, shared by every reader), a 16-byte slot,
+//! and 8 bytes of index ([`IdIndex`](super::index::IdIndex)).
 //!
 //! Locks: the shard lock (`hash(tenant) % SHARDS`) is held only to find or
 //! create a tenant's log; the tenant's own lock covers appending *and*
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use super::index::{IdIndex, Ids};
 use crate::feed::recovery::Epoch;
 use crate::feed::{NewEvent, Page, PageRequest, StoredEvent, TenantView};
 
@@ -37,8 +40,26 @@ pub struct TenantLog {
     tenant: Arc<str>,
     epoch: Epoch,
     next_seq: u64,
-    events: VecDeque<Arc<StoredEvent>>,
-    index: HashMap<Uuid, u64>,
+    events: VecDeque<StoredEvent>,
+    index: IdIndex,
+}
+
+/// The log's events as the index sees them.
+struct Window<'a> {
+    events: &'a VecDeque<StoredEvent>,
+    next_seq: u64,
+}
+
+impl Ids for Window<'_> {
+    fn id_at(&self, seq: u64) -> Option<Uuid> {
+        let first = self.first();
+        let pos = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.events.get(pos).map(StoredEvent::id)
+    }
+
+    fn first(&self) -> u64 {
+        self.events.front().map_or(self.next_seq, StoredEvent::seq)
+    }
 }
 
 impl TenantLog {
@@ -48,7 +69,7 @@ impl TenantLog {
             epoch,
             next_seq: 1,
             events: VecDeque::with_capacity(capacity.min(64)),
-            index: HashMap::with_capacity(capacity.min(64)),
+            index: IdIndex::new(),
         }
     }
 
@@ -58,9 +79,13 @@ impl TenantLog {
     }
 
     /// The event with this id, if retained.
-    pub fn get(&self, id: &Uuid) -> Option<Arc<StoredEvent>> {
-        let pos = self.position(*self.index.get(id)?)?;
+    pub fn get(&self, id: &Uuid) -> Option<StoredEvent> {
+        let pos = self.position(self.index.get(id, &self.window())?)?;
         self.events.get(pos).cloned()
+    }
+
+    fn window(&self) -> Window<'_> {
+        Window { events: &self.events, next_seq: self.next_seq }
     }
 
     /// How many events are retained.
@@ -87,7 +112,7 @@ impl TenantView for TenantLog {
     /// An id that is not retained (evicted, or never in this tenant) gives the
     /// oldest retained events with `gap: true`.
     fn after(&self, since: &Uuid, limit: usize) -> Page {
-        let (start, gap) = match self.index.get(since).and_then(|seq| self.position(*seq)) {
+        let (start, gap) = match self.index.get(since, &self.window()).and_then(|seq| self.position(seq)) {
             Some(pos) => (pos + 1, false),
             None => (0, true),
         };
@@ -99,7 +124,7 @@ impl TenantView for TenantLog {
     /// Up to `limit` events with `seq` greater than `seq`, oldest first;
     /// `None` if some of them were evicted already (the caller missed events).
     fn after_seq(&self, seq: u64, limit: usize) -> Option<Page> {
-        let first = self.events.front().map_or(self.next_seq, |e| e.seq);
+        let first = self.first_seq();
         if seq.saturating_add(1) < first {
             return None;
         }
@@ -118,16 +143,16 @@ impl TenantView for TenantLog {
     }
 
     fn first_seq(&self) -> u64 {
-        self.events.front().map_or(self.next_seq, |e| e.seq)
+        self.window().first()
     }
 
     fn seq_of(&self, id: &Uuid) -> Option<u64> {
-        let seq = *self.index.get(id)?;
+        let seq = self.index.get(id, &self.window())?;
         self.position(seq).map(|_| seq)
     }
 
     fn id_at(&self, seq: u64) -> Option<Uuid> {
-        self.events.get(self.position(seq)?).map(|e| e.id)
+        self.events.get(self.position(seq)?).map(StoredEvent::id)
     }
 
     fn epoch(&self) -> Epoch {
@@ -137,35 +162,37 @@ impl TenantView for TenantLog {
 
 impl TenantLog {
     fn position(&self, seq: u64) -> Option<usize> {
-        let first = self.events.front()?.seq;
+        let first = self.events.front()?.seq();
         let pos = usize::try_from(seq.checked_sub(first)?).ok()?;
         (pos < self.events.len()).then_some(pos)
     }
 
-    fn append(&mut self, new: NewEvent, capacity: usize) -> Arc<StoredEvent> {
-        let event = Arc::new(StoredEvent::new(new, self.next_seq, self.tenant.clone()));
+    fn append(&mut self, new: NewEvent, capacity: usize) -> StoredEvent {
+        let event = StoredEvent::new(new, self.next_seq, self.tenant.clone());
         self.push(event.clone(), capacity);
         event
     }
 
     /// Adds the event with the next `seq`, evicting the oldest beyond `capacity`.
-    fn push(&mut self, event: Arc<StoredEvent>, capacity: usize) {
-        self.next_seq = event.seq + 1;
+    fn push(&mut self, event: StoredEvent, capacity: usize) {
+        let (id, seq) = (event.id(), event.seq());
+        self.next_seq = seq + 1;
         if self.events.len() >= capacity
             && let Some(evicted) = self.events.pop_front()
         {
-            self.index.remove(&evicted.id);
+            self.index.remove(&evicted.id(), evicted.seq(), &Window { events: &self.events, next_seq: self.next_seq });
         }
-        self.index.insert(event.id, event.seq);
         self.events.push_back(event);
+        self.index.insert(&id, seq, &Window { events: &self.events, next_seq: self.next_seq });
     }
 
     /// Places an event made elsewhere (a shared store) into this copy of the
     /// log: appended only when it is the next `seq`.
-    fn apply(&mut self, event: &Arc<StoredEvent>, capacity: usize) -> Applied {
-        if event.seq < self.next_seq {
+    fn apply(&mut self, event: &StoredEvent, capacity: usize) -> Applied {
+        let seq = event.seq();
+        if seq < self.next_seq {
             Applied::Duplicate
-        } else if event.seq > self.next_seq {
+        } else if seq > self.next_seq {
             Applied::Gap { last_seq: self.last_seq() }
         } else {
             self.push(event.clone(), capacity);
@@ -175,14 +202,15 @@ impl TenantLog {
 
     /// Replaces the whole log with `events` (consecutive `seq`s, oldest
     /// first) ending at `last_seq`, of the history `epoch`.
-    fn replace(&mut self, events: Vec<Arc<StoredEvent>>, last_seq: u64, epoch: Epoch, capacity: usize) {
+    fn replace(&mut self, events: Vec<StoredEvent>, last_seq: u64, epoch: Epoch, capacity: usize) {
         self.epoch = epoch;
         self.events.clear();
         self.index.clear();
         let skip = events.len().saturating_sub(capacity);
         for event in events.into_iter().skip(skip) {
-            self.index.insert(event.id, event.seq);
+            let (id, seq) = (event.id(), event.seq());
             self.events.push_back(event);
+            self.index.insert(&id, seq, &Window { events: &self.events, next_seq: self.next_seq });
         }
         self.next_seq = last_seq + 1;
     }
@@ -270,12 +298,7 @@ impl EventBus {
 
     /// Stores a new event for `tenant` and delivers it with `deliver` (with
     /// its history's epoch), under the tenant's lock: in `seq` order.
-    pub fn append(
-        &self,
-        tenant: &str,
-        new: NewEvent,
-        deliver: impl FnOnce(&Arc<StoredEvent>, Epoch),
-    ) -> Arc<StoredEvent> {
+    pub fn append(&self, tenant: &str, new: NewEvent, deliver: impl FnOnce(&StoredEvent, Epoch)) -> StoredEvent {
         let log = self.log_or_create(tenant);
         let mut log = lock(&log);
         let event = log.append(new, self.capacity);
@@ -286,8 +309,8 @@ impl EventBus {
     /// Applies an event made by a shared store (another instance, say) to
     /// this copy of the tenant's log, delivering it with `deliver` when it is
     /// the next one — under the tenant's lock, like [`append`](Self::append).
-    pub fn apply(&self, event: &Arc<StoredEvent>, deliver: impl FnOnce(&Arc<StoredEvent>, Epoch)) -> Applied {
-        let log = self.log_or_create(event.tenant_id());
+    pub fn apply(&self, event: &StoredEvent, deliver: impl FnOnce(&StoredEvent, Epoch)) -> Applied {
+        let log = self.log_or_create(&event.tenant_id());
         let mut log = lock(&log);
         let applied = log.apply(event, self.capacity);
         if applied == Applied::Appended {
@@ -299,7 +322,7 @@ impl EventBus {
     /// Replaces this copy of the tenant's log with `events` ending at
     /// `last_seq`, of the history `epoch`, delivering nothing (a copy loaded
     /// from a shared store).
-    pub fn replace(&self, tenant: &str, events: Vec<Arc<StoredEvent>>, last_seq: u64, epoch: Epoch) {
+    pub fn replace(&self, tenant: &str, events: Vec<StoredEvent>, last_seq: u64, epoch: Epoch) {
         let log = self.log_or_create(tenant);
         lock(&log).replace(events, last_seq, epoch, self.capacity);
     }
@@ -314,7 +337,7 @@ impl EventBus {
         let log = self.log(tenant)?;
         let log = lock(&log);
         let pos = log.position(seq)?;
-        log.events.get(pos).map(|e| e.id)
+        log.events.get(pos).map(|e| e.id())
     }
 
     /// The `seq` of the tenant's newest event, if its log exists here.
@@ -353,7 +376,7 @@ impl EventBus {
     }
 
     /// The event `id` of `tenant`, if retained.
-    pub fn get(&self, tenant: &str, id: &Uuid) -> Option<Arc<StoredEvent>> {
+    pub fn get(&self, tenant: &str, id: &Uuid) -> Option<StoredEvent> {
         let log = self.log(tenant)?;
         lock(&log).get(id)
     }
@@ -379,20 +402,20 @@ mod tests {
         EventBus::new(capacity)
     }
 
-    fn post(bus: &EventBus, tenant: &str, msg: &str) -> Arc<StoredEvent> {
+    fn post(bus: &EventBus, tenant: &str, msg: &str) -> StoredEvent {
         bus.append(tenant, NewEvent::new(msg.to_owned(), "u".to_owned()), |_, _| {})
     }
 
     fn seqs(p: &Page) -> Vec<u64> {
-        p.events.iter().map(|e| e.seq).collect()
+        p.events.iter().map(|e| e.seq()).collect()
     }
 
     #[test]
     fn seq_counts_from_one_per_tenant() {
         let b = bus(10);
-        assert_eq!(post(&b, "a", "1").seq, 1);
-        assert_eq!(post(&b, "a", "2").seq, 2);
-        assert_eq!(post(&b, "b", "1").seq, 1);
+        assert_eq!(post(&b, "a", "1").seq(), 1);
+        assert_eq!(post(&b, "a", "2").seq(), 2);
+        assert_eq!(post(&b, "b", "1").seq(), 1);
         assert_eq!(seqs(&b.latest("a", 100)), vec![1, 2]);
         assert_eq!(b.latest("a", 100).events[0].tenant_id(), "a");
     }
@@ -405,7 +428,7 @@ mod tests {
             post(&b, "a", &i.to_string());
         }
         assert_eq!(seqs(&b.latest("a", 100)), vec![3, 4, 5]);
-        assert!(b.get("a", &first.id).is_none());
+        assert!(b.get("a", &first.id()).is_none());
         b.with_log("a", |log| {
             assert_eq!(log.index.len(), 3, "evicted ids leave the index");
             assert_eq!(log.len(), 3);
@@ -418,11 +441,11 @@ mod tests {
         let b = bus(3);
         let e: Vec<_> = (1..=5).map(|i| post(&b, "a", &i.to_string())).collect();
         // Retained: 3, 4, 5.
-        let p = b.after("a", &e[2].id, 100);
+        let p = b.after("a", &e[2].id(), 100);
         assert_eq!((seqs(&p), p.has_more, p.gap), (vec![4, 5], false, false));
-        let p = b.after("a", &e[4].id, 100);
+        let p = b.after("a", &e[4].id(), 100);
         assert_eq!((seqs(&p), p.has_more, p.gap), (vec![], false, false), "at the newest: nothing, no gap");
-        let p = b.after("a", &e[0].id, 100);
+        let p = b.after("a", &e[0].id(), 100);
         assert_eq!((seqs(&p), p.gap), (vec![3, 4, 5], true), "evicted id: from the oldest, with gap");
         let p = b.after("a", &Uuid::new_v4(), 100);
         assert_eq!((seqs(&p), p.gap), (vec![3, 4, 5], true), "unknown id: gap");
@@ -434,19 +457,19 @@ mod tests {
     fn limits_and_has_more() {
         let b = bus(100);
         let e: Vec<_> = (1..=10).map(|i| post(&b, "a", &i.to_string())).collect();
-        let p = b.after("a", &e[0].id, 3);
+        let p = b.after("a", &e[0].id(), 3);
         assert_eq!((seqs(&p), p.has_more), (vec![2, 3, 4], true));
-        let p = b.after("a", &e[6].id, 3);
+        let p = b.after("a", &e[6].id(), 3);
         assert_eq!((seqs(&p), p.has_more), (vec![8, 9, 10], false));
         assert_eq!(seqs(&b.latest("a", 3)), vec![8, 9, 10]);
         // Paging with the last id walks everything once.
-        let mut cursor = e[0].id;
+        let mut cursor = e[0].id();
         let mut all = vec![1];
         loop {
             let p = b.after("a", &cursor, 4);
             all.extend(seqs(&p));
             let Some(last) = p.events.last() else { break };
-            cursor = last.id;
+            cursor = last.id();
             if !p.has_more {
                 break;
             }
@@ -458,11 +481,11 @@ mod tests {
     fn tenants_do_not_see_each_other() {
         let b = bus(10);
         let a = post(&b, "a", "secret");
-        assert!(b.get("b", &a.id).is_none());
-        let p = b.after("b", &a.id, 10);
+        assert!(b.get("b", &a.id()).is_none());
+        let p = b.after("b", &a.id(), 10);
         assert!(p.events.is_empty() && p.gap);
         post(&b, "b", "x");
-        assert!(b.after("b", &a.id, 10).events.iter().all(|e| e.tenant_id() == "b"));
+        assert!(b.after("b", &a.id(), 10).events.iter().all(|e| e.tenant_id() == "b"));
     }
 
     #[test]
@@ -487,9 +510,9 @@ mod tests {
         let e: Vec<_> = (1..=5).map(|i| post(&b, "a", &i.to_string())).collect();
         b.with_log("a", |log| {
             assert_eq!((log.first_seq(), log.last_seq()), (3, 5));
-            assert_eq!(log.seq_of(&e[4].id), Some(5));
-            assert_eq!(log.seq_of(&e[2].id), Some(3));
-            assert_eq!(log.seq_of(&e[1].id), None, "evicted");
+            assert_eq!(log.seq_of(&e[4].id()), Some(5));
+            assert_eq!(log.seq_of(&e[2].id()), Some(3));
+            assert_eq!(log.seq_of(&e[1].id()), None, "evicted");
             assert_eq!(log.seq_of(&Uuid::new_v4()), None);
         });
     }
@@ -509,8 +532,8 @@ mod tests {
         assert_eq!(copy.apply(&made[3], |e, _| rec.deliver(e)), Applied::Appended);
         assert_eq!(copy.apply(&made[4], |e, _| rec.deliver(e)), Applied::Appended);
         assert_eq!(seqs(&copy.latest("a", 10)), vec![3, 4, 5], "capacity holds");
-        assert!(copy.get("a", &made[0].id).is_none(), "evicted ids leave the index");
-        assert_eq!(copy.after("a", &made[2].id, 10).events.len(), 2);
+        assert!(copy.get("a", &made[0].id()).is_none(), "evicted ids leave the index");
+        assert_eq!(copy.after("a", &made[2].id(), 10).events.len(), 2);
         let delivered: Vec<u64> = rec.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
         assert_eq!(delivered, vec![3, 4, 5], "only appended events are delivered");
         // A longer history than the capacity keeps the newest.
@@ -518,7 +541,7 @@ mod tests {
         assert_eq!(seqs(&copy.latest("b", 10)), vec![3, 4, 5]);
         assert_eq!(copy.last_seq("b"), Some(5));
         assert_eq!(copy.last_seq("nobody"), None);
-        assert_eq!(copy.id_at("b", 4), Some(made[3].id));
+        assert_eq!(copy.id_at("b", 4), Some(made[3].id()));
         assert_eq!(copy.id_at("b", 2), None, "evicted");
         assert_eq!(copy.id_at("b", 6), None, "not yet");
     }
@@ -540,8 +563,8 @@ mod tests {
     struct Recorder(Mutex<Vec<(Arc<str>, u64)>>);
 
     impl Recorder {
-        fn deliver(&self, event: &Arc<StoredEvent>) {
-            self.0.lock().unwrap().push((event.tenant.clone(), event.seq));
+        fn deliver(&self, event: &StoredEvent) {
+            self.0.lock().unwrap().push((Arc::from(event.tenant_id()), event.seq()));
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`sessions`]: the sessions kept for connection state recovery.
 //! - [`keys`]: the idempotency keys of successful writes.
 
+mod index;
 pub mod keys;
 pub mod log;
 pub mod sessions;

@@ -156,7 +156,7 @@ pub(crate) struct LogRead {
     pub anchor: Option<Uuid>,
     /// The history's epoch (`None`: it has none yet).
     pub epoch: Option<Epoch>,
-    pub events: Vec<Arc<StoredEvent>>,
+    pub events: Vec<StoredEvent>,
 }
 
 /// What a read does with the history's epoch.
@@ -341,10 +341,10 @@ impl Inner {
                 }
                 .and_then(|json| StoredEvent::from_json(&Arc::from(tenant), json))
                 .ok_or_else(unexpected)?;
-                Ok(Appended { event: Arc::new(event), replayed: true, forgotten: 0 })
+                Ok(Appended { event, replayed: true, forgotten: 0 })
             }
             Some(seq) if seq > 0 => {
-                let event = Arc::new(prepared.with_seq(seq as u64));
+                let event = prepared.with_seq(seq as u64);
                 let forgotten = int(reply.get(1)).and_then(|f| u64::try_from(f).ok()).unwrap_or(0);
                 Ok(Appended { event, replayed: false, forgotten })
             }
@@ -367,7 +367,7 @@ impl Inner {
             return Err(FeedError::IdempotencyKeyReused);
         }
         let event = StoredEvent::from_json(&Arc::from(tenant), json.to_owned()).ok_or(FeedError::Internal)?;
-        Ok(Some(Arc::new(event)))
+        Ok(Some(event))
     }
 
     /// Reads the tenant's log as `mode` says, at most `limit` events.
@@ -426,7 +426,7 @@ impl Inner {
     }
 
     /// The event `id` of `tenant`, if retained.
-    async fn get(&self, tenant: &str, id: &Uuid) -> Result<Option<Arc<StoredEvent>>, FeedError> {
+    async fn get(&self, tenant: &str, id: &Uuid) -> Result<Option<StoredEvent>, FeedError> {
         let read = self.read_log(tenant, ReadMode::Get(id), 1).await?;
         Ok(read.events.into_iter().next())
     }
@@ -622,7 +622,7 @@ fn parse_read(tenant: &str, reply: Vec<RValue>) -> Option<LogRead> {
     for v in it {
         let RValue::BulkString(bytes) = v else { return None };
         let json = String::from_utf8(bytes).ok()?;
-        events.push(Arc::new(StoredEvent::from_json(&tenant, json)?));
+        events.push(StoredEvent::from_json(&tenant, json)?);
     }
     Some(LogRead { last_seq: u64::try_from(last).ok()?, status, has_more, anchor, epoch, events })
 }

@@ -82,7 +82,7 @@ struct TenantSync {
     /// starts a new one if the store's is still it.
     bump: Option<Epoch>,
     /// Live events waiting for the copy to catch up, by `seq`.
-    pending: BTreeMap<u64, Arc<StoredEvent>>,
+    pending: BTreeMap<u64, StoredEvent>,
     /// Connecting sockets waiting for the next fetch to start and end.
     waiting: Vec<oneshot::Sender<Result<(), FeedError>>>,
     /// Connecting sockets waiting for the fetch in flight.
@@ -542,17 +542,16 @@ impl<D: Delivery> SyncTask<D> {
         let id = fields.get("id").and_then(|v| v.as_str()).and_then(|s| uuid::Uuid::try_parse(s).ok());
         let (Some(id), Ok(json)) = (id, serde_json::to_string(fields)) else { return };
         let Some(event) = StoredEvent::from_parts(id, seq, &tenant, json) else { return };
-        let event = Arc::new(event);
         let limit = max_pending(self.store.capacity);
         let Some(t) = self.tenants.get_mut(&tenant) else { return };
-        let wait = |t: &mut TenantSync, event: Arc<StoredEvent>| {
+        let wait = |t: &mut TenantSync, event: StoredEvent| {
             if t.pending.len() >= limit {
                 // Bound hit: forget the waiting events; the next fetch
                 // brings them from the store.
                 t.pending.clear();
                 t.needs_fetch = true;
             } else {
-                t.pending.insert(event.seq, event);
+                t.pending.insert(event.seq(), event);
             }
         };
         if !t.loaded || t.fetching {
@@ -577,10 +576,10 @@ impl<D: Delivery> SyncTask<D> {
     /// over with a snapshot instead of silently missing the new events. When
     /// the copy no longer holds that `seq`, a fetch compares the histories.
     fn check_duplicate(&mut self, tenant: &Arc<str>, event: &StoredEvent) {
-        match self.store.bus.id_at(tenant, event.seq) {
-            Some(known) if known == event.id => {}
+        match self.store.bus.id_at(tenant, event.seq()) {
+            Some(known) if known == event.id() => {}
             Some(_) => {
-                tracing::warn!(tenant = %tenant, seq = event.seq, "the store's history of this tenant was lost and began again; reloading and closing this tenant's sockets");
+                tracing::warn!(tenant = %tenant, seq = event.seq(), "the store's history of this tenant was lost and began again; reloading and closing this tenant's sockets");
                 let copy_epoch = self.store.bus.epoch_of(tenant);
                 if let Some(t) = self.tenants.get_mut(tenant) {
                     t.reset = true;

@@ -135,7 +135,7 @@ impl<S: Store> Gateway<S> {
             let result = match result {
                 Ok(Appended { event: e, replayed, .. }) => {
                     let outcome = if replayed { "replayed" } else { "created" };
-                    tracing::info!(target: "audit", action = "post_event", outcome, tenant = %who.tenant, user = %who.user, event_id = %e.id, peer = %peer, "event created");
+                    tracing::info!(target: "audit", action = "post_event", outcome, tenant = %who.tenant, user = %who.user, event_id = %e.id(), peer = %peer, "event created");
                     Ok(event_body(&e))
                 }
                 Err(e) => {
