@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use eventfeed_protocol::engine::{Handshake, Packet, decode_text};
 use futures_util::SinkExt;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
@@ -598,16 +597,7 @@ async fn probe(cfg: &ClientConfig, tenant: &str) -> ProbeResult {
 
 /// `ws::open`, also returning the snapshot's length (which `ws::Session` does not keep).
 async fn open_counted(cfg: &ClientConfig, tenant: &str, source: Option<IpAddr>) -> Result<(Ws, usize, Option<u64>)> {
-    let stream = cfg.target.connect(source, cfg.timeout).await?;
-    let url = format!("ws://{}{}/socket.io/?EIO=4&transport=websocket", cfg.target.host, cfg.target.base_path);
-    let (mut ws, _response) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg.ws_config))
-        .await
-        .context("websocket handshake")?;
-    let open = ws::next_text(&mut ws).await?.ok_or_else(|| anyhow!("closed before the Engine.IO open packet"))?;
-    match decode_text(open.as_str()) {
-        Ok(Packet::Open(json)) if Handshake::parse(json).is_ok() || json.starts_with('{') => {}
-        _ => bail!("expected the Engine.IO open packet, got {:?}", clip(open.as_str())),
-    }
+    let mut ws = ws::engine_open_inner(cfg, source).await?;
     ws.send(Message::text(cfg.wire.connect(tenant, &cfg.token))).await.context("sending CONNECT")?;
     let mut connected = false;
     loop {

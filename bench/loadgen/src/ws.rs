@@ -62,19 +62,7 @@ pub async fn open(cfg: &ClientConfig, tenant: &str, source: Option<IpAddr>) -> R
 }
 
 async fn open_inner(cfg: &ClientConfig, tenant: &str, source: Option<IpAddr>) -> Result<Session> {
-    let stream = cfg.target.connect(source, cfg.timeout).await?;
-    let url = format!("ws://{}{}/socket.io/?EIO=4&transport=websocket", cfg.target.host, cfg.target.base_path);
-    let (mut ws, _response) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg.ws_config))
-        .await
-        .context("websocket handshake")?;
-
-    let open = next_text(&mut ws).await?.ok_or_else(|| anyhow!("closed before the Engine.IO open packet"))?;
-    match decode_text(open.as_str()) {
-        // The fields are not needed; a server that adds its own is still served.
-        Ok(Packet::Open(json)) if Handshake::parse(json).is_ok() || json.starts_with('{') => {}
-        _ => bail!("expected the Engine.IO open packet, got {:?}", clip(open.as_str())),
-    }
-
+    let mut ws = engine_open_inner(cfg, source).await?;
     ws.send(Message::text(cfg.wire.connect(tenant, &cfg.token))).await.context("sending CONNECT")?;
     let mut connected = false;
     loop {
@@ -142,7 +130,8 @@ pub async fn engine_open(cfg: &ClientConfig, source: Option<IpAddr>) -> Result<W
         .map_err(|_| anyhow!("no Engine.IO open packet within {:?} (TCP connect, handshake)", cfg.timeout))?
 }
 
-async fn engine_open_inner(cfg: &ClientConfig, source: Option<IpAddr>) -> Result<Ws> {
+/// TCP connect, websocket handshake, the Engine.IO open packet (unbounded: the caller bounds it).
+pub(crate) async fn engine_open_inner(cfg: &ClientConfig, source: Option<IpAddr>) -> Result<Ws> {
     let stream = cfg.target.connect(source, cfg.timeout).await?;
     let url = format!("ws://{}{}/socket.io/?EIO=4&transport=websocket", cfg.target.host, cfg.target.base_path);
     let (mut ws, _response) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg.ws_config))
@@ -150,6 +139,7 @@ async fn engine_open_inner(cfg: &ClientConfig, source: Option<IpAddr>) -> Result
         .context("websocket handshake")?;
     let open = next_text(&mut ws).await?.ok_or_else(|| anyhow!("closed before the Engine.IO open packet"))?;
     match decode_text(open.as_str()) {
+        // The fields are not needed; a server that adds its own is still served.
         Ok(Packet::Open(json)) if Handshake::parse(json).is_ok() || json.starts_with('{') => Ok(ws),
         _ => bail!("expected the Engine.IO open packet, got {:?}", clip(open.as_str())),
     }
