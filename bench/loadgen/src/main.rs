@@ -22,6 +22,7 @@ mod sse;
 mod storm;
 mod target;
 mod tenants;
+mod track;
 mod wire;
 mod ws;
 

@@ -28,8 +28,8 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
-use crate::fanout::{Shared, Track, on_event};
 use crate::http::HttpClient;
+use crate::track::{Shared, Track, on_event};
 use crate::wire::{EventArgs, Incoming, Wire, clip};
 use crate::ws::ClientConfig;
 

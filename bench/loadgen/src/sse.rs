@@ -33,8 +33,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::fanout::{Shared, Track, on_event};
 use crate::http::HttpClient;
+use crate::track::{Shared, Track, on_event};
 use crate::wire::{EventLite, clip};
 use crate::ws::ClientConfig;
 
