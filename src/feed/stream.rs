@@ -217,8 +217,7 @@ impl CredentialsEnd {
 /// The records as one chunk. A lone record (the usual case of a live
 /// stream) is the shared record itself, encoded once for every stream of the
 /// tenant: no copy, no allocation.
-fn chunk<'a>(records: impl ExactSizeIterator<Item = &'a Bytes>) -> Bytes {
-    let mut records = records.peekable();
+fn chunk<'a>(mut records: impl ExactSizeIterator<Item = &'a Bytes>) -> Bytes {
     if records.len() == 1 {
         return records.next().cloned().unwrap_or_default();
     }

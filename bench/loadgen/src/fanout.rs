@@ -11,7 +11,6 @@
 //! ([`Track`], [`on_event`]); publishers are the same whatever the transport.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +28,7 @@ use crate::http::HttpClient;
 use crate::procfs::maybe_sample;
 use crate::report::{Errors, SelfCpu, histogram, latency_json, latency_line, opt, per_unit_us, round2, server_cpu};
 use crate::target::{SourceIps, Target};
-use crate::track::{Shared, Track, on_event};
+use crate::track::{Receiver, Shared, Track, on_event};
 use crate::wire::{EventArgs, Incoming, bench_message, clip};
 use crate::ws::{self, ClientConfig, Session};
 use crate::{Common, Outcome, positive, raise_fd_limit, secs};
@@ -281,10 +280,11 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
             (Arc::clone(&cfg), Arc::clone(&shared), Arc::clone(&tenants[tenant]), sources.for_client(i));
         let (ready, stop) = (ready_tx.clone(), stop_rx.clone());
         // One task per receiver, each of a concrete type: no dynamic dispatch per delivery.
+        let r = Receiver { cfg, shared, tenant_index: tenant, tenant: name, source, ready, stop };
         handles.push(match args.transport {
-            Transport::Websocket => tokio::spawn(receiver(cfg, shared, tenant, name, source, ready, stop)),
-            Transport::Polling => tokio::spawn(polling::receiver(cfg, shared, tenant, name, source, ready, stop)),
-            Transport::Sse => tokio::spawn(sse::receiver(cfg, shared, tenant, name, source, ready, stop)),
+            Transport::Websocket => tokio::spawn(receiver(r)),
+            Transport::Polling => tokio::spawn(polling::receiver(r)),
+            Transport::Sse => tokio::spawn(sse::receiver(r)),
         });
     }
     drop(ready_tx);
@@ -493,16 +493,9 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
 }
 
 /// One receiving client: open, report ready, then check every delivery until stopped.
-async fn receiver(
-    cfg: Arc<ClientConfig>,
-    shared: Arc<Shared>,
-    tenant_index: usize,
-    tenant: Arc<str>,
-    source: Option<IpAddr>,
-    ready: mpsc::UnboundedSender<Result<(), String>>,
-    mut stop: watch::Receiver<bool>,
-) -> Track {
-    let mut track = Track { tenant: tenant_index, ..Track::default() };
+async fn receiver(r: Receiver) -> Track {
+    let Receiver { cfg, shared, tenant_index, tenant, source, ready, mut stop } = r;
+    let mut track = Track::new(tenant_index);
     let Session { mut ws, snapshot_max_seq, .. } = match ws::open(&cfg, &tenant, source).await {
         Ok(s) => s,
         Err(e) => {

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
 use crate::http::HttpClient;
-use crate::track::{Shared, Track, on_event};
+use crate::track::{Receiver, Shared, Track, on_event};
 use crate::wire::{EventArgs, Incoming, Wire, clip};
 use crate::ws::ClientConfig;
 
@@ -149,15 +149,8 @@ impl Session {
 
 /// One receiving client on long-polling: open, report ready at the
 /// snapshot, then check every delivery until stopped.
-pub(crate) async fn receiver(
-    cfg: Arc<ClientConfig>,
-    shared: Arc<Shared>,
-    tenant_index: usize,
-    tenant: Arc<str>,
-    source: Option<IpAddr>,
-    ready: mpsc::UnboundedSender<Result<(), String>>,
-    stop: watch::Receiver<bool>,
-) -> Track {
+pub(crate) async fn receiver(r: Receiver) -> Track {
+    let Receiver { cfg, shared, tenant_index, tenant, source, ready, stop } = r;
     let mut track = Track::new(tenant_index);
     let mut ready = Some(ready);
     if let Err(e) = run(&cfg, &shared, &tenant, source, &mut track, &mut ready, stop).await {

@@ -31,10 +31,9 @@ use anyhow::{Result, anyhow};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 
 use crate::http::HttpClient;
-use crate::track::{Shared, Track, on_event};
+use crate::track::{Receiver, Shared, Track, on_event};
 use crate::wire::{EventLite, clip};
 use crate::ws::ClientConfig;
 
@@ -364,15 +363,8 @@ pub(crate) async fn check(cfg: &ClientConfig, tenant: &str) -> Result<()> {
 
 /// One receiving client on the event stream: open, report ready at the
 /// response head, then check every record until stopped.
-pub(crate) async fn receiver(
-    cfg: Arc<ClientConfig>,
-    shared: Arc<Shared>,
-    tenant_index: usize,
-    tenant: Arc<str>,
-    source: Option<IpAddr>,
-    ready: mpsc::UnboundedSender<Result<(), String>>,
-    mut stop: watch::Receiver<bool>,
-) -> Track {
+pub(crate) async fn receiver(r: Receiver) -> Track {
+    let Receiver { cfg, shared, tenant_index, tenant, source, ready, mut stop } = r;
     let mut track = Track::new(tenant_index);
     let opened = tokio::time::timeout(cfg.timeout, open(&cfg, &tenant, source))
         .await

@@ -4,14 +4,35 @@
 //! publisher wrote into the message.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch};
 
 use crate::report::histogram;
 use crate::wire::{EventLite, parse_bench_message};
+use crate::ws::ClientConfig;
+
+/// What a receiving client is given, whatever its transport.
+pub(crate) struct Receiver {
+    /// The server and the client settings.
+    pub cfg: Arc<ClientConfig>,
+    /// What every receiver adds to.
+    pub shared: Arc<Shared>,
+    /// Its tenant's number.
+    pub tenant_index: usize,
+    /// Its tenant's name.
+    pub tenant: Arc<str>,
+    /// The source address to bind, if any.
+    pub source: Option<IpAddr>,
+    /// Told once: ready (snapshot or stream head received), or why not.
+    pub ready: mpsc::UnboundedSender<Result<(), String>>,
+    /// Set when the run is over.
+    pub stop: watch::Receiver<bool>,
+}
 
 /// What every receiver shares.
 #[derive(Debug)]

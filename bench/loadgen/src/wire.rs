@@ -50,30 +50,8 @@ pub enum EventArgs<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for EventArgs<'a> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = EventArgs<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a Socket.IO event array [name, args...]")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let name: Name<'de> = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let out = match name.0.as_ref() {
-                    "event_created" => {
-                        EventArgs::Created(seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?)
-                    }
-                    "snapshot" => {
-                        let events: Vec<SeqOnly> =
-                            seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                        EventArgs::Snapshot { max_seq: events.iter().map(|e| e.seq).max(), len: events.len() }
-                    }
-                    other => EventArgs::Other(other.to_string()),
-                };
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(out)
-            }
-        }
-        d.deserialize_seq(V(std::marker::PhantomData))
+        // One visitor for both: the offset (a borrowed slice, no allocation) is dropped.
+        EventArgsWithOffset::deserialize(d).map(|w| w.args)
     }
 }
 
