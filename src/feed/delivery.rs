@@ -10,8 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use eventfeed_protocol::engine::session::CloseReason;
@@ -21,6 +23,7 @@ use serde_json::value::RawValue;
 use super::recovery::{Epoch, Offset};
 use super::store::Delivery;
 use super::{StoredEvent, tenant_room};
+use crate::http::body::Source;
 use crate::metrics::Metrics;
 use crate::sio::{BroadcastOp, Namespace, NamespaceHandler, Socket};
 
@@ -96,19 +99,24 @@ pub fn sse_record(event: &StoredEvent) -> Bytes {
 }
 
 /// A stream's live events: records queued by the delivery (under the
-/// tenant's lock, so in `seq` order), taken by the stream's task.
+/// tenant's lock, so in `seq` order), taken by the stream's response body
+/// itself (a [`Source`]: hyper's connection task writes them, no other task
+/// is woken per record). The stream's task only hears when the stream must
+/// end.
 #[derive(Debug)]
 pub struct StreamQueue {
     inner: Mutex<QueueInner>,
-    /// Wakes the stream's task: records queued, or the stream must end.
+    /// Wakes the stream's task: the stream must end.
     pub notify: Notify,
+    /// Wakes the stream's body: records queued, or the stream must end.
+    body: AtomicWaker,
     /// Records queued at most; one more ends the stream (a slow consumer).
     max: usize,
 }
 
 #[derive(Debug, Default)]
 struct QueueInner {
-    records: VecDeque<(u64, Bytes)>,
+    records: VecDeque<Bytes>,
     end: Option<StreamEnd>,
 }
 
@@ -121,55 +129,73 @@ pub enum StreamEnd {
     Reset,
 }
 
-/// What a stream's task takes from its queue.
-#[derive(Debug)]
-pub enum Taken {
-    /// Records, oldest first, with their `seq`s.
-    Records(Vec<(u64, Bytes)>),
-    /// The stream must end.
-    End(StreamEnd),
-}
-
 impl StreamQueue {
     fn lock(&self) -> MutexGuard<'_, QueueInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, seq: u64, record: &Bytes) {
+    fn push(&self, record: &Bytes) {
         let mut inner = self.lock();
         if inner.end.is_some() {
             return;
         }
         if inner.records.len() >= self.max {
             // Bound hit: the client reads slower than the tenant writes. The
-            // stream ends; its client resumes with Last-Event-ID.
+            // stream ends (its task drops the connection); its client
+            // resumes with Last-Event-ID.
             inner.records = VecDeque::new();
             inner.end = Some(StreamEnd::SlowConsumer);
+            drop(inner);
+            self.notify.notify_one();
         } else {
-            inner.records.push_back((seq, record.clone()));
+            inner.records.push_back(record.clone());
+            drop(inner);
         }
-        drop(inner);
-        self.notify.notify_one();
+        self.body.wake();
     }
 
     fn end(&self, why: StreamEnd) {
         self.lock().end.get_or_insert(why);
         self.notify.notify_one();
+        self.body.wake();
     }
 
     /// Why the stream must end, if it must.
     pub fn ended(&self) -> Option<StreamEnd> {
         self.lock().end
     }
+}
 
-    /// Everything queued, or why the stream must end.
-    pub fn take(&self) -> Taken {
+impl Source for StreamQueue {
+    /// Everything queued as one chunk: a lone record (the usual case) is the
+    /// shared record itself, encoded once for every stream of the tenant. A
+    /// stream that must end gives nothing more; its task ends it.
+    fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<Bytes> {
+        self.body.register(cx.waker());
         let mut inner = self.lock();
-        match inner.end {
-            Some(why) => Taken::End(why),
-            None => Taken::Records(inner.records.drain(..).collect()),
+        if inner.end.is_some() {
+            return Poll::Pending;
+        }
+        match inner.records.len() {
+            0 => Poll::Pending,
+            1 => inner.records.pop_front().map_or(Poll::Pending, Poll::Ready),
+            _ => Poll::Ready(chunk(inner.records.drain(..))),
         }
     }
+}
+
+/// Records as one chunk. A lone record (the usual case of a live stream) is
+/// the shared record itself, encoded once for every stream of the tenant: no
+/// copy, no allocation.
+pub(super) fn chunk(mut records: impl ExactSizeIterator<Item = Bytes>) -> Bytes {
+    if records.len() == 1 {
+        return records.next().unwrap_or_default();
+    }
+    let mut out = Vec::with_capacity(records.len() * 256);
+    for r in records {
+        out.extend_from_slice(&r);
+    }
+    Bytes::from(out)
 }
 
 const STREAM_SHARDS: usize = 16;
@@ -250,7 +276,12 @@ impl Streams {
     /// Call it under the tenant's lock (where nothing is delivered), so the
     /// stream gets every event after that point and none before.
     pub fn join(&self, tenant: &str, max: usize) -> StreamGuard {
-        let queue = Arc::new(StreamQueue { inner: Mutex::default(), notify: Notify::new(), max: max.max(1) });
+        let queue = Arc::new(StreamQueue {
+            inner: Mutex::default(),
+            notify: Notify::new(),
+            body: AtomicWaker::new(),
+            max: max.max(1),
+        });
         let tenant: Arc<str> = tenant.into();
         self.shard(&tenant).entry(tenant.clone()).or_default().push(queue.clone());
         self.0.open.fetch_add(1, Ordering::Relaxed);
@@ -268,7 +299,7 @@ impl Streams {
         let Some(queues) = shard.get(tenant.as_ref()) else { return 0 };
         let record = sse_record(event);
         for queue in queues {
-            queue.push(event.seq(), &record);
+            queue.push(&record);
         }
         queues.len()
     }

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::auth::{Authenticated, Check, Credential, jwt::unix_now};
-use super::delivery::{StreamEnd, StreamGuard, Taken, sse_record};
+use super::delivery::{StreamEnd, StreamGuard, chunk, sse_record};
 use super::error::FeedError;
 use super::paging::{MAX_LIMIT, TenantView, parse_since};
 use super::store::{Opening, Store};
@@ -145,7 +145,7 @@ pub(super) async fn open<S: Store>(
         return Err(FeedError::TooManyConnections { retry_after: 1 });
     };
     tracing::info!(target: "audit", action = "stream", outcome = "opened", tenant = %who.tenant, user = %who.user, peer = %peer, "stream opened");
-    let (tx, body) = body::channel(CHUNKS);
+    let (tx, body) = body::channel(CHUNKS, Some(guard.queue.clone()));
     tokio::spawn(Stream { feed: feed.clone(), tenant, guard, tx, peer, who, credential }.run(backlog));
     let mut res = Response::new(body);
     let h = res.headers_mut();
@@ -212,20 +212,6 @@ impl CredentialsEnd {
             CredentialsEnd::KeyGone => "token_revoked",
         }
     }
-}
-
-/// The records as one chunk. A lone record (the usual case of a live
-/// stream) is the shared record itself, encoded once for every stream of the
-/// tenant: no copy, no allocation.
-fn chunk<'a>(mut records: impl ExactSizeIterator<Item = &'a Bytes>) -> Bytes {
-    if records.len() == 1 {
-        return records.next().cloned().unwrap_or_default();
-    }
-    let mut out = Vec::with_capacity(records.len() * 256);
-    for r in records {
-        out.extend_from_slice(r);
-    }
-    Bytes::from(out)
 }
 
 impl<S: Store> Stream<S> {
@@ -308,7 +294,7 @@ impl<S: Store> Stream<S> {
                 Ok(events) => {
                     cursor = events.last().map_or(cursor, |e| e.seq());
                     let records: Vec<Bytes> = events.iter().map(|e: &StoredEvent| sse_record(e)).collect();
-                    self.send(chunk(records.iter())).await
+                    self.send(chunk(records.into_iter())).await
                 }
                 Err(oldest) => {
                     // Evicted before it was read: say so, and go on from
@@ -321,20 +307,16 @@ impl<S: Store> Stream<S> {
                 return stop;
             }
         }
+        // The backlog is sent: from here on the body takes the live records
+        // from the queue itself (the stream joined at the backlog's end, so
+        // they are exactly the later events). This task only keeps the
+        // stream alive and ends it.
+        self.tx.go_live();
         let mut keep_alive = tokio::time::interval(self.feed.config.stream_keep_alive);
         keep_alive.reset();
         loop {
-            match self.guard.queue.take() {
-                Taken::End(why) => return Stop::End(why),
-                // Only events after the backlog's end are queued (the stream
-                // joined at that point): nothing to skip.
-                Taken::Records(records) if !records.is_empty() => {
-                    if let Err(stop) = self.send(chunk(records.iter().map(|(_, r)| r))).await {
-                        return stop;
-                    }
-                    continue;
-                }
-                Taken::Records(_) => {}
+            if let Some(why) = self.guard.queue.ended() {
+                return Stop::End(why);
             }
             tokio::select! {
                 _ = self.guard.queue.notify.notified() => {}
@@ -361,7 +343,6 @@ impl<S: Store> Stream<S> {
                     if let Some(why) = self.guard.queue.ended() {
                         return Err(Stop::End(why));
                     }
-                    // Records arrived: the live loop takes them after this chunk.
                 }
                 _ = self.feed.shutdown.cancelled() => return Err(Stop::Quietly),
             }

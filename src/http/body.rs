@@ -1,7 +1,10 @@
 //! The response body of every route: one buffer (almost everything), or a
-//! stream of chunks a task feeds through a bounded channel (Server-Sent
-//! Events), which the task can abort — hyper then drops the connection
-//! instead of ending the response cleanly.
+//! stream of chunks (Server-Sent Events). A stream's chunks come from a task
+//! through a bounded channel, which the task can abort — hyper then drops
+//! the connection instead of ending the response cleanly — and, once the task
+//! says so ([`BodySender::go_live`]), also from a [`Source`] the body takes
+//! from itself: hyper's connection task polls it, so a live chunk reaches the
+//! socket with no other task woken on the way.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,16 +37,33 @@ impl From<Bytes> for Body {
     }
 }
 
-/// The receiving end of a streamed body.
-#[derive(Debug)]
-pub struct StreamBody {
-    rx: mpsc::Receiver<Bytes>,
-    abort: Arc<Abort>,
+/// Chunks a streamed body takes itself, after its channel's (see
+/// [`channel`]).
+pub trait Source: Send + Sync + 'static {
+    /// The next chunk, or `Pending` having arranged for `cx` to be woken
+    /// when there is one. A source never ends the body: its sender does.
+    fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<Bytes>;
 }
 
+/// The receiving end of a streamed body.
+pub struct StreamBody {
+    rx: mpsc::Receiver<Bytes>,
+    shared: Arc<Shared>,
+    source: Option<Arc<dyn Source>>,
+}
+
+impl std::fmt::Debug for StreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamBody").field("shared", &self.shared).finish_non_exhaustive()
+    }
+}
+
+/// What a sender tells its body besides chunks.
 #[derive(Debug, Default)]
-struct Abort {
+struct Shared {
     aborted: AtomicBool,
+    /// The body takes from its source too.
+    live: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -51,7 +71,7 @@ struct Abort {
 #[derive(Debug, Clone)]
 pub struct BodySender {
     tx: mpsc::Sender<Bytes>,
-    abort: Arc<Abort>,
+    shared: Arc<Shared>,
 }
 
 /// The client is gone: nothing more can be sent.
@@ -66,10 +86,13 @@ pub struct Aborted;
 
 /// A streamed body and its sender. At most `capacity` chunks wait to be
 /// written: a sender that gets ahead of the client waits ([`BodySender::send`]).
-pub fn channel(capacity: usize) -> (BodySender, Body) {
+/// Once the sender [goes live](BodySender::go_live), the body also takes
+/// chunks from `source`: whatever waits in the channel first, then the
+/// source's, then the channel's again.
+pub fn channel(capacity: usize, source: Option<Arc<dyn Source>>) -> (BodySender, Body) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let abort = Arc::new(Abort::default());
-    (BodySender { tx, abort: abort.clone() }, Body::Stream(StreamBody { rx, abort }))
+    let shared = Arc::new(Shared::default());
+    (BodySender { tx, shared: shared.clone() }, Body::Stream(StreamBody { rx, shared, source }))
 }
 
 impl BodySender {
@@ -81,8 +104,15 @@ impl BodySender {
     /// Ends the response abnormally: the connection is dropped (also while
     /// chunks still wait, e.g. for a client that stopped reading).
     pub fn abort(&self) {
-        self.abort.aborted.store(true, Ordering::Release);
-        self.abort.waker.wake();
+        self.shared.aborted.store(true, Ordering::Release);
+        self.shared.waker.wake();
+    }
+
+    /// From now on the body takes chunks from its source as well, after
+    /// those already sent.
+    pub fn go_live(&self) {
+        self.shared.live.store(true, Ordering::Release);
+        self.shared.waker.wake();
     }
 
     /// Resolves when the client is gone (the body was dropped).
@@ -99,11 +129,19 @@ impl hyper::body::Body for Body {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(stream) => {
-                stream.abort.waker.register(cx.waker());
-                if stream.abort.aborted.load(Ordering::Acquire) {
+                stream.shared.waker.register(cx.waker());
+                if stream.shared.aborted.load(Ordering::Acquire) {
                     return Poll::Ready(Some(Err(Aborted)));
                 }
-                stream.rx.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+                if let Poll::Ready(chunk) = stream.rx.poll_recv(cx) {
+                    return Poll::Ready(chunk.map(|b| Ok(Frame::data(b))));
+                }
+                match &stream.source {
+                    Some(source) if stream.shared.live.load(Ordering::Acquire) => {
+                        source.poll_chunk(cx).map(|b| Some(Ok(Frame::data(b))))
+                    }
+                    _ => Poll::Pending,
+                }
             }
         }
     }
@@ -124,6 +162,7 @@ impl hyper::body::Body for Body {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use hyper::body::Body as _;
 
     #[tokio::test]
     async fn a_full_body_is_one_frame_of_known_length() {
@@ -135,19 +174,75 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_ends_when_its_sender_is_dropped_and_fails_when_aborted() {
-        let (tx, body) = channel(2);
+        let (tx, body) = channel(2, None);
         let reader = tokio::spawn(body.collect());
         tx.send(Bytes::from_static(b"a")).await.unwrap();
         tx.send(Bytes::from_static(b"b")).await.unwrap();
         drop(tx);
         assert_eq!(reader.await.unwrap().unwrap().to_bytes(), "ab");
 
-        let (tx, mut body) = channel(1);
+        let (tx, mut body) = channel(1, None);
         tx.send(Bytes::from_static(b"waiting")).await.unwrap();
         tx.abort();
         let frame = body.frame().await;
         assert!(matches!(frame, Some(Err(Aborted))), "aborted even with a chunk waiting");
         drop(body);
         assert_eq!(tx.send(Bytes::new()).await, Err(Gone));
+    }
+
+    /// A source that hands out what was put in it, one chunk at a time.
+    #[derive(Default)]
+    struct Queue {
+        chunks: std::sync::Mutex<std::collections::VecDeque<Bytes>>,
+        waker: AtomicWaker,
+    }
+
+    impl Queue {
+        fn put(&self, chunk: &'static str) {
+            self.chunks.lock().unwrap().push_back(Bytes::from_static(chunk.as_bytes()));
+            self.waker.wake();
+        }
+    }
+
+    impl Source for Queue {
+        fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<Bytes> {
+            self.waker.register(cx.waker());
+            self.chunks.lock().unwrap().pop_front().map_or(Poll::Pending, Poll::Ready)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_stream_takes_from_its_source_after_what_was_sent_first() {
+        let source = Arc::new(Queue::default());
+        let (tx, mut body) = channel(4, Some(source.clone()));
+        source.put("live1");
+        tx.send(Bytes::from_static(b"backlog")).await.unwrap();
+        let next = |body: &mut Body| {
+            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+            match Pin::new(body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().unwrap()),
+                Poll::Ready(other) => panic!("unexpected {other:?}"),
+                Poll::Pending => None,
+            }
+        };
+        assert_eq!(next(&mut body).as_deref(), Some(&b"backlog"[..]));
+        assert_eq!(next(&mut body), None, "the source is not taken from before the sender goes live");
+        tx.go_live();
+        assert_eq!(next(&mut body).as_deref(), Some(&b"live1"[..]));
+        assert_eq!(next(&mut body), None, "a live stream waits on both");
+        // The body wakes for either.
+        let (got_tx, mut got) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(frame) = body.frame().await {
+                let _ = got_tx.send(frame.unwrap().into_data().unwrap());
+            }
+        });
+        source.put("live2");
+        assert_eq!(got.recv().await.as_deref(), Some(&b"live2"[..]));
+        tx.send(Bytes::from_static(b"keep-alive")).await.unwrap();
+        assert_eq!(got.recv().await.as_deref(), Some(&b"keep-alive"[..]));
+        source.put("never taken");
+        drop(tx);
+        assert_eq!(got.recv().await, None, "the sender ends the body, not the source");
     }
 }
