@@ -244,7 +244,7 @@ impl EventTemplate {
 }
 
 /// The fields of a stored feed event but its `seq` (the store assigns it).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventFields<'a> {
     /// The event id.
     pub id: &'a str,
@@ -287,6 +287,132 @@ pub fn event_template(uid: &str, nsp: &str, room: &str, event: &EventFields<'_>)
     w_str(&mut tail, nsp);
     w_opts(&mut tail, &[room], &[] as &[&str], &Flags::default());
     EventTemplate { head, tail }
+}
+
+/// A stored feed event read straight from its broadcast message, borrowed: what [`event_template`] writes, with
+/// the `seq` the script spliced in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredEventMessage<'a> {
+    /// The publisher's uid (a store's: [`store_uid`]).
+    pub uid: &'a str,
+    /// The packet's namespace.
+    pub nsp: &'a str,
+    /// The one room it goes to.
+    pub room: &'a str,
+    /// The event's `seq`.
+    pub seq: u64,
+    /// The event's fields, as strings.
+    pub fields: EventFields<'a>,
+}
+
+impl StoredEventMessage<'_> {
+    /// The event's JSON as the general path writes it (`serde_json::to_string` of [`event_from_broadcast`]'s
+    /// object): `{"id":…,"seq":…,"tenant_id":…,"message":…,"timestamp":…,"author":…}`, strings escaped by serde_json.
+    pub fn json(&self) -> String {
+        let EventFields { id, tenant_id, message, timestamp, author } = self.fields;
+        let mut out =
+            Vec::with_capacity(96 + id.len() + tenant_id.len() + message.len() + timestamp.len() + author.len());
+        let field = |out: &mut Vec<u8>, key: &[u8], value: &str| {
+            out.extend_from_slice(key);
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        };
+        field(&mut out, b"{\"id\":", id);
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        field(&mut out, b",\"tenant_id\":", tenant_id);
+        field(&mut out, b",\"message\":", message);
+        field(&mut out, b",\"timestamp\":", timestamp);
+        field(&mut out, b",\"author\":", author);
+        out.push(b'}');
+        // Only UTF-8 went in: the strings are `&str`, the rest ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Reads a stored feed event straight from a broadcast `msg` when it has exactly the layout [`event_template`]
+/// writes (keys in that order, valid UTF-8, no trailing bytes), without decoding it into a tree. Anything else —
+/// another server's broadcast, or a stored event in another layout — is `None`: [`decode_broadcast`] it.
+pub fn stored_event_message(msg: &[u8]) -> Option<StoredEventMessage<'_>> {
+    let mut r = Slice(msg);
+    r.tag(&[0x93])?;
+    let uid = r.str()?;
+    r.tag(&[0x83])?;
+    r.key("type")?;
+    (r.uint()? == PACKET_TYPE_EVENT).then_some(())?;
+    r.key("data")?;
+    r.tag(&[0x92])?;
+    r.key(FEED_EVENT_NAME)?;
+    r.tag(&[0x86])?;
+    r.key("id")?;
+    let id = r.str()?;
+    r.key("seq")?;
+    let seq = r.uint()?;
+    r.key("tenant_id")?;
+    let tenant_id = r.str()?;
+    r.key("message")?;
+    let message = r.str()?;
+    r.key("timestamp")?;
+    let timestamp = r.str()?;
+    r.key("author")?;
+    let author = r.str()?;
+    r.key("nsp")?;
+    let nsp = r.str()?;
+    r.tag(&[0x83])?;
+    r.key("rooms")?;
+    r.tag(&[0x91])?;
+    let room = r.str()?;
+    r.key("except")?;
+    r.tag(&[0x90])?;
+    r.key("flags")?;
+    r.tag(&[0x80])?;
+    r.0.is_empty().then_some(())?;
+    Some(StoredEventMessage { uid, nsp, room, seq, fields: EventFields { id, tenant_id, message, timestamp, author } })
+}
+
+/// The unread rest of a message, for [`stored_event_message`].
+struct Slice<'a>(&'a [u8]);
+
+impl<'a> Slice<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn be(&mut self, n: usize) -> Option<u64> {
+        Some(self.take(n)?.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
+    }
+
+    fn tag(&mut self, tag: &[u8]) -> Option<()> {
+        (self.take(tag.len())? == tag).then_some(())
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let len = match *self.take(1)?.first()? {
+            m @ 0xa0..=0xbf => u64::from(m & 0x1f),
+            0xd9 => self.be(1)?,
+            0xda => self.be(2)?,
+            0xdb => self.be(4)?,
+            _ => return None,
+        };
+        std::str::from_utf8(self.take(usize::try_from(len).ok()?)?).ok()
+    }
+
+    fn key(&mut self, key: &str) -> Option<()> {
+        (self.str()? == key).then_some(())
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        match *self.take(1)?.first()? {
+            m @ 0x00..=0x7f => Some(u64::from(m)),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            _ => None,
+        }
+    }
 }
 
 /// The smallest msgpack encoding of a non-negative integer: positive fixint (< 128), then `cc` (uint8), `cd`

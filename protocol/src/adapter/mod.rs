@@ -121,8 +121,8 @@ mod response;
 mod tests;
 
 pub use broadcast::{
-    Broadcast, EventFields, EventTemplate, Flags, decode_broadcast, encode_broadcast, event_from_broadcast,
-    event_template, msgpack_uint, store_uid,
+    Broadcast, EventFields, EventTemplate, Flags, StoredEventMessage, decode_broadcast, encode_broadcast,
+    event_from_broadcast, event_template, msgpack_uint, store_uid, stored_event_message,
 };
 pub use request::{REQUEST_ID_LEN, Request, Selector, decode_request, encode_request, request_id};
 pub use response::{

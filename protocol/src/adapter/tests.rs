@@ -1073,3 +1073,73 @@ fn mutated_fixtures_never_panic() {
         let _ = decode_request(&msg);
     }
 }
+
+#[test]
+fn stored_events_read_straight_from_the_template_equal_the_general_decoding() {
+    let tricky = [
+        "héllo wörld — a message longer than thirty-one bytes ✓",
+        "quotes \" and \\ backslashes, a tab\t, a newline\n, a NUL \u{0}, and \u{1f} \u{7f} \u{2028}",
+        "",
+        &"x".repeat(70_000),
+    ];
+    for (i, message) in tricky.iter().enumerate() {
+        let tenant = if i % 2 == 0 { "acme" } else { "t\"e\\n ant" };
+        let room = format!("tenant:{tenant}");
+        let fields = EventFields {
+            id: "0b7c6d1e-8f00-4e2b-9a4c-1d2e3f405162",
+            tenant_id: tenant,
+            message,
+            timestamp: "2026-11-27T12:00:00.123Z",
+            author: "al\"ice",
+        };
+        let t = event_template(&store_uid("staging"), "/events", &room, &fields);
+        for seq in [0, 1, 127, 128, 255, 256, 65_535, 65_536, u64::from(u32::MAX), 1 << 40, u64::MAX] {
+            let msg = t.render(seq);
+            let got = stored_event_message(&msg).expect("the template's layout");
+            assert_eq!(
+                got,
+                StoredEventMessage { uid: &store_uid("staging"), nsp: "/events", room: &room, seq, fields }
+            );
+            let b = ev(&msg);
+            let (general_seq, event) = event_from_broadcast(&b).expect("a stored event");
+            assert_eq!(general_seq, seq);
+            assert_eq!(got.json(), serde_json::to_string(event).unwrap(), "byte for byte, seq {seq}, message {i}");
+        }
+    }
+}
+
+#[test]
+fn anything_but_the_template_layout_is_left_to_the_general_decoder() {
+    let t = template();
+    let msg = t.render(300);
+    assert!(stored_event_message(&msg).is_some());
+    // Every truncation, and a trailing byte.
+    for n in 0..msg.len() {
+        assert!(stored_event_message(&msg[..n]).is_none(), "truncated to {n}");
+    }
+    let mut longer = msg.clone();
+    longer.push(0xc0);
+    assert!(stored_event_message(&longer).is_none());
+    // Every other fixture (Node's adapter, the emitter).
+    for hex in BROADCASTS {
+        assert!(stored_event_message(&unhex(hex)).is_none(), "{hex}");
+    }
+    // The same event re-encoded with a flag, or to two rooms, or with invalid UTF-8 in a field.
+    let mut b = ev(&msg);
+    b.flags.volatile = true;
+    assert!(stored_event_message(&encode_broadcast(&b).unwrap()).is_none());
+    let mut b = ev(&msg);
+    b.rooms.push("tenant:other".into());
+    assert!(stored_event_message(&encode_broadcast(&b).unwrap()).is_none());
+    let at = msg.windows(5).position(|w| w == b"alice").unwrap();
+    let mut bad = msg.clone();
+    bad[at] = 0xff;
+    assert!(stored_event_message(&bad).is_none());
+    assert!(decode_broadcast(&bad).is_ok(), "the general decoder still takes it (lossily)");
+    // A seq that is not an unsigned integer.
+    let mut b = ev(&msg);
+    b.data[1]["seq"] = json!(-1);
+    assert!(stored_event_message(&encode_broadcast(&b).unwrap()).is_none());
+    // Re-encoding the template's own decoding gives the template's bytes back (so the check above changed one thing).
+    assert_eq!(encode_broadcast(&ev(&msg)).unwrap(), msg);
+}

@@ -50,9 +50,9 @@ use super::store::{EpochIs, Inner, LogRead, ReadMode, RedisStore};
 use super::{Control, RedisAdapter, Shared};
 use crate::backend::memory::Applied;
 use crate::feed::recovery::Epoch;
-use crate::feed::{Delivery, FeedError, StoredEvent, tenant_room};
+use crate::feed::{Delivery, FeedError, StoredEvent, TENANT_ROOM_PREFIX};
 use crate::sio::Namespaces;
-use eventfeed_protocol::adapter::{self as wire, Broadcast};
+use eventfeed_protocol::adapter as wire;
 
 /// Live events of one tenant kept while its copy is loading or being
 /// completed; beyond this the copy is fetched again instead.
@@ -513,10 +513,31 @@ impl<D: Delivery> SyncTask<D> {
         } else if channel == channels.response || channel == channels.specific_response {
             self.adapter.on_response(payload);
         } else {
+            // Stored events (almost every message here) are read straight
+            // from the layout the store publishes, without decoding a tree.
+            if index == 0
+                && let Some(m) = wire::stored_event_message(payload)
+                && m.uid.starts_with(wire::STORE_UID)
+            {
+                if m.uid == self.shared.store_uid {
+                    self.stored_event(m.seq, m.fields.tenant_id, m.room, m.fields.id, || Some(m.json()));
+                }
+                // Else another deployment's store on the same Redis.
+                return;
+            }
             match wire::decode_broadcast(payload) {
                 Ok(b) if b.uid == self.shared.uid => {}
                 // Stored events are published on the feed's namespace (the first).
-                Ok(b) if b.uid == self.shared.store_uid && index == 0 => self.stored_event(&b),
+                Ok(b) if b.uid == self.shared.store_uid && index == 0 => {
+                    let Some((seq, fields)) = wire::event_from_broadcast(&b) else {
+                        tracing::debug!("ignoring a malformed stored event");
+                        return;
+                    };
+                    let Some(tenant) = fields.get("tenant_id").and_then(|t| t.as_str()) else { return };
+                    let id = fields.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+                    let [room] = b.rooms.as_slice() else { return };
+                    self.stored_event(seq, tenant, room, id, || serde_json::to_string(fields).ok());
+                }
                 // Another deployment's store on the same Redis (channels are
                 // global to the server, not per database or key prefix).
                 Ok(b) if b.uid.starts_with(wire::STORE_UID) => {}
@@ -526,21 +547,17 @@ impl<D: Delivery> SyncTask<D> {
         }
     }
 
-    fn stored_event(&mut self, b: &Broadcast) {
-        let Some((seq, fields)) = wire::event_from_broadcast(b) else {
-            tracing::debug!("ignoring a malformed stored event");
-            return;
-        };
-        let Some(tenant) = fields.get("tenant_id").and_then(|t| t.as_str()) else { return };
+    /// A stored event of `tenant` (its `seq`, its one room, its id and how
+    /// to write its JSON) from the subscription.
+    fn stored_event(&mut self, seq: u64, tenant: &str, room: &str, id: &str, json: impl FnOnce() -> Option<String>) {
         // Only a tenant's own room carries its events; and only tenants with a
         // copy here need them (nothing is decoded further for the others).
-        if b.rooms.len() != 1 || b.rooms[0] != tenant_room(tenant) {
+        if room.strip_prefix(TENANT_ROOM_PREFIX) != Some(tenant) {
             return;
         }
         let Some((tenant, _)) = self.tenants.get_key_value(tenant) else { return };
         let tenant = tenant.clone();
-        let id = fields.get("id").and_then(|v| v.as_str()).and_then(|s| uuid::Uuid::try_parse(s).ok());
-        let (Some(id), Ok(json)) = (id, serde_json::to_string(fields)) else { return };
+        let (Ok(id), Some(json)) = (uuid::Uuid::try_parse(id), json()) else { return };
         let Some(event) = StoredEvent::from_parts(id, seq, &tenant, json) else { return };
         let limit = max_pending(self.store.capacity);
         let Some(t) = self.tenants.get_mut(&tenant) else { return };
