@@ -47,7 +47,8 @@ use crate::http::{Body, BodySender, Peer, body};
 
 /// Backlog events read from the store at once.
 pub const PAGE: usize = 100;
-/// Chunks waiting for the client at most; the stream's task waits beyond.
+/// Chunks the stream's task sends (the start, backlog pages, keep-alives)
+/// waiting for the client at most; the task waits beyond.
 const CHUNKS: usize = 8;
 /// What a client waits before reconnecting, told at the start (ms).
 const RETRY: &[u8] = b"retry: 2000\n\n";
@@ -116,7 +117,9 @@ fn backlog(log: &impl TenantView, start: Start) -> Backlog {
 }
 
 /// Answers `GET /api/events/stream` for `who`: the response headers now,
-/// the records from a task of the stream's own.
+/// the start, the backlog, keep-alives and the end from a task of the
+/// stream's own; the live records are taken from the stream's queue by the
+/// response body itself (no task between the delivery and the socket).
 pub(super) async fn open<S: Store>(
     feed: &Arc<Feed<S>>,
     authenticated: Authenticated,
