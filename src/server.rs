@@ -238,12 +238,16 @@ async fn accept_loop(listener: TcpListener, router: Router, config: ServerConfig
         let shutdown = shutdown.clone();
         let config = config.clone();
         tracker.spawn(async move {
-            // Each request carries a share of the slot, and so does the
-            // socket: a websocket keeps it for as long as it holds the socket.
+            // The socket holds a share of the slot (a websocket keeps it for
+            // as long as it holds the socket), and so does each upgrade
+            // request, whose answer the socket may hold back. Other requests
+            // carry nothing: no extensions map is allocated for them.
             let (socket, slot) = Socket::new(stream, permit);
             let metrics = config.metrics.clone();
             let svc = service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(slot.clone());
+                if req.headers().contains_key(http::header::UPGRADE) {
+                    req.extensions_mut().insert(slot.clone());
+                }
                 let started = std::time::Instant::now();
                 let label = router.label(req.uri().path());
                 let fut = router.route(req, peer);

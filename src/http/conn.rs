@@ -1,6 +1,6 @@
 //! One accepted connection as hyper reads and writes it ([`Socket`]), and
 //! its place under the connection limit ([`ConnectionSlot`]), which travels
-//! in the extensions of each of its requests and lets the Engine.IO
+//! in the extensions of each of its upgrade requests and lets the Engine.IO
 //! websocket upgrade ask for its 101 answer to leave together with the
 //! session's first frame.
 //!
@@ -53,7 +53,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// A connection's place under the server's connection limit, in the
-/// extensions of each of its requests. The place is free again once every
+/// extensions of each of its upgrade requests. The place is free again once every
 /// copy is dropped (the connection's socket keeps one): when the connection
 /// ends, or, for a websocket, when the upgraded socket is dropped.
 #[derive(Debug, Clone)]
