@@ -43,13 +43,12 @@ if keyed then
     return {-2, string.sub(v, 66)}
   end
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], ARGV[8]) end
+redis.call('SET', KEYS[4], ARGV[8], 'NX')
 local seq = redis.call('INCR', KEYS[1])
 local s = string.format('%d', seq)
-redis.call('RPUSH', KEYS[2], ARGV[3] .. s .. ARGV[4])
+local n = redis.call('RPUSH', KEYS[2], ARGV[3] .. s .. ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[2], s)
 local cap = tonumber(ARGV[1])
-local n = redis.call('LLEN', KEYS[2])
 while n > cap do
   local old = redis.call('LPOP', KEYS[2])
   redis.call('HDEL', KEYS[3], string.sub(old, 8, 43))
