@@ -88,14 +88,22 @@ impl<H: NamespaceHandler> Delivery for SocketDelivery<H> {
 /// One event as a Server-Sent Events record: `id`, `event`, the JSON on one
 /// `data` line, a blank line.
 pub fn sse_record(event: &StoredEvent) -> Bytes {
-    let json = event.json().get();
-    let mut out = Vec::with_capacity(json.len() + 80);
+    let mut out = Vec::with_capacity(event.json().get().len() + SSE_OVERHEAD);
+    push_sse_record(&mut out, event);
+    Bytes::from(out)
+}
+
+/// The bytes of a record besides its JSON (`id: `, the id, the `event` line,
+/// `data: `, the blank line).
+pub(super) const SSE_OVERHEAD: usize = 80;
+
+/// Appends `event`'s record (as [`sse_record`]) to `out`.
+pub(super) fn push_sse_record(out: &mut Vec<u8>, event: &StoredEvent) {
     out.extend_from_slice(b"id: ");
     out.extend_from_slice(event.id().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
     out.extend_from_slice(b"\nevent: event_created\ndata: ");
-    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(event.json().get().as_bytes());
     out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 /// A stream's live events: records queued by the delivery (under the
@@ -187,7 +195,7 @@ impl Source for StreamQueue {
 /// Records as one chunk. A lone record (the usual case of a live stream) is
 /// the shared record itself, encoded once for every stream of the tenant: no
 /// copy, no allocation.
-pub(super) fn chunk(mut records: impl ExactSizeIterator<Item = Bytes>) -> Bytes {
+fn chunk(mut records: impl ExactSizeIterator<Item = Bytes>) -> Bytes {
     if records.len() == 1 {
         return records.next().unwrap_or_default();
     }
@@ -371,5 +379,23 @@ mod tests {
             assert_eq!(text, Offset::of(epoch, seq, &event.id()).to_string());
             assert_eq!(Offset::parse(&text), Some(Offset::of(epoch, seq, &event.id())));
         }
+    }
+
+    #[test]
+    fn a_record_is_id_event_data_and_a_blank_line_and_records_concatenate() {
+        let a = StoredEvent::new(NewEvent::new("a \"quoted\"\nline".into(), "u".into()), 1, "t".into());
+        let b = StoredEvent::new(NewEvent::new("b".into(), "u".into()), 2, "t".into());
+        let record = sse_record(&a);
+        let expected = format!("id: {}\nevent: event_created\ndata: {}\n\n", a.id(), a.json().get());
+        assert_eq!(record, expected.as_bytes());
+        let mut page = Vec::new();
+        push_sse_record(&mut page, &a);
+        push_sse_record(&mut page, &b);
+        assert_eq!(page, [record, sse_record(&b)].concat());
+        assert_eq!(
+            chunk([sse_record(&a), sse_record(&b)].into_iter()),
+            page,
+            "a chunk of several is their concatenation"
+        );
     }
 }

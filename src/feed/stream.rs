@@ -38,11 +38,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::auth::{Authenticated, Check, Credential, jwt::unix_now};
-use super::delivery::{StreamEnd, StreamGuard, chunk, sse_record};
+use super::delivery::{SSE_OVERHEAD, StreamEnd, StreamGuard, push_sse_record};
 use super::error::FeedError;
 use super::paging::{MAX_LIMIT, TenantView, parse_since};
 use super::store::{Opening, Store};
-use super::{Feed, Principal, StoredEvent};
+use super::{Feed, Principal};
 use crate::http::{Body, BodySender, Peer, body};
 
 /// Backlog events read from the store at once.
@@ -296,8 +296,12 @@ impl<S: Store> Stream<S> {
                 Ok(events) if events.is_empty() => break,
                 Ok(events) => {
                     cursor = events.last().map_or(cursor, |e| e.seq());
-                    let records: Vec<Bytes> = events.iter().map(|e: &StoredEvent| sse_record(e)).collect();
-                    self.send(chunk(records.into_iter())).await
+                    // The page's records written straight into one chunk.
+                    let mut out = Vec::with_capacity(events.iter().map(|e| e.json().get().len() + SSE_OVERHEAD).sum());
+                    for event in &events {
+                        push_sse_record(&mut out, event);
+                    }
+                    self.send(Bytes::from(out)).await
                 }
                 Err(oldest) => {
                     // Evicted before it was read: say so, and go on from

@@ -344,20 +344,14 @@ pub fn stored_event_message(msg: &[u8]) -> Option<StoredEventMessage<'_>> {
     r.tag(&[0x92])?;
     r.key(FEED_EVENT_NAME)?;
     r.tag(&[0x86])?;
-    r.key("id")?;
-    let id = r.str()?;
+    let id = r.str_field("id")?;
     r.key("seq")?;
     let seq = r.uint()?;
-    r.key("tenant_id")?;
-    let tenant_id = r.str()?;
-    r.key("message")?;
-    let message = r.str()?;
-    r.key("timestamp")?;
-    let timestamp = r.str()?;
-    r.key("author")?;
-    let author = r.str()?;
-    r.key("nsp")?;
-    let nsp = r.str()?;
+    let tenant_id = r.str_field("tenant_id")?;
+    let message = r.str_field("message")?;
+    let timestamp = r.str_field("timestamp")?;
+    let author = r.str_field("author")?;
+    let nsp = r.str_field("nsp")?;
     r.tag(&[0x83])?;
     r.key("rooms")?;
     r.tag(&[0x91])?;
@@ -401,6 +395,12 @@ impl<'a> Slice<'a> {
 
     fn key(&mut self, key: &str) -> Option<()> {
         (self.str()? == key).then_some(())
+    }
+
+    /// The string value of the map entry `key`.
+    fn str_field(&mut self, key: &str) -> Option<&'a str> {
+        self.key(key)?;
+        self.str()
     }
 
     fn uint(&mut self) -> Option<u64> {
