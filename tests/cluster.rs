@@ -561,6 +561,35 @@ async fn deployments_with_other_prefixes_on_one_redis_do_not_mix() {
     assert!(redis.redis_cmd(&["EXISTS", "staging:{company_a}:log"]).contains(":1"));
 }
 
+/// The id index is a hash table whatever its size (adding and dropping an id
+/// is O(1), not a scan of the compact encoding), and keeps exactly the
+/// retained ids: reads after an id answer from it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_id_index_is_a_hash_table_of_the_retained_ids() {
+    let (redis, a, b) = cluster_with(&[("NB_BACKEND_EVENTS_BUFFER_SIZE", "3")]).await;
+    let mut ids = Vec::new();
+    for k in 0..5 {
+        let at = if k % 2 == 0 { a.addr() } else { b.addr() };
+        ids.push(post_event(at, A, &format!("event {k}")).await.json()["id"].as_str().unwrap().to_owned());
+    }
+    let index = "eventfeed:{company_a}:ids";
+    let encoding = redis.redis_cmd(&["OBJECT", "ENCODING", index]);
+    assert!(encoding.contains("hashtable"), "{encoding}");
+    // The three retained ids and the field that keeps the encoding.
+    assert_eq!(redis.redis_int(&["HLEN", index]), 4);
+    for (k, id) in ids.iter().enumerate() {
+        let seq = redis.redis_cmd(&["HGET", index, id]);
+        if k < 2 {
+            assert!(seq.starts_with("$-1"), "evicted event {k} left the index: {seq}");
+        } else {
+            assert!(seq.ends_with(&format!("{}\r\n", k + 1)), "event {k}: {seq}");
+        }
+    }
+    let after = list_events(b.addr(), A, &format!("sinceId={}", ids[2])).await.json();
+    let seqs = seqs(after["events"].as_array().unwrap());
+    assert_eq!(seqs, [4, 5], "{after}");
+}
+
 /// CONNECTs with `auth` on a fresh websocket to `addr`; returns the socket
 /// and the CONNECT answer's data.
 async fn raw_connect(addr: SocketAddr, auth: Value) -> (raw::Ws, Value) {

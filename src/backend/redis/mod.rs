@@ -5,7 +5,8 @@
 //!
 //! - The **event store** lives in Redis ([`store`]): per tenant a list of the
 //!   last `buffer_size` events' JSON (`{prefix}:{<tenant>}:log`), the `seq`
-//!   counter (`…:seq`) and an id → `seq` index (`…:ids`). One Lua script
+//!   counter (`…:seq`) and an id → `seq` index (`…:ids`, kept a hash table
+//!   by one long marker field, so an id is added and dropped in O(1)). One Lua script
 //!   allocates the `seq`, appends, trims, updates the index *and publishes*
 //!   the event, atomically — so every instance sees a tenant's events on the
 //!   subscription in `seq` order. Reads (REST, `replay`) are scripts too, so
