@@ -561,21 +561,46 @@ async fn deployments_with_other_prefixes_on_one_redis_do_not_mix() {
     assert!(redis.redis_cmd(&["EXISTS", "staging:{company_a}:log"]).contains(":1"));
 }
 
-/// The id index is a hash table whatever its size (adding and dropping an id
-/// is O(1), not a scan of the compact encoding), and keeps exactly the
-/// retained ids: reads after an id answer from it as before.
+/// The log is trimmed in batches (with a buffer of 3, one event of slack),
+/// yet every read, on either instance, answers as from exactly the newest
+/// 3 events; the id index keeps the ids in the log, and is a hash table
+/// whatever its size (adding and dropping an id is O(1), not a scan of the
+/// compact encoding).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_id_index_is_a_hash_table_of_the_retained_ids() {
+async fn a_log_trimmed_in_batches_answers_as_its_newest_buffer() {
     let (redis, a, b) = cluster_with(&[("NB_BACKEND_EVENTS_BUFFER_SIZE", "3")]).await;
+    let (log, index) = ("eventfeed:{company_a}:log", "eventfeed:{company_a}:ids");
     let mut ids = Vec::new();
-    for k in 0..5 {
+    for k in 0..4 {
         let at = if k % 2 == 0 { a.addr() } else { b.addr() };
         ids.push(post_event(at, A, &format!("event {k}")).await.json()["id"].as_str().unwrap().to_owned());
     }
-    let index = "eventfeed:{company_a}:ids";
+    // Four events stored, the oldest one past the buffer (the slack).
+    assert_eq!(redis.redis_int(&["LLEN", log]), 4);
+    assert_eq!(redis.redis_int(&["HLEN", index]), 5, "four ids and the field that keeps the encoding");
     let encoding = redis.redis_cmd(&["OBJECT", "ENCODING", index]);
     assert!(encoding.contains("hashtable"), "{encoding}");
-    // The three retained ids and the field that keeps the encoding.
+    for at in [a.addr(), b.addr()] {
+        let latest = list_events(at, A, "").await.json();
+        assert_eq!(seqs(latest["events"].as_array().unwrap()), [2, 3, 4], "{latest}");
+        let past = list_events(at, A, &format!("sinceId={}", ids[0])).await.json();
+        assert_eq!((seqs(past["events"].as_array().unwrap()), past["gap"].as_bool()), (vec![2, 3, 4], Some(true)));
+        let after = list_events(at, A, &format!("sinceId={}&limit=1", ids[1])).await.json();
+        assert_eq!(seqs(after["events"].as_array().unwrap()), [3], "{after}");
+        assert_eq!((after["hasMore"].as_bool(), after["gap"].as_bool()), (Some(true), Some(false)));
+        let [t, k] = feed::auth_headers(A);
+        let gone = raw::request(at, "GET", &format!("/api/events/{}", ids[0]), &[t, k], b"").await;
+        assert_feed_error(&gone, 404, "not_found");
+        let [t, k] = feed::auth_headers(A);
+        let kept = raw::request(at, "GET", &format!("/api/events/{}", ids[1]), &[t, k], b"").await;
+        assert_eq!((kept.status, kept.json()["seq"].as_u64()), (200, Some(2)));
+    }
+    // A client connecting now gets the newest three as its snapshot.
+    let fresh = FeedClient::connect(b.addr(), A).await;
+    assert_eq!(seqs(&fresh.snapshot), [2, 3, 4]);
+    // The fifth event takes the log past the slack: both oldest go at once.
+    ids.push(post_event(a.addr(), A, "event 4").await.json()["id"].as_str().unwrap().to_owned());
+    assert_eq!(redis.redis_int(&["LLEN", log]), 3);
     assert_eq!(redis.redis_int(&["HLEN", index]), 4);
     for (k, id) in ids.iter().enumerate() {
         let seq = redis.redis_cmd(&["HGET", index, id]);
@@ -585,9 +610,8 @@ async fn the_id_index_is_a_hash_table_of_the_retained_ids() {
             assert!(seq.ends_with(&format!("{}\r\n", k + 1)), "event {k}: {seq}");
         }
     }
-    let after = list_events(b.addr(), A, &format!("sinceId={}", ids[2])).await.json();
-    let seqs = seqs(after["events"].as_array().unwrap());
-    assert_eq!(seqs, [4, 5], "{after}");
+    let latest = list_events(a.addr(), A, "").await.json();
+    assert_eq!(seqs(latest["events"].as_array().unwrap()), [3, 4, 5], "{latest}");
 }
 
 /// CONNECTs with `auth` on a fresh websocket to `addr`; returns the socket

@@ -7,7 +7,8 @@
 //!   last `buffer_size` events' JSON (`{prefix}:{<tenant>}:log`), the `seq`
 //!   counter (`…:seq`) and an id → `seq` index (`…:ids`, kept a hash table
 //!   by one long marker field, so an id is added and dropped in O(1)). One Lua script
-//!   allocates the `seq`, appends, trims, updates the index *and publishes*
+//!   allocates the `seq`, appends, trims (in batches; reads skip what lies
+//!   before the newest `buffer_size`), updates the index *and publishes*
 //!   the event, atomically — so every instance sees a tenant's events on the
 //!   subscription in `seq` order. Reads (REST, `replay`) are scripts too, so
 //!   they are consistent on any instance and survive restarts of every one.

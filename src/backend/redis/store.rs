@@ -37,6 +37,13 @@ macro_rules! index_marker {
 
 /// Allocates the next `seq`, stores the event, trims the log to capacity
 /// (dropping evicted ids from the index) and publishes it — one atomic step.
+///
+/// The log is trimmed in batches: it may hold up to an eighth of the
+/// capacity more (64 events at most) before the oldest go, all in one
+/// `LPOP` and one `HDEL`, so a full buffer costs two calls every few dozen
+/// events, not two per event. What lies before the newest `capacity`
+/// events is no longer retained: the read script skips it (the same
+/// [`READ`] answers as with an exact trim).
 /// KEYS: seq, log, ids, epoch, and for a keyed write the key's value and the
 /// tenant's keys in order. ARGV: capacity, id, JSON head, JSON tail, message
 /// head, message tail, channel, a new epoch (the history's when this event
@@ -72,10 +79,11 @@ local s = string.format('%d', seq)
 local n = redis.call('RPUSH', KEYS[2], ARGV[3] .. s .. ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[2], s, INDEX_MARKER, '')
 local cap = tonumber(ARGV[1])
-while n > cap do
-  local old = redis.call('LPOP', KEYS[2])
-  redis.call('HDEL', KEYS[3], string.sub(old, 8, 43))
-  n = n - 1
+if n > cap + math.min(64, math.ceil(cap / 8)) then
+  local old = redis.call('LPOP', KEYS[2], n - cap)
+  local ids = {}
+  for i = 1, #old do ids[i] = string.sub(old[i], 8, 43) end
+  redis.call('HDEL', KEYS[3], unpack(ids))
 end
 redis.call('PUBLISH', ARGV[7], ARGV[5] .. cmsgpack.pack(seq) .. ARGV[6])
 local forgotten = 0
@@ -99,9 +107,11 @@ return {seq, forgotten}
 
 /// Reads a tenant's log consistently. KEYS: seq, log, ids, epoch. ARGV: mode
 /// (`latest`, `after_id`, `after_seq`, `get`), its argument, limit, a new
-/// epoch, and what to do with it: `ensure` (the history's when it has none),
+/// epoch, what to do with it: `ensure` (the history's when it has none),
 /// `bump:<epoch>` (the history's when its epoch is still that one: it went
-/// back), or nothing.
+/// back), or nothing; and the capacity: only the newest `capacity` events of
+/// the log are retained (the append script trims in batches, see
+/// [`APPEND`]).
 /// Returns `{last_seq, first_seq, status, has_more, anchor, epoch, events…}`
 /// (`epoch` empty when the history has none);
 /// status 0 is fine, 1 means the id or `seq` asked for is no longer retained
@@ -117,7 +127,10 @@ if (ARGV[5] == 'ensure' and not epoch) or (epoch and ARGV[5] == 'bump:' .. epoch
 end
 epoch = epoch or ''
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-local n = redis.call('LLEN', KEYS[2])
+local len = redis.call('LLEN', KEYS[2])
+local n = math.min(len, tonumber(ARGV[6]))
+-- The retained events are the log's last n; `off` is the first one's index.
+local off = len - n
 local first = last - n + 1
 local mode = ARGV[1]
 local limit = tonumber(ARGV[3])
@@ -136,20 +149,20 @@ elseif mode == 'after_seq' then
   local s = tonumber(ARGV[2])
   if s > last then return {last, first, 2, 0, '', epoch} end
   if s + 1 < first then return {last, first, 1, 0, '', epoch} end
-  if s >= first then anchor = id_of(redis.call('LINDEX', KEYS[2], s - first)) end
+  if s >= first then anchor = id_of(redis.call('LINDEX', KEYS[2], off + s - first)) end
   start = s - first + 1
 elseif mode == 'get' then
   local s = redis.call('HGET', KEYS[3], ARGV[2])
   if not s then return {last, first, 1, 0, '', epoch} end
   local i = tonumber(s) - first
   if i < 0 or i >= n then return {last, first, 1, 0, '', epoch} end
-  local e = redis.call('LINDEX', KEYS[2], i)
+  local e = redis.call('LINDEX', KEYS[2], off + i)
   if not e or id_of(e) ~= ARGV[2] then return {last, first, 1, 0, '', epoch} end
   return {last, first, 0, 0, '', epoch, e}
 end
 local out = {last, first, status, 0, anchor, epoch}
 if start < n and limit > 0 then
-  local events = redis.call('LRANGE', KEYS[2], start, start + limit - 1)
+  local events = redis.call('LRANGE', KEYS[2], off + start, off + start + limit - 1)
   for i = 1, #events do out[#out + 1] = events[i] end
   if start + limit < n then out[4] = 1 end
 end
@@ -426,7 +439,8 @@ impl Inner {
             .arg(arg)
             .arg(limit.min(self.capacity))
             .arg(Epoch::random().to_string())
-            .arg(epoch);
+            .arg(epoch)
+            .arg(self.capacity);
         let reply: Vec<RValue> = self.shared.call(invocation.invoke_async(&mut conn)).await?;
         parse_read(tenant, reply).ok_or_else(|| {
             tracing::error!(tenant, "unexpected answer from the read script");
