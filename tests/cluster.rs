@@ -614,6 +614,29 @@ async fn a_log_trimmed_in_batches_answers_as_its_newest_buffer() {
     assert_eq!(seqs(latest["events"].as_array().unwrap()), [3, 4, 5], "{latest}");
 }
 
+/// A log far longer than the buffer (the buffer was made smaller since the
+/// last append) is cut to the buffer by the next append, in steps, however
+/// many events go: 9,000 here, past what a Lua `unpack` takes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_far_past_a_smaller_buffer_is_cut_to_it_by_the_next_append() {
+    let (redis, a, _b) = cluster_with(&[("NB_BACKEND_EVENTS_BUFFER_SIZE", "3")]).await;
+    let (log, index, seq) = ("eventfeed:{company_a}:log", "eventfeed:{company_a}:ids", "eventfeed:{company_a}:seq");
+    // 9,000 entries as a bigger buffer left them: an id where every entry
+    // has it, indexed.
+    let seed = "for i = 1, 9000 do \
+                  local id = string.format('%036d', i) \
+                  redis.call('RPUSH', KEYS[1], '{\"id\":\"' .. id .. '\"}') \
+                  redis.call('HSET', KEYS[2], id, i) \
+                end \
+                redis.call('SET', KEYS[3], 9000)";
+    redis.redis_cmd(&["EVAL", seed, "3", log, index, seq]);
+    assert_eq!(redis.redis_int(&["LLEN", log]), 9000);
+    let res = post_event(a.addr(), A, "after the buffer shrank").await;
+    assert_eq!((res.status, res.json()["seq"].as_u64()), (201, Some(9001)), "{}", res.json());
+    assert_eq!(redis.redis_int(&["LLEN", log]), 3);
+    assert_eq!(redis.redis_int(&["HLEN", index]), 4, "the three ids in the log and the marker field");
+}
+
 /// CONNECTs with `auth` on a fresh websocket to `addr`; returns the socket
 /// and the CONNECT answer's data.
 async fn raw_connect(addr: SocketAddr, auth: Value) -> (raw::Ws, Value) {
