@@ -309,6 +309,7 @@ impl StoredEventMessage<'_> {
     /// The event's JSON as the general path writes it (`serde_json::to_string` of [`event_from_broadcast`]'s
     /// object): `{"id":…,"seq":…,"tenant_id":…,"message":…,"timestamp":…,"author":…}`, strings escaped by serde_json.
     pub fn json(&self) -> String {
+        use std::io::Write as _;
         let EventFields { id, tenant_id, message, timestamp, author } = self.fields;
         let mut out =
             Vec::with_capacity(96 + id.len() + tenant_id.len() + message.len() + timestamp.len() + author.len());
@@ -318,8 +319,8 @@ impl StoredEventMessage<'_> {
             let _ = serde_json::to_writer(&mut *out, value);
         };
         field(&mut out, b"{\"id\":", id);
-        out.extend_from_slice(b",\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, ",\"seq\":{}", self.seq);
         field(&mut out, b",\"tenant_id\":", tenant_id);
         field(&mut out, b",\"message\":", message);
         field(&mut out, b",\"timestamp\":", timestamp);

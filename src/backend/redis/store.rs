@@ -21,20 +21,6 @@ use crate::feed::store::{Answer, Appended, Delivery, Found, Later, Opening, Stor
 use crate::feed::{FeedError, NewEvent, Page, PageRequest, StoredEvent, tenant_room};
 use eventfeed_protocol::adapter as wire;
 
-/// A field of every tenant's id index, longer than Redis keeps in a compact
-/// hash (`hash-max-listpack-value`, 64 bytes by default), so that the index
-/// is a hash table: an id is added and dropped in O(1). A compact hash (a
-/// listpack, up to `hash-max-listpack-entries` ids: 128 by default, 512 in
-/// some distributions' builds) is searched id by id on every change, two
-/// scans of the whole buffer per event (the two-instance maximum-rate
-/// bench, buffers of 500: 2.46 µs per delivery with the scans, 2.30
-/// without). No id is ever this string (ids are UUIDs).
-macro_rules! index_marker {
-    () => {
-        "eventfeed: this field keeps the id index a hash table, where adding and dropping an id costs O(1), not a scan of every id kept"
-    };
-}
-
 /// Allocates the next `seq`, stores the event, trims the log to capacity
 /// (dropping evicted ids from the index) and publishes it — one atomic step.
 ///
@@ -52,6 +38,15 @@ macro_rules! index_marker {
 /// keyed write the message digest (hex), the window (ms), the most keys per
 /// tenant, now (ms).
 ///
+/// The index gets one more field, `INDEX_MARKER`, longer than Redis keeps
+/// in a compact hash (`hash-max-listpack-value`, 64 bytes by default), so
+/// that the index is a hash table: an id is added and dropped in O(1). A
+/// compact hash (a listpack, up to `hash-max-listpack-entries` ids: 128 by
+/// default, 512 in some distributions' builds) is searched id by id on
+/// every change, two scans of the whole buffer per event (the two-instance
+/// maximum-rate bench, buffers of 500: 2.46 µs per delivery with the scans,
+/// 2.30 without). No id is ever that string (ids are UUIDs).
+///
 /// Every `redis.call` costs Redis a few µs (about 3 on the bench machine,
 /// more than the command itself), so the script makes as few as it can.
 ///
@@ -60,11 +55,8 @@ macro_rules! index_marker {
 /// remembered (`digest|json`, expiring with the window) and its place taken
 /// in the tenant's keys, the oldest forgotten beyond the bound. Returns
 /// `{seq, forgotten}`.
-const APPEND: &str = concat!(
-    "local INDEX_MARKER = '",
-    index_marker!(),
-    "'",
-    r#"
+const APPEND: &str = r#"
+local INDEX_MARKER = 'eventfeed: this field keeps the id index a hash table, where adding and dropping an id costs O(1), not a scan of every id kept'
 local keyed = #KEYS == 6
 if keyed then
   local v = redis.call('GET', KEYS[5])
@@ -109,8 +101,7 @@ if keyed then
   redis.call('PEXPIRE', KEYS[6], window)
 end
 return {seq, forgotten}
-"#
-);
+"#;
 
 /// Reads a tenant's log consistently. KEYS: seq, log, ids, epoch. ARGV: mode
 /// (`latest`, `after_id`, `after_seq`, `get`), its argument, limit, a new
