@@ -45,8 +45,11 @@ pub struct EngineMetrics {
     pub sessions_closed: Counter,
     /// Sessions closed because their outgoing queue overflowed.
     pub slow_consumer_closes: Counter,
-    /// Frames queued to sessions.
+    /// Frames queued to sessions (or written at once: below).
     pub frames_queued: Counter,
+    /// Broadcast frames written straight to an idle websocket, without its
+    /// task (`engine::conn`'s direct writes).
+    pub frames_written_direct: Counter,
     /// Handshakes refused because the session limit was reached.
     pub session_limit_rejections: Counter,
 }
@@ -237,7 +240,12 @@ impl Metrics {
                 "Sessions and streams closed because their outgoing queue filled",
                 &engine.slow_consumer_closes,
             ),
-            ("frames_queued", "Engine.IO packets queued to sessions", &engine.frames_queued),
+            ("frames_queued", "Engine.IO packets sent to sessions (queued, or written at once)", &engine.frames_queued),
+            (
+                "frames_written_direct",
+                "Broadcast packets written straight to an idle websocket (of frames_queued)",
+                &engine.frames_written_direct,
+            ),
             ("session_limit_rejections", "Handshakes refused at the session limit", &engine.session_limit_rejections),
             (
                 "namespace_limit_rejections",

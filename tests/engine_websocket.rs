@@ -427,3 +427,158 @@ async fn websocket_close_frame_or_dropped_connection_closes_the_session_at_once(
     // The heartbeat would take a minute here: the EOF alone ends the session.
     eventually("closed by the dropped connection", || engine.session_count() == 0).await;
 }
+
+/// An echo engine that keeps every session's [`Conn`], for the tests that
+/// send broadcasts themselves, with the instants they choose.
+fn keeping() -> (std::sync::Arc<eventfeed::engine::Engine<Keep>>, Keep) {
+    let keep = Keep::default();
+    (eventfeed::engine::Engine::new(apps::fixture_config(), keep.clone()), keep)
+}
+
+#[derive(Clone, Default)]
+struct Keep(std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<eventfeed::engine::Conn>>>>);
+
+impl Keep {
+    fn only(&self) -> std::sync::Arc<eventfeed::engine::Conn> {
+        let conns = self.0.lock().unwrap();
+        assert_eq!(conns.len(), 1, "one session");
+        conns[0].clone()
+    }
+}
+
+impl eventfeed::engine::Handler for Keep {
+    type State = ();
+
+    fn on_open(&self, conn: &std::sync::Arc<eventfeed::engine::Conn>) {
+        self.0.lock().unwrap().push(conn.clone());
+    }
+
+    fn on_message(
+        &self,
+        conn: &std::sync::Arc<eventfeed::engine::Conn>,
+        _: &(),
+        message: eventfeed::engine::Message<'_>,
+    ) {
+        eventfeed::engine::Handler::on_message(&apps::Echo, conn, &(), message);
+    }
+
+    fn on_close(
+        &self,
+        _: &std::sync::Arc<eventfeed::engine::Conn>,
+        _: &(),
+        _: eventfeed_protocol::engine::session::CloseReason,
+    ) {
+    }
+}
+
+/// A broadcast at `t` (on a thread that is not busy).
+fn at(t: std::time::Instant) -> eventfeed::engine::BroadcastTime {
+    eventfeed::engine::BroadcastTime::at(t)
+}
+
+/// A broadcast packet (a text frame) `4<text>`.
+fn broadcast_packet(text: &str) -> eventfeed_protocol::socket::Encoded {
+    eventfeed_protocol::socket::Encoded { text: eventfeed_protocol::engine::Frame::message(text), binary: Vec::new() }
+}
+
+async fn keeping_fixture() -> (TestServer, Eio, std::sync::Arc<eventfeed::engine::Engine<Keep>>, Keep) {
+    use eventfeed::server::Router;
+    let (engine, keep) = keeping();
+    let server = TestServer::start(Router::new().engine("/engine.io/", engine.clone())).await;
+    let eio = Eio::new(server.addr, "/engine.io/");
+    (server, eio, engine, keep)
+}
+
+#[tokio::test]
+async fn broadcast_frames_to_an_idle_websocket_are_written_at_once_and_stay_in_order_with_queued_ones() {
+    let (_server, eio, engine, keep) = keeping_fixture().await;
+    let (mut ws, _sid) = eio.ws_open().await;
+    // A round trip: the task wrote its queue (the open packet, the echo) and
+    // lent the stream out.
+    send_text(&mut ws, "4ready").await;
+    assert_eq!(recv_text(&mut ws).await, "4ready");
+    let conn = keep.only();
+    let direct = || engine.metrics().frames_written_direct.get();
+    let t0 = std::time::Instant::now();
+
+    // The first broadcast goes out at once; one less than the gap after it,
+    // through the task (its frames may pile up and go out together), and so
+    // does whatever is queued behind it.
+    conn.send_broadcast(&broadcast_packet("a"), at(t0)).unwrap();
+    assert_eq!(direct(), 1, "written at once");
+    conn.send_broadcast(&broadcast_packet("b"), at(t0 + Duration::from_millis(1))).unwrap();
+    conn.send(eventfeed_protocol::engine::Frame::message("c")).unwrap();
+    assert_eq!(direct(), 1, "a frame soon after another is queued");
+    for expected in ["4a", "4b", "4c"] {
+        assert_eq!(recv_text(&mut ws).await, expected);
+    }
+    // Once the task wrote its queue, a broadcast long enough after the last
+    // one is written at once again.
+    conn.send_broadcast(&broadcast_packet("d"), at(t0 + Duration::from_millis(10))).unwrap();
+    assert_eq!(direct(), 2);
+    assert_eq!(recv_text(&mut ws).await, "4d");
+    // A binary packet (attachments) always goes through the task.
+    let binary = eventfeed_protocol::socket::Encoded {
+        text: eventfeed_protocol::engine::Frame::message("e"),
+        binary: vec![eventfeed_protocol::engine::Frame::Binary(bytes::Bytes::from_static(&[7, 8]))],
+    };
+    conn.send_broadcast(&binary, at(t0 + Duration::from_millis(20))).unwrap();
+    assert_eq!(direct(), 2);
+    assert_eq!(recv_text(&mut ws).await, "4e");
+    assert_eq!(recv_binary(&mut ws).await, vec![7, 8]);
+}
+
+#[tokio::test]
+async fn direct_writes_that_fill_the_socket_hand_the_rest_to_the_task_whole_and_in_order() {
+    let (_server, eio, engine, keep) = keeping_fixture().await;
+    let (mut ws, _sid) = eio.ws_open().await;
+    send_text(&mut ws, "4ready").await;
+    assert_eq!(recv_text(&mut ws).await, "4ready");
+    let conn = keep.only();
+    let metrics = engine.metrics();
+    let (direct0, queued0) = (metrics.frames_written_direct.get(), metrics.frames_queued.get());
+    // The client reads nothing meanwhile: broadcasts, each long after the
+    // last, are written at once until the socket's buffers are full; the one
+    // the socket does not take whole (or at all) is queued with what went
+    // out of it, and so is everything after it (25 more).
+    let t0 = std::time::Instant::now();
+    let padding = "x".repeat(480);
+    let mut sent = 0u64;
+    let mut after_full = None;
+    while after_full.is_none_or(|n| sent < n + 25) {
+        assert!(sent < 1_000_000, "the socket's buffers filled");
+        let text = format!("{sent:07}{padding}");
+        conn.send_broadcast(&broadcast_packet(&text), at(t0 + Duration::from_millis(3) * (sent as u32))).unwrap();
+        sent += 1;
+        let queued = (metrics.frames_queued.get() - queued0) - (metrics.frames_written_direct.get() - direct0);
+        if after_full.is_none() && queued > 0 {
+            after_full = Some(sent);
+        }
+    }
+    assert!(metrics.frames_written_direct.get() - direct0 > 100, "most went out at once");
+    // Every frame arrives whole (the client's websocket parser sees no torn
+    // frame) and in order.
+    for i in 0..sent {
+        assert_eq!(recv_text(&mut ws).await, format!("4{i:07}{padding}"));
+    }
+    // Everything written, the stream is lent again.
+    conn.send_broadcast(&broadcast_packet("last"), at(t0 + Duration::from_secs(3600))).unwrap();
+    assert_eq!(recv_text(&mut ws).await, "4last");
+}
+
+#[tokio::test]
+async fn a_client_that_sends_websocket_pings_gets_broadcasts_through_the_task_only() {
+    let (_server, eio, engine, keep) = keeping_fixture().await;
+    let (mut ws, _sid) = eio.ws_open().await;
+    ws.send(Message::Ping(vec![1].into())).await.unwrap();
+    send_text(&mut ws, "4ready").await;
+    // (The pong went out before the echo; the reader skips it.)
+    assert_eq!(recv_text(&mut ws).await, "4ready");
+    let conn = keep.only();
+    let t0 = std::time::Instant::now();
+    for i in 0..3u32 {
+        conn.send_broadcast(&broadcast_packet(&format!("n{i}")), at(t0 + Duration::from_secs(i.into()))).unwrap();
+        assert_eq!(recv_text(&mut ws).await, format!("4n{i}"));
+    }
+    assert_eq!(engine.metrics().frames_written_direct.get(), 0, "tungstenite's pong might be unwritten");
+}

@@ -8,6 +8,18 @@
 //! for short, non-async sections. The websocket task is woken through a flag
 //! and a waker (no lock), a pending GET through a `Notify`.
 //!
+//! On a single-threaded runtime, a broadcast to an idle websocket skips the
+//! task: while the task has written everything queued, it lends the session
+//! its TCP stream, and [`Conn::send_broadcast`] writes a small frame there
+//! itself, with one non-blocking write under the session's lock — no
+//! wake-up, no queue, one system call per delivery. Only for a session
+//! whose previous broadcast frame came at least [`DIRECT_GAP`] before, on a
+//! thread whose broadcasts come less often than one per millisecond on
+//! average ([`BroadcastTime`]): otherwise frames queue, so that under load
+//! each task writes many frames per system call. What the socket does not take goes to the queue (with how
+//! much of the first frame went out) and the task writes from then on,
+//! until its queue is empty again.
+//!
 //! The queue is bounded ([`EngineConfig::max_queue`]). A client that does not
 //! read fills it, and then the session is closed (`forced close`, counted in
 //! [`EngineMetrics::slow_consumer_closes`]): a slow client never slows the others
@@ -24,6 +36,7 @@ use eventfeed_protocol::engine::session::{CloseReason, Session, Timeout};
 use eventfeed_protocol::engine::{Frame, Transport, payload};
 use eventfeed_protocol::socket::Encoded;
 use futures_util::task::AtomicWaker;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::EngineConfig;
@@ -48,6 +61,78 @@ pub(crate) struct Inner {
     /// The client closed a polling session with no GET pending: the next GET
     /// (racing the close on another connection) still gets its noop.
     pub(crate) farewell_noop: bool,
+    /// The websocket's stream, while its task lends it to broadcasts for
+    /// direct writes (see [`Conn::send_broadcast`]): only while nothing of
+    /// the task's own is queued or unwritten.
+    pub(crate) direct: Option<Arc<TcpStream>>,
+    /// Bytes of the queue's first frame already on the wire (a direct write
+    /// cut short); the websocket task writes the rest first.
+    pub(crate) first_sent: usize,
+    /// When the last broadcast frame came (see [`DIRECT_GAP`]).
+    last_broadcast: Option<Instant>,
+}
+
+/// A broadcast frame is written straight to an idle websocket only when the
+/// session's previous one came at least this long before. A session
+/// receiving frames faster goes through its task, whose writes take all
+/// that queued meanwhile at once: under load, many frames per system call
+/// rather than one each.
+pub(crate) const DIRECT_GAP: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A thread whose broadcasts began less than this apart on average (a
+/// moving average over the last few dozen) is busy: its broadcasts queue
+/// every frame, so that each session's task writes all of a turn's frames
+/// at once. (A session's first frame of a turn written at once and the rest
+/// by its task would be two system calls where one does.)
+const BUSY_INTERVAL_US: u32 = 1_000;
+
+/// Intervals between broadcasts count for this much at most in the
+/// average: after a pause, the next broadcast is not busy, whatever came
+/// before.
+const MAX_INTERVAL_US: u32 = 100_000;
+
+/// When a broadcast began, and whether its thread is busy (see
+/// [`Conn::send_broadcast`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BroadcastTime {
+    at: Instant,
+    busy: bool,
+}
+
+impl BroadcastTime {
+    /// A broadcast beginning now on this thread, busy or not by the pace of
+    /// the thread's broadcasts so far.
+    pub fn now() -> Self {
+        thread_local! {
+            /// This thread's last broadcast, and the moving average of the
+            /// intervals between its broadcasts (µs).
+            static PACE: std::cell::Cell<(Option<Instant>, u32)> =
+                const { std::cell::Cell::new((None, MAX_INTERVAL_US)) };
+        }
+        let at = Instant::now();
+        let average = PACE.with(|pace| {
+            let (last, average) = pace.get();
+            let average = Self::pace(last, average, at);
+            pace.set((Some(at), average));
+            average
+        });
+        BroadcastTime { at, busy: average < BUSY_INTERVAL_US }
+    }
+
+    /// The moving average of the intervals between broadcasts (µs) once one
+    /// more began at `at`, after one at `last`: about the last 16 count.
+    fn pace(last: Option<Instant>, average: u32, at: Instant) -> u32 {
+        let interval = last.map_or(MAX_INTERVAL_US, |last| {
+            u32::try_from(at.saturating_duration_since(last).as_micros()).unwrap_or(u32::MAX).min(MAX_INTERVAL_US)
+        });
+        average - average / 16 + interval / 16
+    }
+
+    /// A broadcast at `at` on a thread that is not busy (for callers that
+    /// keep their own time).
+    pub fn at(at: Instant) -> Self {
+        BroadcastTime { at, busy: false }
+    }
 }
 
 /// A live Engine.IO session, as seen by the layers above.
@@ -100,6 +185,9 @@ impl Conn {
                 outbox: VecDeque::new(),
                 release_poll: false,
                 farewell_noop: false,
+                direct: None,
+                first_sent: 0,
+                last_broadcast: None,
             }),
             wake: Notify::new(),
             writer: AtomicWaker::new(),
@@ -173,8 +261,55 @@ impl Conn {
     /// Queues `first` and `rest` atomically (a binary packet's header and
     /// parts): all of them or none.
     pub fn send_all(&self, first: &Frame, rest: &[Frame]) -> Result<(), SendError> {
-        let count = 1 + rest.len();
+        self.queue(self.lock(), first, rest)
+    }
+
+    /// Sends one packet of a broadcast that began at `time`.
+    ///
+    /// A websocket session whose queue is empty, whose task lends out its
+    /// stream, and whose previous broadcast frame came at least
+    /// [`DIRECT_GAP`] before, on a thread that is not busy with broadcasts
+    /// ([`BroadcastTime`]), gets a small text frame written at once, by
+    /// this thread, with one non-blocking write: no task is woken and
+    /// nothing is queued. A write the socket does not take whole (its buffer
+    /// is full) queues the frame, with how much of it went out, and wakes the
+    /// task, which writes the rest first; the stream is not lent again until
+    /// the task wrote everything queued. Otherwise the packet is queued as
+    /// by [`Conn::send_packet`].
+    pub fn send_broadcast(&self, packet: &Encoded, time: BroadcastTime) -> Result<(), SendError> {
         let mut inner = self.lock();
+        let quiet =
+            !time.busy && inner.last_broadcast.is_none_or(|last| time.at.saturating_duration_since(last) >= DIRECT_GAP);
+        inner.last_broadcast = Some(time.at);
+        if quiet
+            && packet.binary.is_empty()
+            && inner.outbox.is_empty()
+            && !inner.fsm.is_closed()
+            && let Some(tcp) = inner.direct.as_deref()
+        {
+            match super::websocket::write_now(tcp, &packet.text) {
+                Some(written) if written == super::websocket::wire_len(&packet.text) => {
+                    drop(inner);
+                    self.metrics.frames_queued.inc();
+                    self.metrics.frames_written_direct.inc();
+                    return Ok(());
+                }
+                // Part of it went out: the task writes the rest, before
+                // anything after it.
+                Some(written) => inner.first_sent = written,
+                // Not written (too large to copy, or the socket's buffer is
+                // full, or an error the task will meet): queued.
+                None => {}
+            }
+            // The task writes from now on, until its queue is empty again.
+            inner.direct = None;
+        }
+        self.queue(inner, &packet.text, &packet.binary)
+    }
+
+    /// Queues `first` and `rest` under the lock held in `inner`.
+    fn queue(&self, mut inner: MutexGuard<'_, Inner>, first: &Frame, rest: &[Frame]) -> Result<(), SendError> {
+        let count = 1 + rest.len();
         if inner.fsm.is_closed() {
             return Err(SendError::Closed);
         }
@@ -288,5 +423,49 @@ impl Conn {
         inner.fsm.close(reason);
         drop(inner);
         self.mark_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn broadcasts_in_quick_succession_make_a_thread_busy_and_a_pause_ends_it() {
+        let t0 = Instant::now();
+        let (mut last, mut average) = (None, MAX_INTERVAL_US);
+        let mut busy_after = None;
+        // 10,000 broadcasts a second.
+        for i in 0..200u32 {
+            let at = t0 + Duration::from_micros(100) * i;
+            average = BroadcastTime::pace(last, average, at);
+            last = Some(at);
+            if average < BUSY_INTERVAL_US && busy_after.is_none() {
+                busy_after = Some(i);
+            }
+        }
+        // From idle, a few dozen go by first (each session's first frames of
+        // a burst may be written at once); then every one queues.
+        let busy_after = busy_after.expect("busy at 10,000 a second");
+        assert!((40..120).contains(&busy_after), "busy after {busy_after}");
+        // 200 a second (every 5 ms) is never busy.
+        let (mut last, mut average) = (None, MAX_INTERVAL_US);
+        for i in 0..1000u32 {
+            let at = t0 + Duration::from_millis(5) * i;
+            average = BroadcastTime::pace(last, average, at);
+            last = Some(at);
+            assert!(average >= BUSY_INTERVAL_US, "not busy at 200 a second ({average} µs)");
+        }
+        // A busy thread is not busy after a pause of 20 ms.
+        let (mut last, mut average) = (t0, MAX_INTERVAL_US);
+        for i in 0..200u32 {
+            let at = t0 + Duration::from_micros(10) * i;
+            average = BroadcastTime::pace(Some(last), average, at);
+            last = at;
+        }
+        assert!(average < BUSY_INTERVAL_US);
+        let after_pause = BroadcastTime::pace(Some(last), average, last + Duration::from_millis(20));
+        assert!(after_pause >= BUSY_INTERVAL_US, "{after_pause} µs");
     }
 }

@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 pub use crate::metrics::EngineMetrics;
-pub use conn::{Conn, SendError};
+pub use conn::{BroadcastTime, Conn, SendError};
 pub use sessions::Sessions;
 
 use crate::http::{self as h, Body, Cors};

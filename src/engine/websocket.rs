@@ -2,7 +2,9 @@
 //! polling session (`2probe` → `3probe`, a noop to the pending poll, `5`),
 //! bounded by the upgrade timeout.
 //!
-//! One task per websocket reads and writes it. Writes coalesce: everything
+//! One task per websocket reads and writes it, and lends the stream to
+//! broadcasts while it has nothing to write (a quiet session's broadcast
+//! frame is written at once by the broadcast: `conn`). Writes coalesce: everything
 //! queued since the last write goes out in vectored writes (up to 64 frames
 //! each), the frames built around the queued bytes without copying them (a
 //! lone small frame is copied next to its header and sent with a plain write).
@@ -111,6 +113,18 @@ pub(super) fn upgrade<H: Handler>(
     if let Some(slot) = &hold {
         slot.hold_writes();
     }
+    // The stream, for the broadcasts' direct writes the task allows: on a
+    // single-threaded runtime only. There the broadcast's writes cost what
+    // the tasks' would, minus their wake-ups; with several threads the
+    // tasks write in parallel, and a broadcast writing under the room's lock
+    // would make other threads wait.
+    let single_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    let stream = req
+        .extensions()
+        .get::<crate::http::ConnectionSlot>()
+        .filter(|_| single_threaded)
+        .and_then(|slot| slot.stream());
     let engine2 = engine.clone();
     let config = WebSocketConfig::default()
         // Client messages are small (pongs, acks, a CONNECT, a post_event);
@@ -152,13 +166,13 @@ pub(super) fn upgrade<H: Handler>(
                 .await;
             }
             Target::New(entry) => {
-                serve(&engine2, &entry, &mut ws, true).await;
+                serve(&engine2, &entry, &mut ws, true, stream).await;
                 engine2.finish(&entry);
             }
             Target::Upgrade(entry) => {
                 if Box::pin(probe(&entry, &mut ws)).await {
                     engine2.handler.on_upgrade(&entry.conn, &entry.state);
-                    serve(&engine2, &entry, &mut ws, false).await
+                    serve(&engine2, &entry, &mut ws, false, stream).await
                 }
             }
         }
@@ -246,7 +260,20 @@ impl Wake for Signal {
 ///
 /// `timers`: the session has no supervisor (it began on websocket), so this
 /// task also runs its heartbeat and application deadlines.
-async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut Ws, timers: bool) {
+///
+/// `stream`: the websocket's TCP stream, lent to broadcasts for direct
+/// writes ([`super::Conn::send_broadcast`]) whenever the task has written
+/// everything queued — not before its first write (which carries the 101
+/// answer held in the socket), and never again once the client sent a
+/// websocket ping (tungstenite's pong could then be unwritten when a
+/// broadcast writes).
+async fn serve<H: Handler>(
+    engine: &Engine<H>,
+    entry: &Entry<H::State>,
+    ws: &mut Ws,
+    timers: bool,
+    mut stream: Option<Arc<tokio::net::TcpStream>>,
+) {
     let conn = &entry.conn;
     let mut close_code = CloseCode::Normal;
     let mut peer_closed = false;
@@ -276,6 +303,11 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
             conn.close(CloseReason::TransportError);
             break;
         };
+        if written > 0
+            && let Some(tcp) = &stream
+        {
+            lend(conn, tcp);
+        }
         // Frames piled up while the last ones were written (more than a
         // CONNECT answer and its snapshot): the server is busy, and waiting a
         // turn before the next write makes it larger.
@@ -342,7 +374,13 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
                     engine.dispatch(entry, Message::Binary(&data));
                 }
             }
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+            Some(Ok(WsMessage::Ping(_))) => {
+                // Tungstenite writes the pong at the next read: broadcasts
+                // write through the task from now on.
+                stream = None;
+                conn.lock().direct = None;
+            }
+            Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
             Some(Ok(WsMessage::Close(_))) | None => {
                 // Nothing may follow the close frame tungstenite answers with
                 // (RFC 6455 §5.5.1): what is still queued is dropped.
@@ -367,6 +405,9 @@ async fn serve<H: Handler>(engine: &Engine<H>, entry: &Entry<H::State>, ws: &mut
             }
         }
     }
+    // Nothing is written past the task from now on.
+    conn.lock().direct = None;
+    drop(stream);
     // Deliver what is left (a close packet, say), then a close frame. Boxed:
     // only a closing session pays for this future's space.
     let closing = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
@@ -395,7 +436,16 @@ fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
 /// idle session keeps none. Frames go straight to the socket
 /// ([`poll_write_frames`]), not through tungstenite.
 async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> Option<usize> {
-    let mut batch = std::mem::take(&mut conn.lock().outbox);
+    let (mut batch, mut sent) = {
+        let mut inner = conn.lock();
+        let batch = std::mem::take(&mut inner.outbox);
+        if !batch.is_empty() {
+            // The task writes: no broadcast writes past it meanwhile.
+            inner.direct = None;
+        }
+        // How much of the first frame a direct write put out already.
+        (batch, std::mem::take(&mut inner.first_sent))
+    };
     let count = batch.len();
     if count == 0 {
         return Some(0);
@@ -403,7 +453,6 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     // A session already closed still gets its last frames out (bounded by
     // the caller); otherwise its closing ends the write.
     let closed_before = conn.is_closed();
-    let mut sent = 0;
     std::future::poll_fn(|cx| {
         // The write usually completes at once.
         if let Poll::Ready(r) = poll_write_frames(ws, &mut batch, &mut sent, cx) {
@@ -423,6 +472,15 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
         if !closed_before && conn.is_closed() { Poll::Ready(None) } else { Poll::Pending }
     })
     .await
+}
+
+/// Lends `tcp` to the session's broadcasts for direct writes, once the task
+/// wrote everything queued (frames queued meanwhile are its to write first).
+fn lend(conn: &super::Conn, tcp: &Arc<tokio::net::TcpStream>) {
+    let mut inner = conn.lock();
+    if inner.direct.is_none() && inner.outbox.is_empty() && !inner.fsm.is_closed() {
+        inner.direct = Some(tcp.clone());
+    }
 }
 
 /// A write of at least this many frames hands its emptied queue buffer back
@@ -524,8 +582,27 @@ fn write_small(ws: &mut Ws, frame: &Frame, sent: usize, cx: &mut Context<'_>) ->
     std::pin::Pin::new(ws.get_mut()).poll_write(cx, &buf[sent.min(len)..len])
 }
 
+/// Writes `frame` (a text frame of at most [`SMALL_FRAME`] bytes) to `tcp`
+/// at once, with one non-blocking write of it copied next to its header:
+/// how many bytes went out, or `None` when nothing did (a larger frame, a
+/// full socket buffer, an error: the caller queues it instead, and the
+/// websocket task meets the error).
+pub(super) fn write_now(tcp: &tokio::net::TcpStream, frame: &Frame) -> Option<usize> {
+    let payload = frame.bytes();
+    if !frame.is_text() || payload.len() > SMALL_FRAME {
+        return None;
+    }
+    let mut buf = [0u8; SMALL_FRAME + 10];
+    let mut header = [0u8; 10];
+    let header_len = frame_header(&mut header, true, payload.len());
+    buf[..header_len].copy_from_slice(&header[..header_len]);
+    let len = header_len + payload.len();
+    buf[header_len..len].copy_from_slice(payload);
+    tcp.try_write(&buf[..len]).ok().filter(|&n| n > 0)
+}
+
 /// The length of `frame` on the wire: its header and payload.
-fn wire_len(frame: &Frame) -> usize {
+pub(super) fn wire_len(frame: &Frame) -> usize {
     let len = frame.bytes().len();
     frame_header(&mut [0; 10], frame.is_text(), len) + len
 }

@@ -52,12 +52,12 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -74,6 +74,9 @@ struct SlotShared {
     /// Whether the connection's socket holds back what is written to it
     /// ([`Socket`]): [`SENDING`], [`HOLDING`] or [`HELD_FLUSHED`].
     hold: AtomicU8,
+    /// The connection's stream, while its [`Socket`] lives (not kept open by
+    /// the slot).
+    tcp: Weak<TcpStream>,
 }
 
 /// Writes go out at once.
@@ -98,6 +101,16 @@ impl ConnectionSlot {
     /// depend on hyper having flushed its answer).
     pub(crate) fn release_with_next_write(&self) {
         let _ = self.0.hold.compare_exchange(HOLDING, HELD_FLUSHED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The connection's stream, for writes that bypass the upgraded socket
+    /// (the websocket's direct writes, `engine::conn`); `None` once the
+    /// connection's [`Socket`] is gone. Whoever writes through it must keep
+    /// its writes whole and in order with the socket's: the websocket task
+    /// lends it out only while nothing of its own is unwritten. The stream
+    /// stays open while a copy lives: drop it with the connection.
+    pub(crate) fn stream(&self) -> Option<Arc<TcpStream>> {
+        self.0.tcp.upgrade()
     }
 }
 
@@ -142,8 +155,10 @@ enum End {
 /// [module docs](self)).
 /// (Small: it lives as long as the connection; the held bytes are boxed.)
 pub struct Socket {
-    /// Always there, but taken by the lingering task when dropped.
-    tcp: Option<TcpStream>,
+    /// Always there, but taken by the lingering task when dropped. Shared
+    /// (reads and writes go through `&TcpStream`): an upgraded websocket's
+    /// direct writes use a copy ([`ConnectionSlot::stream`]).
+    tcp: Option<Arc<TcpStream>>,
     slot: Arc<SlotShared>,
     /// Written while held and not sent yet.
     held: Option<Box<[u8]>>,
@@ -171,7 +186,8 @@ impl Socket {
     /// Wraps an accepted connection that holds `permit` (its place under the
     /// connection limit); the slot goes into each of its requests.
     pub fn new(tcp: TcpStream, permit: OwnedSemaphorePermit) -> (Socket, ConnectionSlot) {
-        let shared = Arc::new(SlotShared { _permit: permit, hold: AtomicU8::new(SENDING) });
+        let tcp = Arc::new(tcp);
+        let shared = Arc::new(SlotShared { _permit: permit, hold: AtomicU8::new(SENDING), tcp: Arc::downgrade(&tcp) });
         (Socket { tcp: Some(tcp), slot: shared.clone(), held: None, end: End::Open }, ConnectionSlot(shared))
     }
 
@@ -205,9 +221,11 @@ impl Socket {
     /// as the socket takes; ready with how many bytes of `buf` went out.
     fn poll_send_held(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         while let Some(held) = &mut self.held {
-            let tcp = self.tcp.as_mut().ok_or_else(gone)?;
+            let tcp = self.tcp.as_deref().ok_or_else(gone)?;
             let slices = [IoSlice::new(held), IoSlice::new(buf)];
-            let n = std::task::ready!(Pin::new(tcp).poll_write_vectored(cx, &slices))?;
+            let n = std::task::ready!(
+                poll_write_with(tcp, cx, held.len() + buf.len(), |tcp| tcp.try_write_vectored(&slices))
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -225,9 +243,9 @@ impl Socket {
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let tcp = this.tcp.as_mut().ok_or_else(gone)?;
+        let tcp = this.tcp.as_deref().ok_or_else(gone)?;
         let (before, room) = (buf.filled().len(), buf.remaining() > 0);
-        let read = std::task::ready!(Pin::new(tcp).poll_read(cx, buf));
+        let read = std::task::ready!(poll_read_into(tcp, cx, buf));
         // End of stream (nothing read into room for it), or a failed
         // connection: the peer sends nothing more, nothing to linger for.
         if read.is_err() || (room && buf.filled().len() == before) {
@@ -250,7 +268,7 @@ impl AsyncWrite for Socket {
                 return Poll::Ready(Ok(n));
             }
         }
-        Pin::new(this.tcp.as_mut().ok_or_else(gone)?).poll_write(cx, buf)
+        poll_write_with(this.tcp.as_deref().ok_or_else(gone)?, cx, buf.len(), |tcp| tcp.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -265,7 +283,7 @@ impl AsyncWrite for Socket {
             return Poll::Ready(Ok(len));
         }
         std::task::ready!(this.poll_send_held(cx, &[]))?;
-        let tcp = Pin::new(this.tcp.as_mut().ok_or_else(gone)?);
+        let tcp = this.tcp.as_deref().ok_or_else(gone)?;
         if bufs.len() > 1 && len <= JOIN_MAX {
             // A small write in parts (a chunk's size line, the chunk and its
             // CRLF; a head and a short body) goes out as one plain `send`:
@@ -276,14 +294,14 @@ impl AsyncWrite for Socket {
                 for buf in bufs {
                     joined.extend_from_slice(buf);
                 }
-                tcp.poll_write(cx, joined)
+                poll_write_with(tcp, cx, joined.len(), |tcp| tcp.try_write(joined))
             });
         }
-        tcp.poll_write_vectored(cx, bufs)
+        poll_write_with(tcp, cx, len, |tcp| tcp.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.as_ref().is_some_and(|tcp| tcp.is_write_vectored())
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -295,7 +313,8 @@ impl AsyncWrite for Socket {
                 std::task::ready!(this.poll_send_held(cx, &[]))?;
             }
         }
-        Pin::new(this.tcp.as_mut().ok_or_else(gone)?).poll_flush(cx)
+        // A TCP stream buffers nothing of its own.
+        Poll::Ready(Ok(()))
     }
 
     /// Sends what is held, then the FIN — unless the peer closed its side
@@ -307,7 +326,8 @@ impl AsyncWrite for Socket {
         if this.end == End::PeerDone {
             return Poll::Ready(Ok(()));
         }
-        std::task::ready!(Pin::new(this.tcp.as_mut().ok_or_else(gone)?).poll_shutdown(cx))?;
+        let tcp = this.tcp.as_deref().ok_or_else(gone)?;
+        socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write)?;
         this.end = End::ShutDown;
         Poll::Ready(Ok(()))
     }
@@ -332,7 +352,7 @@ impl Drop for Socket {
 /// Reads and discards what the peer of a shut-down connection still sends,
 /// until it closes, or [`LINGER_BYTES`] or [`LINGER_TIME`] are reached; the
 /// connection is closed, and its place under the limit freed, when this ends.
-async fn linger(tcp: TcpStream, slot: Arc<SlotShared>) {
+async fn linger(tcp: Arc<TcpStream>, slot: Arc<SlotShared>) {
     let mut left = LINGER_BYTES;
     let discard = async {
         while left > 0 {
@@ -346,6 +366,55 @@ async fn linger(tcp: TcpStream, slot: Arc<SlotShared>) {
     let _ = tokio::time::timeout(LINGER_TIME, discard).await;
     drop(tcp);
     drop(slot);
+}
+
+/// Reads from `tcp` into `buf` once it is readable: `TcpStream`'s own
+/// `poll_read`, through a shared reference.
+///
+/// As there, a read that fills less than the room it had clears the
+/// readiness (the kernel had no more): the next poll registers for the next
+/// event instead of trying a read that would find nothing.
+fn poll_read_into(tcp: &TcpStream, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    loop {
+        std::task::ready!(tcp.poll_read_ready(cx))?;
+        let room = buf.remaining();
+        let mut got = 0;
+        // A short read answers `WouldBlock` to `try_io`, which clears the
+        // readiness (of the event it began with only: a newer one stays).
+        let read = tcp.try_io(Interest::READABLE, || {
+            got = tcp.try_read_buf(buf)?;
+            if got > 0 && got < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+        });
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got == 0 => {}
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+            _ => return Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Writes with `write` (a `try_write` of `tcp` of `len` bytes) once `tcp` is
+/// writable: `TcpStream`'s own `poll_write`, through a shared reference (a
+/// partial write clears the readiness, as a short read does).
+fn poll_write_with(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    len: usize,
+    mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(tcp.poll_write_ready(cx))?;
+        let mut put = 0;
+        let written = tcp.try_io(Interest::WRITABLE, || {
+            put = write(tcp)?;
+            if put > 0 && put < len { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(put) }
+        });
+        match written {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && put == 0 => {}
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+            _ => return Poll::Ready(Ok(put)),
+        }
+    }
 }
 
 /// Reads and discards what is at hand, at most `left` bytes more (counted

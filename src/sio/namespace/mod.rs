@@ -9,7 +9,10 @@
 //! A broadcast takes one encoded packet ([`Encoded`]) and queues the same
 //! shared bytes to every recipient; nothing is serialized per socket. The
 //! room index is sharded; a shard's lock is held while queueing to that
-//! room's members (plain memory pushes, no I/O, no `.await`).
+//! room's members (plain memory pushes — or, on a single-threaded runtime,
+//! where no other thread waits for the lock, a non-blocking write to a quiet
+//! websocket: [`Conn::send_broadcast`](crate::engine::Conn::send_broadcast);
+//! no `.await`).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -381,16 +384,18 @@ impl<H: NamespaceHandler> Namespace<H> {
         self.rooms.iter().flat_map(|shard| lock(shard).keys().map(|r| r.to_string()).collect::<Vec<_>>()).collect()
     }
 
-    /// Queues `packet` to every socket `op` selects, on this server only. The
-    /// packet is encoded once by the caller; each recipient gets the same
-    /// bytes.
+    /// Queues `packet` to every socket `op` selects, on this server only (or
+    /// writes it at once: [`Conn::send_broadcast`](crate::engine::Conn::send_broadcast)).
+    /// The packet is encoded once by the caller; each recipient gets the
+    /// same bytes.
     pub fn broadcast(&self, op: &BroadcastOp<'_>, packet: &Encoded) -> BroadcastStats {
         let mut stats = BroadcastStats::default();
+        let time = crate::engine::BroadcastTime::now();
         let mut deliver = |socket: &Socket<H>| {
             if op.except_socket == Some(socket.id()) || socket.in_any(op.except_rooms) {
                 return;
             }
-            match socket.conn().send_packet(packet) {
+            match socket.conn().send_broadcast(packet, time) {
                 Ok(()) => stats.delivered += 1,
                 Err(_) => stats.failed += 1,
             }
