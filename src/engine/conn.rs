@@ -16,9 +16,9 @@
 //! whose previous broadcast frame came at least [`DIRECT_GAP`] before, on a
 //! thread whose broadcasts come less often than one per millisecond on
 //! average ([`BroadcastTime`]): otherwise frames queue, so that under load
-//! each task writes many frames per system call. What the socket does not take goes to the queue (with how
-//! much of the first frame went out) and the task writes from then on,
-//! until its queue is empty again.
+//! each task writes many frames per system call. What the socket does not
+//! take goes to the queue (with how much of the first frame went out), and
+//! the task writes from then on, until its queue is empty again.
 //!
 //! The queue is bounded ([`EngineConfig::max_queue`]). A client that does not
 //! read fills it, and then the session is closed (`forced close`, counted in
