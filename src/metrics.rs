@@ -106,6 +106,8 @@ pub struct Metrics {
     pub tasks: Gauge,
     /// Event records queued to streams.
     pub stream_deliveries: Counter,
+    /// Of those, records written straight to an idle stream's connection.
+    pub stream_records_written_direct: Counter,
     /// Writes refused by a rate limit, by scope (`user`, `tenant`).
     pub rate_limited: Family<Labels, Counter>,
     /// Failed authentications, by channel (`rest`, `socket`, `stream`) and reason.
@@ -160,6 +162,7 @@ impl Metrics {
             streams: Gauge::default(),
             tasks: Gauge::default(),
             stream_deliveries: Counter::default(),
+            stream_records_written_direct: Counter::default(),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
             limit_rejections: Family::default(),
@@ -189,6 +192,11 @@ impl Metrics {
             "stream_deliveries",
             "Event records queued to Server-Sent Events streams",
             m.stream_deliveries.clone(),
+        );
+        registry.register(
+            "stream_records_written_direct",
+            "Event records written straight to an idle stream's connection (of stream_deliveries)",
+            m.stream_records_written_direct.clone(),
         );
         registry.register("rate_limited", "Writes refused by a rate limit", m.rate_limited.clone());
         registry.register("auth_failures", "Failed authentications", m.auth_failures.clone());

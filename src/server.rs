@@ -51,6 +51,13 @@ pub trait Service: Send + Sync + 'static {
     fn route_label(&self, _path: &str) -> &'static str {
         "app"
     }
+
+    /// Whether a request for `path` gets its connection's slot
+    /// ([`crate::http::ConnectionSlot`]) in its extensions (an event
+    /// stream writes its records past hyper with it).
+    fn takes_connection(&self, _path: &str) -> bool {
+        false
+    }
 }
 
 /// An Engine.IO endpoint as the router sees it.
@@ -121,6 +128,11 @@ impl Router {
     pub fn fallback(mut self, service: Arc<dyn Service>) -> Self {
         self.fallback = service;
         self
+    }
+
+    fn takes_connection(&self, path: &str) -> bool {
+        !self.engines.iter().any(|(prefix, _)| path.starts_with(prefix.as_str()))
+            && self.fallback.takes_connection(path)
     }
 
     fn label(&self, path: &str) -> &'static str {
@@ -240,12 +252,14 @@ async fn accept_loop(listener: TcpListener, router: Router, config: ServerConfig
         tracker.spawn(async move {
             // The socket holds a share of the slot (a websocket keeps it for
             // as long as it holds the socket), and so does each upgrade
-            // request, whose answer the socket may hold back. Other requests
-            // carry nothing: no extensions map is allocated for them.
+            // request, whose answer the socket may hold back, and each
+            // request of a path whose service asks for it (an event stream).
+            // Other requests carry nothing: no extensions map is allocated
+            // for them.
             let (socket, slot) = Socket::new(stream, permit);
             let metrics = config.metrics.clone();
             let svc = service_fn(move |mut req: Request<Incoming>| {
-                if req.headers().contains_key(http::header::UPGRADE) {
+                if req.headers().contains_key(http::header::UPGRADE) || router.takes_connection(req.uri().path()) {
                     req.extensions_mut().insert(slot.clone());
                 }
                 let started = std::time::Instant::now();

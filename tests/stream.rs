@@ -326,3 +326,52 @@ async fn curl_can_follow_a_stream() {
     assert_eq!(seqs(&data), vec![2, 3]);
     assert_eq!(data[1]["message"], "live for curl");
 }
+
+#[tokio::test]
+async fn live_records_to_an_idle_stream_are_written_at_once_and_arrive_whole() {
+    let server = server().await;
+    let mut client = stream(&server, A, "", &[]).await;
+    client.next().await.unwrap(); // retry
+    let direct = || server.app.metrics.stream_records_written_direct.get();
+    // Each event posted once the last one arrived: hyper has written
+    // everything and waits on the body, so the record goes out at once,
+    // framed as hyper frames a chunk (the client reads the chunked body).
+    for i in 0..5 {
+        let posted = post_n(&server, A, 1, &format!("live-{i}-")).await;
+        assert_eq!(client.events(1).await, posted);
+    }
+    assert_eq!(direct(), 5);
+    // A keep-alive or a page through hyper in between changes nothing.
+    let more = post_n(&server, A, 3, "more-").await;
+    assert_eq!(client.events(3).await, more);
+}
+
+#[tokio::test]
+async fn a_stream_over_http_1_0_gets_its_records_through_hyper_unframed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server().await;
+    let [(tk, tv), (kk, kv)] = auth_headers(A);
+    let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    tcp.write_all(format!("GET {STREAM} HTTP/1.0\r\n{tk}: {tv}\r\n{kk}: {kv}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    // Reads until what arrived, as text, satisfies `done`.
+    let read_until = async |tcp: &mut tokio::net::TcpStream, got: &mut Vec<u8>, done: &dyn Fn(&str) -> bool| {
+        let mut buf = [0u8; 4096];
+        while !done(&String::from_utf8_lossy(got)) {
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    read_until(&mut tcp, &mut got, &|text| text.contains("retry: 2000\n\n")).await;
+    let posted = post_n(&server, A, 2, "old-").await;
+    let last = posted[1]["id"].as_str().unwrap().to_owned();
+    let last_line = format!("id: {last}\n");
+    read_until(&mut tcp, &mut got, &|text| text.contains(&last_line) && text.ends_with("\n\n")).await;
+    let text = String::from_utf8(got).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    assert!(body.starts_with("retry: 2000\n\n"), "no chunk framing: {body:?}");
+    assert!(body.contains(&format!("id: {last}\nevent: event_created\n")), "{body:?}");
+    assert_eq!(server.app.metrics.stream_records_written_direct.get(), 0, "hyper frames HTTP/1.0 bodies itself");
+}

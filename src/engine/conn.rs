@@ -133,6 +133,11 @@ impl BroadcastTime {
     pub fn at(at: Instant) -> Self {
         BroadcastTime { at, busy: false }
     }
+
+    /// Whether the thread is busy with broadcasts: everything queues.
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
 }
 
 /// A live Engine.IO session, as seen by the layers above.

@@ -2,7 +2,9 @@
 //! `event_created` packet is encoded once from the stored JSON and the same
 //! bytes are queued to every socket in the room `tenant:{id}` of the feed's
 //! namespace; the Server-Sent Events record is encoded once too and queued to
-//! every stream of the tenant ([`Streams`]). (Other servers of a cluster
+//! every stream of the tenant ([`Streams`]). On one core, a quiet websocket
+//! or an idle stream gets it written at once instead, with one non-blocking
+//! write (`engine::conn`, [`StreamQueue`]). (Other servers of a cluster
 //! deliver to their own subscribers from the shared store: nothing here
 //! crosses instances.)
 
@@ -23,7 +25,9 @@ use serde_json::value::RawValue;
 use super::recovery::{Epoch, Offset};
 use super::store::Delivery;
 use super::{StoredEvent, tenant_room};
+use crate::engine::BroadcastTime;
 use crate::http::body::Source;
+use crate::http::{ConnectionSlot, WrittenPast};
 use crate::metrics::Metrics;
 use crate::sio::{BroadcastOp, Namespace, NamespaceHandler, Socket};
 
@@ -66,12 +70,14 @@ impl<H: NamespaceHandler> Delivery for SocketDelivery<H> {
         let frame = event_frame(nsp.name(), event, self.with_offsets.then_some(epoch));
         let packet = Encoded { text: frame, binary: Vec::new() };
         let room = tenant_room(&event.tenant_id());
-        let stats = nsp.broadcast(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet);
+        let time = BroadcastTime::now();
+        let stats = nsp.broadcast_at(&BroadcastOp { rooms: &[&room], ..BroadcastOp::default() }, &packet, time);
         self.metrics.deliveries.inc_by(stats.delivered as u64);
         self.metrics.delivery_failures.inc_by(stats.failed as u64);
-        let streamed = self.streams.deliver(event);
+        let (streamed, written) = self.streams.deliver(event, time);
         if streamed > 0 {
             self.metrics.stream_deliveries.inc_by(streamed as u64);
+            self.metrics.stream_records_written_direct.inc_by(written as u64);
         }
     }
 
@@ -111,6 +117,13 @@ pub(super) fn push_sse_record(out: &mut Vec<u8>, event: &StoredEvent) {
 /// itself (a [`Source`]: hyper's connection task writes them, no other task
 /// is woken per record). The stream's task only hears when the stream must
 /// end.
+///
+/// On a single-threaded runtime, a record for a stream whose body is idle
+/// (hyper polled it, found nothing, and wrote everything it had) is written
+/// straight to the connection, framed as hyper frames a chunk, with one
+/// non-blocking write ([`ConnectionSlot::write_past`]) — unless the thread
+/// is busy with broadcasts ([`BroadcastTime`]): then records queue, and
+/// hyper writes all that piled up as one chunk.
 #[derive(Debug)]
 pub struct StreamQueue {
     inner: Mutex<QueueInner>,
@@ -120,12 +133,41 @@ pub struct StreamQueue {
     body: AtomicWaker,
     /// Records queued at most; one more ends the stream (a slow consumer).
     max: usize,
+    /// The stream's connection, for records written past hyper.
+    connection: Option<ConnectionSlot>,
 }
 
 #[derive(Debug, Default)]
 struct QueueInner {
     records: VecDeque<Bytes>,
     end: Option<StreamEnd>,
+    /// The body is live and hyper found nothing to write at its last poll.
+    idle: bool,
+}
+
+/// The largest record written past hyper (its chunk is built in a buffer
+/// of the thread's); larger ones queue.
+const PAST_MAX: usize = 4096;
+
+thread_local! {
+    /// Where a chunk written past hyper is framed.
+    static CHUNK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes `record` past hyper as one chunk of a chunked body (its size in
+/// hex, CRLF, the record, CRLF: as hyper frames it).
+fn write_chunk_past(connection: &ConnectionSlot, record: &[u8]) -> WrittenPast {
+    if record.is_empty() || record.len() > PAST_MAX {
+        return WrittenPast::Not;
+    }
+    CHUNK.with_borrow_mut(|chunk| {
+        use std::io::Write as _;
+        chunk.clear();
+        let _ = write!(chunk, "{:X}\r\n", record.len());
+        chunk.extend_from_slice(record);
+        chunk.extend_from_slice(b"\r\n");
+        connection.write_past(chunk)
+    })
 }
 
 /// Why a stream must end.
@@ -142,10 +184,28 @@ impl StreamQueue {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, record: &Bytes) {
+    /// Queues `record`, or writes it past hyper (see [`StreamQueue`]);
+    /// whether it was written.
+    fn push(&self, record: &Bytes, time: BroadcastTime) -> bool {
         let mut inner = self.lock();
         if inner.end.is_some() {
-            return;
+            return false;
+        }
+        if inner.idle
+            && inner.records.is_empty()
+            && !time.busy()
+            && let Some(connection) = &self.connection
+        {
+            match write_chunk_past(connection, record) {
+                WrittenPast::Whole => return true,
+                // The socket sends the rest at hyper's next flush: wake it.
+                WrittenPast::Part => {
+                    drop(inner);
+                    self.body.wake();
+                    return true;
+                }
+                WrittenPast::Not => {}
+            }
         }
         if inner.records.len() >= self.max {
             // Bound hit: the client reads slower than the tenant writes. The
@@ -160,6 +220,7 @@ impl StreamQueue {
             drop(inner);
         }
         self.body.wake();
+        false
     }
 
     fn end(&self, why: StreamEnd) {
@@ -182,8 +243,12 @@ impl Source for StreamQueue {
         self.body.register(cx.waker());
         let mut inner = self.lock();
         if inner.end.is_some() {
+            inner.idle = false;
             return Poll::Pending;
         }
+        // Nothing queued: hyper writes what it has and waits; records may
+        // be written past it until it polls again.
+        inner.idle = inner.records.is_empty();
         match inner.records.len() {
             0 => Poll::Pending,
             1 => inner.records.pop_front().map_or(Poll::Pending, Poll::Ready),
@@ -283,12 +348,17 @@ impl Streams {
     /// Opens a stream of `tenant` whose queue holds `max` records at most.
     /// Call it under the tenant's lock (where nothing is delivered), so the
     /// stream gets every event after that point and none before.
-    pub fn join(&self, tenant: &str, max: usize) -> StreamGuard {
+    /// `connection`: the stream's, for records written past hyper (used on
+    /// a single-threaded runtime only, as websockets' direct writes).
+    pub fn join(&self, tenant: &str, max: usize, connection: Option<ConnectionSlot>) -> StreamGuard {
+        let single_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         let queue = Arc::new(StreamQueue {
             inner: Mutex::default(),
             notify: Notify::new(),
             body: AtomicWaker::new(),
             max: max.max(1),
+            connection: connection.filter(|_| single_threaded),
         });
         let tenant: Arc<str> = tenant.into();
         self.shard(&tenant).entry(tenant.clone()).or_default().push(queue.clone());
@@ -296,20 +366,19 @@ impl Streams {
         StreamGuard { registry: self.0.clone(), tenant, queue }
     }
 
-    /// Queues `event`'s record (encoded once) to every stream of its tenant;
-    /// how many.
-    fn deliver(&self, event: &StoredEvent) -> usize {
+    /// Queues `event`'s record (encoded once) to every stream of its tenant
+    /// (or writes it at once: [`StreamQueue`]); to how many, and how many of
+    /// them were written at once.
+    fn deliver(&self, event: &StoredEvent, time: BroadcastTime) -> (usize, usize) {
         if self.open() == 0 {
-            return 0;
+            return (0, 0);
         }
         let tenant = event.tenant_id();
         let shard = self.shard(&tenant);
-        let Some(queues) = shard.get(tenant.as_ref()) else { return 0 };
+        let Some(queues) = shard.get(tenant.as_ref()) else { return (0, 0) };
         let record = sse_record(event);
-        for queue in queues {
-            queue.push(&record);
-        }
-        queues.len()
+        let written = queues.iter().filter(|queue| queue.push(&record, time)).count();
+        (queues.len(), written)
     }
 
     /// Ends every stream of `tenant` (its history here was replaced).

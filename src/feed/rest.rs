@@ -83,6 +83,10 @@ impl<S: Store> Service for Rest<S> {
     fn route_label(&self, path: &str) -> &'static str {
         find(path).map_or("other", |(route, _)| route.label)
     }
+
+    fn takes_connection(&self, path: &str) -> bool {
+        find(path).is_some_and(|(route, _)| matches!(route.endpoint, Endpoint::Stream))
+    }
 }
 
 /// The OpenAPI 3.1 description of [`ROUTES`], served at `GET /api/openapi.json`.
@@ -198,7 +202,14 @@ async fn route<S: Store>(
         Endpoint::Events => list(feed, &req, peer).await,
         Endpoint::Stream => {
             let who = authenticated(feed, req.headers(), peer, "stream").await?;
-            super::stream::open(&rest.feed, who, req.headers(), req.uri().query().unwrap_or(""), peer).await
+            // Records may be written past hyper only where hyper frames the
+            // body in chunks (HTTP/1.1) and sends it (not for HEAD).
+            let connection = req
+                .extensions()
+                .get::<crate::http::ConnectionSlot>()
+                .filter(|_| method == Method::GET && req.version() == http::Version::HTTP_11)
+                .cloned();
+            super::stream::open(&rest.feed, who, req.headers(), req.uri().query().unwrap_or(""), peer, connection).await
         }
         Endpoint::Event => get_one(feed, &req, param.unwrap_or(""), peer).await,
         Endpoint::Health => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),

@@ -126,6 +126,7 @@ pub(super) async fn open<S: Store>(
     headers: &HeaderMap,
     query: &str,
     peer: std::net::SocketAddr,
+    connection: Option<crate::http::ConnectionSlot>,
 ) -> Result<Response<Body>, FeedError> {
     let start = start_of(headers, query)?;
     let Authenticated { principal: who, credential } = authenticated;
@@ -139,7 +140,7 @@ pub(super) async fn open<S: Store>(
         if feed.delivery().subscribers(&tenant) >= max {
             return None;
         }
-        Some((backlog(log, start), feed.delivery().streams().join(&tenant, feed.config.stream_queue)))
+        Some((backlog(log, start), feed.delivery().streams().join(&tenant, feed.config.stream_queue, connection)))
     });
     let Some((backlog, guard)) = joined else {
         // Bound hit: this tenant has as many subscribers as allowed here.

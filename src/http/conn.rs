@@ -4,6 +4,17 @@
 //! websocket upgrade ask for its 101 answer to leave together with the
 //! session's first frame.
 //!
+//! # Writes past hyper
+//!
+//! The socket shares its stream (`Arc<TcpStream>`, read and written through
+//! `&TcpStream`), and the slot lends it: to an upgraded websocket's
+//! broadcasts (`engine::conn`), and, for an event stream's request, to
+//! [`ConnectionSlot::write_past`], which writes a record's chunk at once
+//! while hyper has written everything it had (the socket's last write went
+//! out whole). The rest of such a write that the kernel took only in part
+//! waits in the slot; the socket sends it before its next bytes (hyper
+//! flushes the socket when woken), so nothing interleaves.
+//!
 //! # Small writes in parts
 //!
 //! hyper writes vectored: a chunk of a streamed body as its size line, the
@@ -52,8 +63,8 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -77,6 +88,29 @@ struct SlotShared {
     /// The connection's stream, while its [`Socket`] lives (not kept open by
     /// the slot).
     tcp: Weak<TcpStream>,
+    /// The socket's last write did not go out whole (hyper still holds
+    /// bytes of it), or the socket holds bytes back: nothing may be written
+    /// past it ([`ConnectionSlot::write_past`]).
+    blocked: AtomicBool,
+    /// The rest of a write past the socket that the kernel took only in
+    /// part: the socket sends it before anything else.
+    rest: Mutex<Option<Box<[u8]>>>,
+    /// Whether `rest` holds bytes (read without the lock on every write).
+    has_rest: AtomicBool,
+}
+
+/// What [`ConnectionSlot::write_past`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WrittenPast {
+    /// All of it is on the wire.
+    Whole,
+    /// Part of it is on the wire; the socket sends the rest before its own
+    /// next bytes, at its next write or flush: wake whoever drives it.
+    Part,
+    /// Nothing was written (hyper has unwritten bytes, the rest of an earlier
+    /// write is still waiting, the socket's buffer is full, or it failed):
+    /// send it the usual way.
+    Not,
 }
 
 /// Writes go out at once.
@@ -111,6 +145,29 @@ impl ConnectionSlot {
     /// stays open while a copy lives: drop it with the connection.
     pub(crate) fn stream(&self) -> Option<Arc<TcpStream>> {
         self.0.tcp.upgrade()
+    }
+
+    /// Writes `bytes` to the connection at once, with one non-blocking
+    /// write past hyper, when nothing hyper wrote is still unwritten (its
+    /// last write went out whole). The caller keeps the bytes whole units
+    /// of what hyper would have written (an SSE chunk, framed as hyper
+    /// frames one) and writes only while hyper has nothing of its own to
+    /// write (the body it polls is idle).
+    pub(crate) fn write_past(&self, bytes: &[u8]) -> WrittenPast {
+        let shared = &self.0;
+        if shared.blocked.load(Ordering::Acquire) || shared.has_rest.load(Ordering::Acquire) {
+            return WrittenPast::Not;
+        }
+        let Some(tcp) = shared.tcp.upgrade() else { return WrittenPast::Not };
+        match tcp.try_write(bytes) {
+            Ok(n) if n == bytes.len() => WrittenPast::Whole,
+            Ok(n) if n > 0 => {
+                *shared.rest.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes[n..].into());
+                shared.has_rest.store(true, Ordering::Release);
+                WrittenPast::Part
+            }
+            _ => WrittenPast::Not,
+        }
     }
 }
 
@@ -187,7 +244,14 @@ impl Socket {
     /// connection limit); the slot goes into each of its requests.
     pub fn new(tcp: TcpStream, permit: OwnedSemaphorePermit) -> (Socket, ConnectionSlot) {
         let tcp = Arc::new(tcp);
-        let shared = Arc::new(SlotShared { _permit: permit, hold: AtomicU8::new(SENDING), tcp: Arc::downgrade(&tcp) });
+        let shared = Arc::new(SlotShared {
+            _permit: permit,
+            hold: AtomicU8::new(SENDING),
+            tcp: Arc::downgrade(&tcp),
+            blocked: AtomicBool::new(false),
+            rest: Mutex::new(None),
+            has_rest: AtomicBool::new(false),
+        });
         (Socket { tcp: Some(tcp), slot: shared.clone(), held: None, end: End::Open }, ConnectionSlot(shared))
     }
 
@@ -202,6 +266,70 @@ impl Socket {
                 false
             }
         }
+    }
+
+    /// Puts the rest of a write past the socket ([`ConnectionSlot::write_past`])
+    /// ahead of what the socket holds: it goes out first.
+    fn take_rest(&mut self) {
+        if !self.slot.has_rest.load(Ordering::Acquire) {
+            return;
+        }
+        let rest = self.slot.rest.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.slot.has_rest.store(false, Ordering::Release);
+        if let Some(rest) = rest {
+            let mut held = Vec::from(rest);
+            held.extend_from_slice(self.held.as_deref().unwrap_or_default());
+            self.held = Some(held.into_boxed_slice());
+        }
+    }
+
+    /// Records whether a write went out whole (`offered` bytes, `result`):
+    /// nothing is written past the socket while it did not, or while the
+    /// socket holds bytes.
+    fn settle(&self, offered: usize, result: &Poll<io::Result<usize>>) {
+        let whole = matches!(result, Poll::Ready(Ok(n)) if *n >= offered);
+        self.slot.blocked.store(!whole || self.held.is_some(), Ordering::Release);
+    }
+
+    /// A write: held back, or sent after what is held.
+    fn start_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.holds(buf.len()) {
+            self.hold_back([buf]);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if self.held.is_some() {
+            let n = std::task::ready!(self.poll_send_held(cx, buf))?;
+            if n > 0 || buf.is_empty() {
+                return Poll::Ready(Ok(n));
+            }
+        }
+        poll_write_with(self.tcp.as_deref().ok_or_else(gone)?, cx, buf.len(), |tcp| tcp.try_write(buf))
+    }
+
+    /// A write in parts: held back, or sent after what is held (joined
+    /// into one buffer when small).
+    fn start_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.holds(len) {
+            self.hold_back(bufs.iter().map(|b| &b[..]));
+            return Poll::Ready(Ok(len));
+        }
+        std::task::ready!(self.poll_send_held(cx, &[]))?;
+        let tcp = self.tcp.as_deref().ok_or_else(gone)?;
+        if bufs.len() > 1 && len <= JOIN_MAX {
+            // A small write in parts (a chunk's size line, the chunk and its
+            // CRLF; a head and a short body) goes out as one plain `send`:
+            // copying a few hundred bytes costs less than the kernel's
+            // vectored-write path (file-position lock, iovec import).
+            return JOINED.with_borrow_mut(|joined| {
+                joined.clear();
+                for buf in bufs {
+                    joined.extend_from_slice(buf);
+                }
+                poll_write_with(tcp, cx, joined.len(), |tcp| tcp.try_write(joined))
+            });
+        }
+        poll_write_with(tcp, cx, len, |tcp| tcp.try_write_vectored(bufs))
     }
 
     fn held_len(&self) -> usize {
@@ -258,17 +386,10 @@ impl AsyncRead for Socket {
 impl AsyncWrite for Socket {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.holds(buf.len()) {
-            this.hold_back([buf]);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        if this.held.is_some() {
-            let n = std::task::ready!(this.poll_send_held(cx, buf))?;
-            if n > 0 || buf.is_empty() {
-                return Poll::Ready(Ok(n));
-            }
-        }
-        poll_write_with(this.tcp.as_deref().ok_or_else(gone)?, cx, buf.len(), |tcp| tcp.try_write(buf))
+        this.take_rest();
+        let result = this.start_write(cx, buf);
+        this.settle(buf.len(), &result);
+        result
     }
 
     fn poll_write_vectored(
@@ -277,27 +398,10 @@ impl AsyncWrite for Socket {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let len = bufs.iter().map(|b| b.len()).sum();
-        if this.holds(len) {
-            this.hold_back(bufs.iter().map(|b| &b[..]));
-            return Poll::Ready(Ok(len));
-        }
-        std::task::ready!(this.poll_send_held(cx, &[]))?;
-        let tcp = this.tcp.as_deref().ok_or_else(gone)?;
-        if bufs.len() > 1 && len <= JOIN_MAX {
-            // A small write in parts (a chunk's size line, the chunk and its
-            // CRLF; a head and a short body) goes out as one plain `send`:
-            // copying a few hundred bytes costs less than the kernel's
-            // vectored-write path (file-position lock, iovec import).
-            return JOINED.with_borrow_mut(|joined| {
-                joined.clear();
-                for buf in bufs {
-                    joined.extend_from_slice(buf);
-                }
-                poll_write_with(tcp, cx, joined.len(), |tcp| tcp.try_write(joined))
-            });
-        }
-        poll_write_with(tcp, cx, len, |tcp| tcp.try_write_vectored(bufs))
+        this.take_rest();
+        let result = this.start_write_vectored(cx, bufs);
+        this.settle(bufs.iter().map(|b| b.len()).sum(), &result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -306,11 +410,16 @@ impl AsyncWrite for Socket {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.take_rest();
         match this.slot.hold.load(Ordering::Acquire) {
             HOLDING => this.slot.hold.store(HELD_FLUSHED, Ordering::Release),
             HELD_FLUSHED => {}
             _ => {
-                std::task::ready!(this.poll_send_held(cx, &[]))?;
+                // hyper flushes the socket once its own buffer is empty:
+                // with what is held sent, nothing is unwritten.
+                let sent = this.poll_send_held(cx, &[]);
+                this.slot.blocked.store(this.held.is_some(), Ordering::Release);
+                std::task::ready!(sent)?;
             }
         }
         // A TCP stream buffers nothing of its own.
@@ -322,6 +431,7 @@ impl AsyncWrite for Socket {
     /// unread), and the shutdown would be a system call for nothing.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.take_rest();
         std::task::ready!(this.poll_send_held(cx, &[]))?;
         if this.end == End::PeerDone {
             return Poll::Ready(Ok(()));
@@ -484,6 +594,47 @@ mod tests {
         assert!(socket.held.is_none(), "nothing left held");
         assert_eq!(socket.slot.hold.load(Ordering::Acquire), SENDING, "the hold ended");
         assert_eq!(read_exactly(peer, expected.len()).await, expected);
+    }
+
+    #[tokio::test]
+    async fn writes_past_the_socket_keep_their_order_with_its_own_even_cut_short() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut peer, limit) = (client.unwrap(), Arc::new(Semaphore::new(1)));
+        let (mut socket, slot) = Socket::new(accepted.unwrap().0, limit.try_acquire_owned().unwrap());
+        // The socket's own write went out whole: a write past it may go.
+        socket.write_all(b"head|").await.unwrap();
+        assert_eq!(slot.write_past(b"past|"), WrittenPast::Whole);
+        // The peer reads nothing: writes past the socket fill its buffers
+        // until one is taken in part (or not at all).
+        let unit = vec![b'x'; 1000];
+        let mut expected = b"head|past|".to_vec();
+        let outcome = loop {
+            match slot.write_past(&unit) {
+                WrittenPast::Whole => expected.extend_from_slice(&unit),
+                other => break other,
+            }
+            assert!(expected.len() < 256 * 1024 * 1024, "the buffers filled");
+        };
+        if outcome == WrittenPast::Part {
+            // The rest waits for the socket's next bytes, nothing more goes
+            // past it meanwhile.
+            expected.extend_from_slice(&unit);
+            assert_eq!(slot.write_past(b"never"), WrittenPast::Not);
+        }
+        // The socket's next write sends the rest first, then its own bytes.
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; expected.len() + 5];
+            peer.read_exact(&mut got).await.unwrap();
+            assert_eq!(got[..expected.len()], expected[..], "the rest first");
+            assert_eq!(&got[expected.len()..], b"|tail");
+        });
+        socket.write_all(b"|tail").await.unwrap();
+        socket.flush().await.unwrap();
+        reader.await.unwrap();
+        // All out: writes past it may go again.
+        assert_eq!(slot.write_past(b"again"), WrittenPast::Whole);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub mod conn;
 
 pub use body::{Body, BodySender};
 pub use conn::ConnectionSlot;
+pub(crate) use conn::WrittenPast;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};

@@ -389,8 +389,18 @@ impl<H: NamespaceHandler> Namespace<H> {
     /// The packet is encoded once by the caller; each recipient gets the
     /// same bytes.
     pub fn broadcast(&self, op: &BroadcastOp<'_>, packet: &Encoded) -> BroadcastStats {
+        self.broadcast_at(op, packet, crate::engine::BroadcastTime::now())
+    }
+
+    /// [`Namespace::broadcast`], for a broadcast that began at `time` (one
+    /// event's broadcast that also goes to other subscribers counts once).
+    pub fn broadcast_at(
+        &self,
+        op: &BroadcastOp<'_>,
+        packet: &Encoded,
+        time: crate::engine::BroadcastTime,
+    ) -> BroadcastStats {
         let mut stats = BroadcastStats::default();
-        let time = crate::engine::BroadcastTime::now();
         let mut deliver = |socket: &Socket<H>| {
             if op.except_socket == Some(socket.id()) || socket.in_any(op.except_rooms) {
                 return;
