@@ -489,15 +489,22 @@ async fn keeping_fixture() -> (TestServer, Eio, std::sync::Arc<eventfeed::engine
     (server, eio, engine, keep)
 }
 
-#[tokio::test]
-async fn broadcast_frames_to_an_idle_websocket_are_written_at_once_and_stay_in_order_with_queued_ones() {
-    let (_server, eio, engine, keep) = keeping_fixture().await;
+/// A websocket session of [`keeping_fixture`] after a round trip (the task
+/// wrote its queue, the open packet and the echo, and lent the stream out):
+/// the server, the engine, the session's `Conn` and the client's websocket.
+async fn ready_session()
+-> (TestServer, std::sync::Arc<eventfeed::engine::Engine<Keep>>, std::sync::Arc<eventfeed::engine::Conn>, raw::Ws) {
+    let (server, eio, engine, keep) = keeping_fixture().await;
     let (mut ws, _sid) = eio.ws_open().await;
-    // A round trip: the task wrote its queue (the open packet, the echo) and
-    // lent the stream out.
     send_text(&mut ws, "4ready").await;
     assert_eq!(recv_text(&mut ws).await, "4ready");
     let conn = keep.only();
+    (server, engine, conn, ws)
+}
+
+#[tokio::test]
+async fn broadcast_frames_to_an_idle_websocket_are_written_at_once_and_stay_in_order_with_queued_ones() {
+    let (_server, engine, conn, mut ws) = ready_session().await;
     let direct = || engine.metrics().frames_written_direct.get();
     let t0 = std::time::Instant::now();
 
@@ -530,11 +537,7 @@ async fn broadcast_frames_to_an_idle_websocket_are_written_at_once_and_stay_in_o
 
 #[tokio::test]
 async fn direct_writes_that_fill_the_socket_hand_the_rest_to_the_task_whole_and_in_order() {
-    let (_server, eio, engine, keep) = keeping_fixture().await;
-    let (mut ws, _sid) = eio.ws_open().await;
-    send_text(&mut ws, "4ready").await;
-    assert_eq!(recv_text(&mut ws).await, "4ready");
-    let conn = keep.only();
+    let (_server, engine, conn, mut ws) = ready_session().await;
     let metrics = engine.metrics();
     let (direct0, queued0) = (metrics.frames_written_direct.get(), metrics.frames_queued.get());
     // The client reads nothing meanwhile: broadcasts, each long after the

@@ -118,12 +118,10 @@ pub(super) fn upgrade<H: Handler>(
     // the tasks' would, minus their wake-ups; with several threads the
     // tasks write in parallel, and a broadcast writing under the room's lock
     // would make other threads wait.
-    let single_threaded = tokio::runtime::Handle::try_current()
-        .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
     let stream = req
         .extensions()
         .get::<crate::http::ConnectionSlot>()
-        .filter(|_| single_threaded)
+        .filter(|_| crate::http::conn::single_threaded())
         .and_then(|slot| slot.stream());
     let engine2 = engine.clone();
     let config = WebSocketConfig::default()
@@ -573,13 +571,20 @@ fn write_small(ws: &mut Ws, frame: &Frame, sent: usize, cx: &mut Context<'_>) ->
     use tokio::io::AsyncWrite;
 
     let mut buf = [0u8; SMALL_FRAME + 10];
+    let len = copy_small(&mut buf, frame);
+    std::pin::Pin::new(ws.get_mut()).poll_write(cx, &buf[sent.min(len)..len])
+}
+
+/// Copies `frame` (at most [`SMALL_FRAME`] bytes) next to its header into
+/// `buf`; returns the length on the wire.
+fn copy_small(buf: &mut [u8; SMALL_FRAME + 10], frame: &Frame) -> usize {
     let mut header = [0u8; 10];
     let payload = frame.bytes();
     let header_len = frame_header(&mut header, frame.is_text(), payload.len());
     buf[..header_len].copy_from_slice(&header[..header_len]);
     let len = header_len + payload.len();
     buf[header_len..len].copy_from_slice(payload);
-    std::pin::Pin::new(ws.get_mut()).poll_write(cx, &buf[sent.min(len)..len])
+    len
 }
 
 /// Writes `frame` (a text frame of at most [`SMALL_FRAME`] bytes) to `tcp`
@@ -588,16 +593,11 @@ fn write_small(ws: &mut Ws, frame: &Frame, sent: usize, cx: &mut Context<'_>) ->
 /// full socket buffer, an error: the caller queues it instead, and the
 /// websocket task meets the error).
 pub(super) fn write_now(tcp: &tokio::net::TcpStream, frame: &Frame) -> Option<usize> {
-    let payload = frame.bytes();
-    if !frame.is_text() || payload.len() > SMALL_FRAME {
+    if !frame.is_text() || frame.bytes().len() > SMALL_FRAME {
         return None;
     }
     let mut buf = [0u8; SMALL_FRAME + 10];
-    let mut header = [0u8; 10];
-    let header_len = frame_header(&mut header, true, payload.len());
-    buf[..header_len].copy_from_slice(&header[..header_len]);
-    let len = header_len + payload.len();
-    buf[header_len..len].copy_from_slice(payload);
+    let len = copy_small(&mut buf, frame);
     tcp.try_write(&buf[..len]).ok().filter(|&n| n > 0)
 }
 

@@ -351,14 +351,12 @@ impl Streams {
     /// `connection`: the stream's, for records written past hyper (used on
     /// a single-threaded runtime only, as websockets' direct writes).
     pub fn join(&self, tenant: &str, max: usize, connection: Option<ConnectionSlot>) -> StreamGuard {
-        let single_threaded = tokio::runtime::Handle::try_current()
-            .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         let queue = Arc::new(StreamQueue {
             inner: Mutex::default(),
             notify: Notify::new(),
             body: AtomicWaker::new(),
             max: max.max(1),
-            connection: connection.filter(|_| single_threaded),
+            connection: connection.filter(|_| crate::http::conn::single_threaded()),
         });
         let tenant: Arc<str> = tenant.into();
         self.shard(&tenant).entry(tenant.clone()).or_default().push(queue.clone());

@@ -99,6 +99,16 @@ struct SlotShared {
     has_rest: AtomicBool,
 }
 
+/// Whether this thread runs a single-threaded runtime: the only one where
+/// writes past a connection's task are used (there they cost what the
+/// task's would, minus its wake-up; with several threads the tasks write
+/// in parallel, and a broadcast writing under a room's lock would make
+/// other threads wait).
+pub(crate) fn single_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 /// What [`ConnectionSlot::write_past`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WrittenPast {
