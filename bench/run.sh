@@ -32,6 +32,12 @@ CLUSTER_CASES=(cluster_200 cluster_max)
 ALL_CASES=("${STANDARD_CASES[@]}" big "${CLUSTER_CASES[@]}")
 # The frame the fan-out cases deliver, in bytes (an event_created websocket frame): the floor's.
 FRAME_BYTES=193
+# polling_200's floor: a poll's answer carrying one event (143 bytes of head —
+# status line, content-type, cache-control, content-length, date — and the
+# frame's 189-byte packet), and the long poll that follows it (the
+# generator's GET with its sid, Host, Accept and Connection lines).
+POLL_ANSWER_BYTES=332
+POLL_REQUEST_BYTES=137
 
 usage() {
   cat <<EOF
@@ -429,14 +435,25 @@ for case in order:
         ef = e.get("server_cpu_us_per_delivery")
         ratio = ef / fl if ef is not None and fl not in (None, 0) else None
         t = TARGETS.get((case, "server_cpu_us_per_delivery", "floor"))
-        lines.append("The machine's floor at this shape (no server: one pinned thread writing "
-                     f"{fmt(f.get('frames_per_write'))} frame(s) per write() to {fmt(f.get('sockets'))} loopback sockets, "
-                     f"{fmt(f.get('rate'))} events/s; eventfeed wrote {fmt(e.get('deliveries_per_write'))} deliveries per write):")
+        if f.get("answer_bytes"):
+            lines.append("The machine's floor at this shape (no server: one pinned thread writing each of "
+                         f"{fmt(f.get('sockets'))} loopback sockets a {fmt(f.get('frame_bytes'))}-byte answer per event and "
+                         f"reading the {fmt(f.get('answer_bytes'))}-byte request that follows it: one write() and one "
+                         f"read() per delivery, {fmt(f.get('rate'))} events/s):")
+        else:
+            lines.append("The machine's floor at this shape (no server: one pinned thread writing "
+                         f"{fmt(f.get('frames_per_write'))} frame(s) per write() to {fmt(f.get('sockets'))} loopback sockets, "
+                         f"{fmt(f.get('rate'))} events/s; eventfeed wrote {fmt(e.get('deliveries_per_write'))} deliveries per write):")
         lines.append("")
         lines.append("| figure | eventfeed | floor | eventfeed / floor | target |")
         lines.append("| --- | ---: | ---: | ---: | --- |")
         lines.append(f"| CPU µs / delivery | {fmt(ef)} | {fmt(fl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict_of(t, ratio, ef)} |")
         lines.append("")
+        bl = per.get("baseline", {}).get("median", {}).get("server_cpu_us_per_delivery")
+        if bl and fl:
+            lines.append(f"Node: {fmt(bl)} µs per delivery, {bl / fl:.3g}× the floor; a fifth of Node is "
+                         f"{bl / 5 / fl:.3g}× the floor.")
+            lines.append("")
         summary[case]["ratio_floor"] = {"server_cpu_us_per_delivery": ratio}
 if compare:
     o, n = names["old"], names["new"]
@@ -569,7 +586,7 @@ case_servers() {
     echo "$s"
   done
   # The machine's floor at the fan-out cases' shape (no server), after the servers.
-  if [[ $1 == fanout_200 || $1 == fanout_max ]] && [[ " ${SERVER_LIST[*]} " == *" eventfeed "* ]]; then echo floor; fi
+  if [[ $1 == fanout_200 || $1 == fanout_max || $1 == polling_200 ]] && [[ " ${SERVER_LIST[*]} " == *" eventfeed "* ]]; then echo floor; fi
 }
 
 # case_env CASE SERVER: extra environment of the server for this case.
@@ -588,6 +605,12 @@ floor_args() {
   local a=(--writer-cpu "$SERVER_CPU" --reader-cpu "$LOADGEN_CPU" --frame-bytes "$FRAME_BYTES")
   local q=$([[ $QUICK == 1 ]] && echo "--sockets 40 --groups 4 --seconds 2" || echo "--sockets 500 --groups 10 --seconds 5")
   if [[ $1 == fanout_200 ]]; then
+    echo "floor $q --rate $([[ $QUICK == 1 ]] && echo 100 || echo 200) ${a[*]}"
+    return
+  fi
+  if [[ $1 == polling_200 ]]; then
+    # Each socket's answer, then the long poll that follows it read back.
+    a=(--writer-cpu "$SERVER_CPU" --reader-cpu "$LOADGEN_CPU" --frame-bytes "$POLL_ANSWER_BYTES" --answer-bytes "$POLL_REQUEST_BYTES")
     echo "floor $q --rate $([[ $QUICK == 1 ]] && echo 100 || echo 200) ${a[*]}"
     return
   fi

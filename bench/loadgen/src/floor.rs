@@ -13,6 +13,16 @@
 //! is a compiled loop (no interpreter), so its user time is the few hundred
 //! instructions around each system call: what any server must spend at least.
 //!
+//! With `--answer-bytes N` (the long-polling shape) every frame is an HTTP
+//! answer (`--frame-bytes` = head + payload of one event's poll answer) and
+//! each reader answers it with the next long poll, a request of N bytes on the
+//! same socket, as a polling client does; the writer reads that request
+//! (one `read()` of N bytes) before it writes the socket's next answer. So a
+//! delivery is one `write()` and one `read()`: the least any long-polling
+//! server does per delivery (it also parses the request, looks up the session
+//! and waits on readiness; this thread does none of that). One frame per write
+//! only.
+//!
 //! `bench/floor.py`'s older fan-out figure is the kernel (system) part of the
 //! same shape with one frame per write, measured from Python (whose own user
 //! time it leaves out); this one adds the minimal user time and the time the
@@ -51,9 +61,15 @@ pub struct FloorArgs {
     /// Frames per `write()` (rounded to a whole number, at least 1).
     #[arg(long, default_value_t = 1.0)]
     pub frames_per_write: f64,
-    /// Bytes of one websocket frame (an `event_created` frame of the case).
+    /// Bytes of one websocket frame (an `event_created` frame of the case), or
+    /// of one poll answer (head and payload) with `--answer-bytes`.
     #[arg(long, default_value_t = 193)]
     pub frame_bytes: usize,
+    /// The long-polling shape: each reader answers every frame with a request
+    /// of this many bytes, which the writer reads before the socket's next
+    /// frame (0: no answers, the websocket shape).
+    #[arg(long, default_value_t = 0)]
+    pub answer_bytes: usize,
     /// Seconds of writing.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
@@ -97,6 +113,8 @@ fn frame(bytes: usize) -> Vec<u8> {
 struct Written {
     deliveries: u64,
     writes: u64,
+    /// The requests read back (the polling shape).
+    reads: u64,
     user_us: f64,
     sys_us: f64,
     wall_secs: f64,
@@ -111,28 +129,49 @@ pub async fn run(args: &FloorArgs, _started: Instant) -> Result<Outcome> {
     if !positive(args.seconds) || !positive(args.frames_per_write) || args.frame_bytes < 2 {
         bail!("--seconds and --frames-per-write must be positive, --frame-bytes at least 2");
     }
+    if args.answer_bytes > 0 && args.frames_per_write.round() > 1.0 {
+        bail!("--answer-bytes (the polling shape) takes one frame per write");
+    }
     raise_fd_limit(2 * args.sockets as u64 + 64)?;
     let k = args.frames_per_write.round().max(1.0) as usize;
     println!(
-        "floor: {} sockets in {} groups, {} events/s, {k} frame(s) of {} bytes per write, {} s; \
+        "floor: {} sockets in {} groups, {} events/s, {k} frame(s) of {} bytes per write{}, {} s; \
          writer on core {}, readers on core {}",
-        args.sockets, args.groups, args.rate, args.frame_bytes, args.seconds, args.writer_cpu, args.reader_cpu
+        args.sockets,
+        args.groups,
+        args.rate,
+        args.frame_bytes,
+        match args.answer_bytes {
+            0 => String::new(),
+            n => format!(", each answered by a {n}-byte request read before the next"),
+        },
+        args.seconds,
+        args.writer_cpu,
+        args.reader_cpu
     );
     let sockets = args.sockets;
-    let (groups, rate, seconds, bytes) = (args.groups, args.rate, args.seconds, args.frame_bytes);
+    let shape = Shape {
+        sockets,
+        groups: args.groups,
+        rate: args.rate,
+        k,
+        bytes: args.frame_bytes,
+        answer: args.answer_bytes,
+        seconds: args.seconds,
+    };
     let (writer_cpu, reader_cpu) = (args.writer_cpu, args.reader_cpu);
     // Plain threads, not the runtime: the writer must be one thread alone on its core.
-    let done =
-        tokio::task::spawn_blocking(move || measure(sockets, groups, rate, k, bytes, seconds, writer_cpu, reader_cpu))
-            .await
-            .map_err(|e| anyhow!("the floor thread failed: {e}"))??;
+    let done = tokio::task::spawn_blocking(move || measure(&shape, writer_cpu, reader_cpu))
+        .await
+        .map_err(|e| anyhow!("the floor thread failed: {e}"))??;
     let cpu_us = done.user_us + done.sys_us;
     let per = |x: f64| round2(x / done.deliveries.max(1) as f64 * 1000.0) / 1000.0;
     println!(
-        "  {} deliveries in {} writes over {:.2} s; writer thread CPU {:.3} µs per delivery \
+        "  {} deliveries in {} writes ({} reads) over {:.2} s; writer thread CPU {:.3} µs per delivery \
          (user {:.3}, system {:.3}: the kernel splits by tick samples, rough in short runs){}",
         done.deliveries,
         done.writes,
+        done.reads,
         done.wall_secs,
         cpu_us / done.deliveries.max(1) as f64,
         done.user_us / done.deliveries.max(1) as f64,
@@ -143,12 +182,14 @@ pub async fn run(args: &FloorArgs, _started: Instant) -> Result<Outcome> {
         "mode": "floor",
         "ok": done.deliveries > 0,
         "sockets": sockets,
-        "groups": groups,
-        "rate": rate,
+        "groups": args.groups,
+        "rate": args.rate,
         "frames_per_write": k,
-        "frame_bytes": bytes,
+        "frame_bytes": args.frame_bytes,
+        "answer_bytes": args.answer_bytes,
         "deliveries": done.deliveries,
         "writes": done.writes,
+        "reads": done.reads,
         "wall_secs": round2(done.wall_secs),
         "deliveries_per_sec": round2(done.deliveries as f64 / done.wall_secs.max(1e-9)),
         "writer_cpu_us_per_delivery": per(cpu_us),
@@ -160,17 +201,23 @@ pub async fn run(args: &FloorArgs, _started: Instant) -> Result<Outcome> {
     Ok(Outcome { json, ok: done.deliveries > 0 })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
+/// What the writer writes, to how many sockets, how fast.
+#[derive(Clone, Copy)]
+struct Shape {
     sockets: usize,
     groups: usize,
     rate: f64,
+    /// Frames per write.
     k: usize,
+    /// Bytes of one frame.
     bytes: usize,
+    /// Bytes of the request answering each frame (0: none).
+    answer: usize,
     seconds: f64,
-    writer_cpu: usize,
-    reader_cpu: usize,
-) -> Result<Written> {
+}
+
+fn measure(shape: &Shape, writer_cpu: usize, reader_cpu: usize) -> Result<Written> {
+    let Shape { sockets, groups, rate, k, bytes, answer, seconds } = *shape;
     pin(writer_cpu)?;
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
     let addr = listener.local_addr()?;
@@ -180,13 +227,15 @@ fn measure(
         let r = TcpStream::connect(addr).context("connecting a loopback reader")?;
         let (w, _) = listener.accept().context("accepting a loopback writer")?;
         w.set_nodelay(true)?;
+        // A request that never comes (a reader gone) fails the run, not hangs it.
+        w.set_read_timeout(Some(Duration::from_secs(10)))?;
         r.set_nonblocking(true)?;
         readers.push(r);
         writers.push(w);
     }
     let reader = std::thread::Builder::new()
         .name("floor-readers".into())
-        .spawn(move || read_all(readers, reader_cpu))
+        .spawn(move || read_all(readers, reader_cpu, bytes, answer))
         .context("starting the reader thread")?;
 
     let one = frame(bytes);
@@ -197,7 +246,11 @@ fn measure(
     let (u0, s0) = thread_cpu_us()?;
     let start = Instant::now();
     let end = start + secs(seconds);
-    let (mut deliveries, mut writes, mut tick, mut behind_ticks) = (0u64, 0u64, 0u64, 0u64);
+    let (mut deliveries, mut writes, mut reads, mut tick, mut behind_ticks) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // The polling shape: which sockets owe the writer a request (written to,
+    // their answer not read yet), and where it goes.
+    let mut owed = vec![false; sockets];
+    let mut request = vec![0u8; answer];
     loop {
         let due = start + period.mul_f64(tick as f64);
         if due >= end {
@@ -214,7 +267,14 @@ fn measure(
         }
         let g = (tick % groups as u64) as usize;
         let last = if g + 1 == groups { sockets } else { (g + 1) * per_group };
-        for w in &mut writers[g * per_group..last] {
+        for (w, owes) in writers[g * per_group..last].iter_mut().zip(&mut owed[g * per_group..last]) {
+            if *owes {
+                // The socket's next long poll, sent when it read the last
+                // answer: one blocking read (it has long arrived).
+                w.read_exact(&mut request).context("reading a loopback request")?;
+                reads += 1;
+            }
+            *owes = answer > 0;
             w.write_all(&buf).context("writing to a loopback socket")?;
             writes += 1;
             deliveries += k as u64;
@@ -223,11 +283,18 @@ fn measure(
     }
     let wall_secs = start.elapsed().as_secs_f64();
     let (u1, s1) = thread_cpu_us()?;
-    drop(writers);
+    // End of file to every reader first, the sockets closed only once they
+    // all saw it: closing a socket with a request unread in it (the polling
+    // shape) would reset the connection under its reader.
+    for w in &writers {
+        w.shutdown(std::net::Shutdown::Write).context("shutting a loopback socket")?;
+    }
     reader.join().map_err(|_| anyhow!("the reader thread panicked"))??;
+    drop(writers);
     Ok(Written {
         deliveries,
         writes,
+        reads,
         user_us: u1 - u0,
         sys_us: s1 - s0,
         wall_secs,
@@ -235,8 +302,10 @@ fn measure(
     })
 }
 
-/// Drains every socket until each has reached end of file.
-fn read_all(mut readers: Vec<TcpStream>, cpu: usize) -> Result<()> {
+/// Drains every socket until each has reached end of file. With `answer > 0`
+/// (the polling shape) each whole frame of `bytes` read is answered with one
+/// request of `answer` bytes on its socket.
+fn read_all(mut readers: Vec<TcpStream>, cpu: usize, bytes: usize, answer: usize) -> Result<()> {
     pin(cpu)?;
     let epoll = Epoll::new(EpollCreateFlags::empty()).context("epoll_create")?;
     for (i, r) in readers.iter().enumerate() {
@@ -245,6 +314,9 @@ fn read_all(mut readers: Vec<TcpStream>, cpu: usize) -> Result<()> {
     let mut open = readers.len();
     let mut events = vec![EpollEvent::empty(); 256];
     let mut buf = vec![0u8; 64 * 1024];
+    let request = vec![b'r'; answer];
+    // Bytes of a frame read so far, per socket.
+    let mut partial = vec![0usize; readers.len()];
     let deadline = Instant::now() + Duration::from_secs(3600);
     while open > 0 {
         if Instant::now() > deadline {
@@ -261,7 +333,18 @@ fn read_all(mut readers: Vec<TcpStream>, cpu: usize) -> Result<()> {
                         open -= 1;
                         break;
                     }
-                    Ok(_) => {}
+                    Ok(n) => {
+                        if answer == 0 {
+                            continue;
+                        }
+                        partial[i] += n;
+                        while partial[i] >= bytes {
+                            partial[i] -= bytes;
+                            // A request this small always fits the socket's
+                            // buffer: the writer reads one before each frame.
+                            r.write_all(&request).context("writing a loopback request")?;
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => return Err(anyhow!(e).context("reading a loopback socket")),
@@ -286,5 +369,18 @@ mod tests {
         let f = frame(193);
         assert_eq!((f[1], u16::from_be_bytes([f[2], f[3]])), (0x7e, 189));
         assert_eq!(frame(100)[1], 98);
+    }
+
+    #[test]
+    fn the_polling_shape_reads_a_request_before_each_next_answer() -> Result<()> {
+        let shape = Shape { sockets: 4, groups: 2, rate: 1000.0, k: 1, bytes: 332, answer: 137, seconds: 0.1 };
+        let done = measure(&shape, 0, 0)?;
+        assert!(done.writes >= 8, "every socket written more than once: {}", done.writes);
+        assert_eq!(done.deliveries, done.writes);
+        // Every answer but each socket's last was followed by a request, read.
+        assert_eq!(done.reads, done.writes - 4);
+        let plain = measure(&Shape { answer: 0, ..shape }, 0, 0)?;
+        assert_eq!(plain.reads, 0);
+        Ok(())
     }
 }
