@@ -15,7 +15,7 @@ mod raw;
 use std::time::Duration;
 
 use common::TestServer;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use raw::{
     Eio, HttpConn, assert_engine_error, eventually, recv_binary, recv_text, send_binary, send_text, until_closed,
     ws_connect,
@@ -429,10 +429,15 @@ async fn websocket_close_frame_or_dropped_connection_closes_the_session_at_once(
 }
 
 /// An echo engine that keeps every session's [`Conn`], for the tests that
-/// send broadcasts themselves, with the instants they choose.
+/// send broadcasts themselves, with the instants they choose. Its heartbeat
+/// is a minute: no Engine.IO ping comes between the frames they expect, or
+/// flushes what they check the task flushes by itself.
 fn keeping() -> (std::sync::Arc<eventfeed::engine::Engine<Keep>>, Keep) {
     let keep = Keep::default();
-    (eventfeed::engine::Engine::new(apps::fixture_config(), keep.clone()), keep)
+    let mut config = apps::fixture_config();
+    config.session.ping_interval = Duration::from_secs(60);
+    config.session.ping_timeout = Duration::from_secs(60);
+    (eventfeed::engine::Engine::new(config, keep.clone()), keep)
 }
 
 #[derive(Clone, Default)]
@@ -490,7 +495,7 @@ async fn keeping_fixture() -> (TestServer, Eio, std::sync::Arc<eventfeed::engine
 }
 
 /// A websocket session of [`keeping_fixture`] after a round trip (the task
-/// wrote its queue, the open packet and the echo, and lent the stream out):
+/// wrote its queue, the open packet and the echo, and lent the slot out):
 /// the server, the engine, the session's `Conn` and the client's websocket.
 async fn ready_session()
 -> (TestServer, std::sync::Arc<eventfeed::engine::Engine<Keep>>, std::sync::Arc<eventfeed::engine::Conn>, raw::Ws) {
@@ -541,9 +546,9 @@ async fn direct_writes_that_fill_the_socket_hand_the_rest_to_the_task_whole_and_
     let metrics = engine.metrics();
     let (direct0, queued0) = (metrics.frames_written_direct.get(), metrics.frames_queued.get());
     // The client reads nothing meanwhile: broadcasts, each long after the
-    // last, are written at once until the socket's buffers are full; the one
-    // the socket does not take whole (or at all) is queued with what went
-    // out of it, and so is everything after it (25 more).
+    // last, are written at once until the socket's buffers are full; of the
+    // one the socket takes in part, the rest waits in the socket (sent
+    // before anything else), and the ones after it are queued (25 more).
     let t0 = std::time::Instant::now();
     let padding = "x".repeat(480);
     let mut sent = 0u64;
@@ -564,24 +569,78 @@ async fn direct_writes_that_fill_the_socket_hand_the_rest_to_the_task_whole_and_
     for i in 0..sent {
         assert_eq!(recv_text(&mut ws).await, format!("4{i:07}{padding}"));
     }
-    // Everything written, the stream is lent again.
+    // Everything written, the slot is lent again: the next one goes out at once.
+    let direct = metrics.frames_written_direct.get();
     conn.send_broadcast(&broadcast_packet("last"), at(t0 + Duration::from_secs(3600))).unwrap();
+    assert_eq!(metrics.frames_written_direct.get(), direct + 1);
     assert_eq!(recv_text(&mut ws).await, "4last");
 }
 
 #[tokio::test]
-async fn a_client_that_sends_websocket_pings_gets_broadcasts_through_the_task_only() {
+async fn the_rest_of_a_direct_write_cut_short_is_flushed_by_the_task_with_nothing_queued_after_it() {
+    let (_server, engine, conn, mut ws) = ready_session().await;
+    let metrics = engine.metrics();
+    // Broadcasts written at once until the socket's buffers are full, and
+    // none after the first the kernel took only in part: its rest goes out
+    // only because the task flushes it (no frame of the task's follows).
+    // Should the socket refuse a frame whole first (queued), the client
+    // reads everything and the filling starts over.
+    let t0 = std::time::Instant::now();
+    let padding = "y".repeat(480);
+    let (mut sent, mut received, mut cut_short) = (0u32, 0u32, false);
+    for _round in 0..20 {
+        loop {
+            assert!(sent - received < 100_000, "the socket's buffers filled");
+            let direct = metrics.frames_written_direct.get();
+            let text = format!("{sent:07}{padding}");
+            conn.send_broadcast(&broadcast_packet(&text), at(t0 + Duration::from_millis(3) * sent)).unwrap();
+            sent += 1;
+            if metrics.frames_written_direct.get() == direct {
+                break; // Refused whole: queued.
+            }
+            if !conn.lends_for_direct_writes() {
+                cut_short = true; // Written in part: the rest waits in the socket.
+                break;
+            }
+        }
+        while received < sent {
+            assert_eq!(recv_text(&mut ws).await, format!("4{received:07}{padding}"));
+            received += 1;
+        }
+        if cut_short {
+            break;
+        }
+    }
+    assert!(cut_short, "no direct write was cut short in 20 fillings");
+    // Flushed, the slot is lent again.
+    conn.send_broadcast(&broadcast_packet("last"), at(t0 + Duration::from_secs(3600))).unwrap();
+    assert_eq!(recv_text(&mut ws).await, "4last");
+    assert!(conn.lends_for_direct_writes());
+}
+
+#[tokio::test]
+async fn a_client_that_sends_websocket_pings_still_gets_broadcasts_written_at_once_and_every_pong_whole() {
     let (_server, eio, engine, keep) = keeping_fixture().await;
     let (mut ws, _sid) = eio.ws_open().await;
-    ws.send(Message::Ping(vec![1].into())).await.unwrap();
     send_text(&mut ws, "4ready").await;
-    // (The pong went out before the echo; the reader skips it.)
     assert_eq!(recv_text(&mut ws).await, "4ready");
     let conn = keep.only();
     let t0 = std::time::Instant::now();
-    for i in 0..3u32 {
+    let mut pongs = Vec::new();
+    for i in 0..3u8 {
+        ws.send(Message::Ping(vec![i].into())).await.unwrap();
         conn.send_broadcast(&broadcast_packet(&format!("n{i}")), at(t0 + Duration::from_secs(i.into()))).unwrap();
-        assert_eq!(recv_text(&mut ws).await, format!("4n{i}"));
+        // The frame and the pong, both whole, in whichever order.
+        let mut text = None;
+        while text.is_none() || pongs.len() <= usize::from(i) {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("in time") {
+                Some(Ok(Message::Pong(p))) => pongs.push(p.to_vec()),
+                Some(Ok(Message::Text(t))) => text = Some(t.as_str().to_owned()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(text.as_deref(), Some(format!("4n{i}").as_str()));
     }
-    assert_eq!(engine.metrics().frames_written_direct.get(), 0, "tungstenite's pong might be unwritten");
+    assert_eq!(pongs, vec![vec![0], vec![1], vec![2]]);
+    assert_eq!(engine.metrics().frames_written_direct.get(), 3, "a ping does not stop writes at once");
 }

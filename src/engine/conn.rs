@@ -10,15 +10,19 @@
 //!
 //! On a single-threaded runtime, a broadcast to an idle websocket skips the
 //! task: while the task has written everything queued, it lends the session
-//! its TCP stream, and [`Conn::send_broadcast`] writes a small frame there
-//! itself, with one non-blocking write under the session's lock — no
-//! wake-up, no queue, one system call per delivery. Only for a session
-//! whose previous broadcast frame came at least [`DIRECT_GAP`] before, on a
-//! thread whose broadcasts come less often than one per millisecond on
-//! average ([`BroadcastTime`]): otherwise frames queue, so that under load
-//! each task writes many frames per system call. What the socket does not
-//! take goes to the queue (with how much of the first frame went out), and
-//! the task writes from then on, until its queue is empty again.
+//! its connection's slot, and [`Conn::send_broadcast`] writes a small frame
+//! past the task itself ([`ConnectionSlot::write_past`]), with one
+//! non-blocking write under the session's lock — no wake-up, no queue, one
+//! system call per delivery. Only for a session whose previous broadcast
+//! frame came at least [`DIRECT_GAP`] before, on a thread whose broadcasts
+//! come less often than one per millisecond on average ([`BroadcastTime`]):
+//! otherwise frames queue, so that under load each task writes many frames
+//! per system call. The connection's socket refuses such a write while
+//! anything written through it is unwritten (a frame cut short, a pong, the
+//! 101 answer held for the open packet); the rest of a write past it that
+//! the kernel took in part waits in the slot, and the socket sends it before
+//! its next bytes (the task is woken to flush it). A frame not written is
+//! queued, and the task writes from then on, until its queue is empty again.
 //!
 //! The queue is bounded ([`EngineConfig::max_queue`]). A client that does not
 //! read fills it, and then the session is closed (`forced close`, counted in
@@ -36,10 +40,10 @@ use eventfeed_protocol::engine::session::{CloseReason, Session, Timeout};
 use eventfeed_protocol::engine::{Frame, Transport, payload};
 use eventfeed_protocol::socket::Encoded;
 use futures_util::task::AtomicWaker;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::EngineConfig;
+use crate::http::{ConnectionSlot, WrittenPast};
 use crate::metrics::EngineMetrics;
 
 /// Why a packet could not be queued.
@@ -61,13 +65,10 @@ pub(crate) struct Inner {
     /// The client closed a polling session with no GET pending: the next GET
     /// (racing the close on another connection) still gets its noop.
     pub(crate) farewell_noop: bool,
-    /// The websocket's stream, while its task lends it to broadcasts for
-    /// direct writes (see [`Conn::send_broadcast`]): only while nothing of
-    /// the task's own is queued or unwritten.
-    pub(crate) direct: Option<Arc<TcpStream>>,
-    /// Bytes of the queue's first frame already on the wire (a direct write
-    /// cut short); the websocket task writes the rest first.
-    pub(crate) first_sent: usize,
+    /// The websocket connection's slot, while its task lends it to
+    /// broadcasts for direct writes (see [`Conn::send_broadcast`]): only
+    /// while nothing of the task's own is queued or unwritten.
+    pub(crate) direct: Option<ConnectionSlot>,
     /// When the last broadcast frame came (see [`DIRECT_GAP`]).
     last_broadcast: Option<Instant>,
 }
@@ -191,7 +192,6 @@ impl Conn {
                 release_poll: false,
                 farewell_noop: false,
                 direct: None,
-                first_sent: 0,
                 last_broadcast: None,
             }),
             wake: Notify::new(),
@@ -276,11 +276,12 @@ impl Conn {
     /// [`DIRECT_GAP`] before, on a thread that is not busy with broadcasts
     /// ([`BroadcastTime`]), gets a small text frame written at once, by
     /// this thread, with one non-blocking write: no task is woken and
-    /// nothing is queued. A write the socket does not take whole (its buffer
-    /// is full) queues the frame, with how much of it went out, and wakes the
-    /// task, which writes the rest first; the stream is not lent again until
-    /// the task wrote everything queued. Otherwise the packet is queued as
-    /// by [`Conn::send_packet`].
+    /// nothing is queued. When the kernel takes only part of it, the socket
+    /// keeps the rest to send before its next bytes and the task is woken
+    /// to flush it; the slot is lent again once it did. Otherwise (the
+    /// socket has something unwritten, or its buffer is full) the packet is
+    /// queued as by [`Conn::send_packet`], and the slot is lent again once
+    /// the task wrote everything queued.
     pub fn send_broadcast(&self, packet: &Encoded, time: BroadcastTime) -> Result<(), SendError> {
         let mut inner = self.lock();
         let quiet =
@@ -290,26 +291,36 @@ impl Conn {
             && packet.binary.is_empty()
             && inner.outbox.is_empty()
             && !inner.fsm.is_closed()
-            && let Some(tcp) = inner.direct.as_deref()
+            && let Some(slot) = &inner.direct
         {
-            match super::websocket::write_now(tcp, &packet.text) {
-                Some(written) if written == super::websocket::wire_len(&packet.text) => {
-                    drop(inner);
-                    self.metrics.frames_queued.inc();
-                    self.metrics.frames_written_direct.inc();
-                    return Ok(());
+            let written = super::websocket::write_past(slot, &packet.text);
+            if written != WrittenPast::Not {
+                if written == WrittenPast::Part {
+                    // The socket sends the rest before anything else; the
+                    // task flushes it, then lends the slot again.
+                    inner.direct = None;
                 }
-                // Part of it went out: the task writes the rest, before
-                // anything after it.
-                Some(written) => inner.first_sent = written,
-                // Not written (too large to copy, or the socket's buffer is
-                // full, or an error the task will meet): queued.
-                None => {}
+                drop(inner);
+                self.metrics.frames_queued.inc();
+                self.metrics.frames_written_direct.inc();
+                if written == WrittenPast::Part {
+                    self.wake_writer();
+                }
+                return Ok(());
             }
-            // The task writes from now on, until its queue is empty again.
+            // Not written (too large to copy, something unwritten in the
+            // socket, its buffer full, or an error the task will meet):
+            // queued, and the task writes from now on, until its queue is
+            // empty again.
             inner.direct = None;
         }
         self.queue(inner, &packet.text, &packet.binary)
+    }
+
+    /// Whether broadcasts may write past the websocket's task now: it lent
+    /// them its connection's slot (diagnostics, tests).
+    pub fn lends_for_direct_writes(&self) -> bool {
+        self.lock().direct.is_some()
     }
 
     /// Queues `first` and `rest` under the lock held in `inner`.

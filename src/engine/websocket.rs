@@ -2,9 +2,9 @@
 //! polling session (`2probe` → `3probe`, a noop to the pending poll, `5`),
 //! bounded by the upgrade timeout.
 //!
-//! One task per websocket reads and writes it, and lends the stream to
-//! broadcasts while it has nothing to write (a quiet session's broadcast
-//! frame is written at once by the broadcast: `conn`). Writes coalesce: everything
+//! One task per websocket reads and writes it, and lends its connection's
+//! slot to broadcasts while it has nothing to write (a quiet session's
+//! broadcast frame is written past it at once by the broadcast: `conn`). Writes coalesce: everything
 //! queued since the last write goes out in vectored writes (up to 64 frames
 //! each), the frames built around the queued bytes without copying them (a
 //! lone small frame is copied next to its header and sent with a plain write).
@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 
 use super::{Engine, Entry, Handler, Message, Reject, now};
-use crate::http::Body;
+use crate::http::{Body, ConnectionSlot, WrittenPast};
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -107,22 +107,18 @@ pub(super) fn upgrade<H: Handler>(
     // write (not for an upgrade: its client waits for the 101 to probe).
     // (The upgraded socket keeps its place under the connection limit.)
     let hold = match &target {
-        Target::New(_) => req.extensions().get::<crate::http::ConnectionSlot>().cloned(),
+        Target::New(_) => req.extensions().get::<ConnectionSlot>().cloned(),
         _ => None,
     };
     if let Some(slot) = &hold {
         slot.hold_writes();
     }
-    // The stream, for the broadcasts' direct writes the task allows: on a
-    // single-threaded runtime only. There the broadcast's writes cost what
-    // the tasks' would, minus their wake-ups; with several threads the
-    // tasks write in parallel, and a broadcast writing under the room's lock
-    // would make other threads wait.
-    let stream = req
-        .extensions()
-        .get::<crate::http::ConnectionSlot>()
-        .filter(|_| crate::http::conn::single_threaded())
-        .and_then(|slot| slot.stream());
+    // The connection's slot, for the broadcasts' direct writes the task
+    // allows: on a single-threaded runtime only. There the broadcast's writes
+    // cost what the tasks' would, minus their wake-ups; with several threads
+    // the tasks write in parallel, and a broadcast writing under the room's
+    // lock would make other threads wait.
+    let direct = req.extensions().get::<ConnectionSlot>().filter(|_| crate::http::conn::single_threaded()).cloned();
     let engine2 = engine.clone();
     let config = WebSocketConfig::default()
         // Client messages are small (pongs, acks, a CONNECT, a post_event);
@@ -164,13 +160,13 @@ pub(super) fn upgrade<H: Handler>(
                 .await;
             }
             Target::New(entry) => {
-                serve(&engine2, &entry, &mut ws, true, stream).await;
+                serve(&engine2, &entry, &mut ws, true, direct).await;
                 engine2.finish(&entry);
             }
             Target::Upgrade(entry) => {
                 if Box::pin(probe(&entry, &mut ws)).await {
                     engine2.handler.on_upgrade(&entry.conn, &entry.state);
-                    serve(&engine2, &entry, &mut ws, false, stream).await
+                    serve(&engine2, &entry, &mut ws, false, direct).await
                 }
             }
         }
@@ -259,18 +255,17 @@ impl Wake for Signal {
 /// `timers`: the session has no supervisor (it began on websocket), so this
 /// task also runs its heartbeat and application deadlines.
 ///
-/// `stream`: the websocket's TCP stream, lent to broadcasts for direct
+/// `direct`: the websocket connection's slot, lent to broadcasts for direct
 /// writes ([`super::Conn::send_broadcast`]) whenever the task has written
-/// everything queued — not before its first write (which carries the 101
-/// answer held in the socket), and never again once the client sent a
-/// websocket ping (tungstenite's pong could then be unwritten when a
-/// broadcast writes).
+/// everything queued. (Whatever else is unwritten in the socket — the 101
+/// answer held for the first write, a pong tungstenite wrote in part — the
+/// socket itself refuses writes past it for.)
 async fn serve<H: Handler>(
     engine: &Engine<H>,
     entry: &Entry<H::State>,
     ws: &mut Ws,
     timers: bool,
-    mut stream: Option<Arc<tokio::net::TcpStream>>,
+    direct: Option<ConnectionSlot>,
 ) {
     let conn = &entry.conn;
     let mut close_code = CloseCode::Normal;
@@ -296,15 +291,17 @@ async fn serve<H: Handler>(
         waker: &waker,
     };
     loop {
-        // Write everything queued, with one flush.
-        let Some(written) = write_queued(conn, ws, &mut timers).await else {
+        // Write everything queued, with one flush (which also sends the
+        // rest of a direct write the kernel took in part).
+        let rest = direct.as_ref().is_some_and(ConnectionSlot::has_rest);
+        let Some(written) = write_queued(conn, ws, &mut timers, rest).await else {
             conn.close(CloseReason::TransportError);
             break;
         };
-        if written > 0
-            && let Some(tcp) = &stream
+        if (written > 0 || rest)
+            && let Some(slot) = &direct
         {
-            lend(conn, tcp);
+            lend(conn, slot);
         }
         // Frames piled up while the last ones were written (more than a
         // CONNECT answer and its snapshot): the server is busy, and waiting a
@@ -372,13 +369,8 @@ async fn serve<H: Handler>(
                     engine.dispatch(entry, Message::Binary(&data));
                 }
             }
-            Some(Ok(WsMessage::Ping(_))) => {
-                // Tungstenite writes the pong at the next read: broadcasts
-                // write through the task from now on.
-                stream = None;
-                conn.lock().direct = None;
-            }
-            Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+            // Tungstenite answers a ping itself.
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
             Some(Ok(WsMessage::Close(_))) | None => {
                 // Nothing may follow the close frame tungstenite answers with
                 // (RFC 6455 §5.5.1): what is still queued is dropped.
@@ -405,12 +397,12 @@ async fn serve<H: Handler>(
     }
     // Nothing is written past the task from now on.
     conn.lock().direct = None;
-    drop(stream);
+    drop(direct);
     // Deliver what is left (a close packet, say), then a close frame. Boxed:
     // only a closing session pays for this future's space.
     let closing = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
         if !peer_closed {
-            write_queued(conn, ws, &mut Timers { run: None, ..timers }).await;
+            write_queued(conn, ws, &mut Timers { run: None, ..timers }, false).await;
         }
         let frame = CloseFrame { code: close_code, reason: Utf8Bytes::from_static("") };
         let _ = ws.close(Some(frame)).await;
@@ -426,28 +418,30 @@ fn on_packet<'p>(conn: &super::Conn, packet: &'p Packet<'_>) -> Received<'p> {
     conn.lock().fsm.on_packet(now(), packet)
 }
 
-/// Writes every queued frame, in as few writes as the socket takes. Returns
-/// how many there were, or `None` on a write error.
+/// Writes every queued frame, in as few writes as the socket takes, and
+/// flushes (with `flush`, also when none is queued). Returns how many there
+/// were, or `None` on a write error.
 ///
 /// The queue is taken whole (its buffer with it), so nothing is copied; a
 /// busy session gets the emptied buffer back ([`KEEP_QUEUE_AFTER`]), an
 /// idle session keeps none. Frames go straight to the socket
 /// ([`poll_write_frames`]), not through tungstenite.
-async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) -> Option<usize> {
-    let (mut batch, mut sent) = {
+async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>, flush: bool) -> Option<usize> {
+    let mut batch = {
         let mut inner = conn.lock();
         let batch = std::mem::take(&mut inner.outbox);
         if !batch.is_empty() {
             // The task writes: no broadcast writes past it meanwhile.
             inner.direct = None;
         }
-        // How much of the first frame a direct write put out already.
-        (batch, std::mem::take(&mut inner.first_sent))
+        batch
     };
     let count = batch.len();
-    if count == 0 {
+    if count == 0 && !flush {
         return Some(0);
     }
+    // Bytes of the first frame written (a write may stop mid-frame).
+    let mut sent = 0;
     // A session already closed still gets its last frames out (bounded by
     // the caller); otherwise its closing ends the write.
     let closed_before = conn.is_closed();
@@ -472,12 +466,12 @@ async fn write_queued(conn: &super::Conn, ws: &mut Ws, timers: &mut Timers<'_>) 
     .await
 }
 
-/// Lends `tcp` to the session's broadcasts for direct writes, once the task
+/// Lends `slot` to the session's broadcasts for direct writes, once the task
 /// wrote everything queued (frames queued meanwhile are its to write first).
-fn lend(conn: &super::Conn, tcp: &Arc<tokio::net::TcpStream>) {
+fn lend(conn: &super::Conn, slot: &ConnectionSlot) {
     let mut inner = conn.lock();
     if inner.direct.is_none() && inner.outbox.is_empty() && !inner.fsm.is_closed() {
-        inner.direct = Some(tcp.clone());
+        inner.direct = Some(slot.clone());
     }
 }
 
@@ -587,22 +581,21 @@ fn copy_small(buf: &mut [u8; SMALL_FRAME + 10], frame: &Frame) -> usize {
     len
 }
 
-/// Writes `frame` (a text frame of at most [`SMALL_FRAME`] bytes) to `tcp`
-/// at once, with one non-blocking write of it copied next to its header:
-/// how many bytes went out, or `None` when nothing did (a larger frame, a
-/// full socket buffer, an error: the caller queues it instead, and the
-/// websocket task meets the error).
-pub(super) fn write_now(tcp: &tokio::net::TcpStream, frame: &Frame) -> Option<usize> {
+/// Writes `frame` (a text frame of at most [`SMALL_FRAME`] bytes) past the
+/// websocket's task at once ([`ConnectionSlot::write_past`]), copied next
+/// to its header; a larger frame is [`WrittenPast::Not`] written (the
+/// caller queues it instead, as it does whatever the socket refuses).
+pub(super) fn write_past(slot: &ConnectionSlot, frame: &Frame) -> WrittenPast {
     if !frame.is_text() || frame.bytes().len() > SMALL_FRAME {
-        return None;
+        return WrittenPast::Not;
     }
     let mut buf = [0u8; SMALL_FRAME + 10];
     let len = copy_small(&mut buf, frame);
-    tcp.try_write(&buf[..len]).ok().filter(|&n| n > 0)
+    slot.write_past(&buf[..len])
 }
 
 /// The length of `frame` on the wire: its header and payload.
-pub(super) fn wire_len(frame: &Frame) -> usize {
+fn wire_len(frame: &Frame) -> usize {
     let len = frame.bytes().len();
     frame_header(&mut [0; 10], frame.is_text(), len) + len
 }

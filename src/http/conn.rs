@@ -7,12 +7,13 @@
 //! # Writes past hyper
 //!
 //! The socket shares its stream (`Arc<TcpStream>`, read and written through
-//! `&TcpStream`), and the slot lends it: to an upgraded websocket's
-//! broadcasts (`engine::conn`), and, for an event stream's request, to
-//! [`ConnectionSlot::write_past`], which writes a record's chunk at once
-//! while hyper has written everything it had (the socket's last write went
-//! out whole). The rest of such a write that the kernel took only in part
-//! waits in the slot; the socket sends it before its next bytes (hyper
+//! `&TcpStream`), and the slot keeps a weak copy for
+//! [`ConnectionSlot::write_past`]: an event stream's record chunk, or a
+//! quiet websocket's broadcast frame (`engine::conn`), written at once
+//! while whoever writes the socket (hyper, the websocket's task) has written
+//! everything it had — the socket's last write went out whole and it holds
+//! nothing back. The rest of such a write that the kernel took only in part
+//! waits in the slot; the socket sends it before its next bytes (its writer
 //! flushes the socket when woken), so nothing interleaves.
 //!
 //! # Small writes in parts
@@ -147,22 +148,21 @@ impl ConnectionSlot {
         let _ = self.0.hold.compare_exchange(HOLDING, HELD_FLUSHED, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// The connection's stream, for writes that bypass the upgraded socket
-    /// (the websocket's direct writes, `engine::conn`); `None` once the
-    /// connection's [`Socket`] is gone. Whoever writes through it must keep
-    /// its writes whole and in order with the socket's: the websocket task
-    /// lends it out only while nothing of its own is unwritten. The stream
-    /// stays open while a copy lives: drop it with the connection.
-    pub(crate) fn stream(&self) -> Option<Arc<TcpStream>> {
-        self.0.tcp.upgrade()
+    /// Whether the rest of a write past the socket waits in it: whoever
+    /// drives the socket flushes it.
+    pub(crate) fn has_rest(&self) -> bool {
+        self.0.has_rest.load(Ordering::Acquire)
     }
 
     /// Writes `bytes` to the connection at once, with one non-blocking
-    /// write past hyper, when nothing hyper wrote is still unwritten (its
-    /// last write went out whole). The caller keeps the bytes whole units
-    /// of what hyper would have written (an SSE chunk, framed as hyper
-    /// frames one) and writes only while hyper has nothing of its own to
-    /// write (the body it polls is idle).
+    /// write past whoever writes the socket (hyper, or an upgraded
+    /// websocket's task), when nothing written through the socket is still
+    /// unwritten (its last write went out whole, and it holds nothing
+    /// back). The caller keeps the bytes whole units of what the writer
+    /// would have written (an SSE chunk, framed as hyper frames one; a
+    /// websocket frame) and writes only while the writer has nothing of its
+    /// own to write (the body hyper polls is idle; the websocket task has
+    /// written its queue).
     pub(crate) fn write_past(&self, bytes: &[u8]) -> WrittenPast {
         let shared = &self.0;
         if shared.blocked.load(Ordering::Acquire) || shared.has_rest.load(Ordering::Acquire) {
@@ -223,8 +223,8 @@ enum End {
 /// (Small: it lives as long as the connection; the held bytes are boxed.)
 pub struct Socket {
     /// Always there, but taken by the lingering task when dropped. Shared
-    /// (reads and writes go through `&TcpStream`): an upgraded websocket's
-    /// direct writes use a copy ([`ConnectionSlot::stream`]).
+    /// (reads and writes go through `&TcpStream`): writes past the socket
+    /// go through the slot's weak copy ([`ConnectionSlot::write_past`]).
     tcp: Option<Arc<TcpStream>>,
     slot: Arc<SlotShared>,
     /// Written while held and not sent yet.
