@@ -72,7 +72,7 @@ pub trait EngineEndpoint: Send + Sync + 'static {
 
 impl<H: Handler> EngineEndpoint for Engine<H> {
     fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
-        Box::pin(async move { self.handle(req, Some(peer)).await })
+        self.handle(req, Some(peer))
     }
 
     fn close_all(&self) {

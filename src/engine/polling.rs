@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use eventfeed_protocol::engine::session::{CloseReason, PollKind, Received, TransportState};
 use eventfeed_protocol::engine::{EngineError, Frame};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -121,22 +121,24 @@ async fn wait_for_racing_upgrade(conn: &Conn) {
     }
 }
 
-/// A POST: decode the payload and hand its packets over, in order.
+/// A POST (`declared`: its `Content-Length`): decode the payload and hand
+/// its packets over, in order.
 pub(super) async fn post<H: Handler>(
     engine: &Engine<H>,
     entry: &Entry<H::State>,
-    req: Request<Incoming>,
+    declared: Option<u64>,
+    incoming: Incoming,
 ) -> Result<Response<Body>, Reject> {
     let conn = &entry.conn;
     let guard = start(conn, PollKind::Post)?;
     let max = engine.config.max_payload;
-    let declared_too_big = h::content_length(req.headers()).is_some_and(|n| n > max as u64);
+    let declared_too_big = declared.is_some_and(|n| n > max as u64);
     let body = if declared_too_big {
         None
     } else {
         // `Limited` stops reading once `max` is passed; a read error (client
         // gone mid-body) also lands here.
-        let read = tokio::time::timeout(engine.config.body_timeout, Limited::new(req.into_body(), max).collect());
+        let read = tokio::time::timeout(engine.config.body_timeout, Limited::new(incoming, max).collect());
         let Ok(read) = read.await else {
             // Bound hit: the body did not arrive in time (a slow-body attack or
             // a stalled client). Refuse and close the session.
