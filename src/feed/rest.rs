@@ -50,34 +50,34 @@ impl<S: Store> Rest<S> {
 }
 
 impl<S: Store> Service for Rest<S> {
+    /// Routes at once; an endpoint that waits (authentication, the store, a
+    /// body) gets a future of its own, holding only its own state: one
+    /// allocation per request, of the endpoint's size. (One future for
+    /// every endpoint was over 3 KiB: each request's allocation and free
+    /// went through glibc's general path, past its per-thread cache.)
     fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
-        Box::pin(async move {
-            let cors =
-                self.feed.config.cors.headers_for(req.headers().get(header::ORIGIN), req.headers().get(header::HOST));
-            // Only a write reads a request body (and says itself when it
-            // leaves some unread); any other request's body stays unread.
-            let unread_body = h::has_body(&req) && !(cors.is_allowed() && is_write(&req));
-            let mut res = if !cors.is_allowed() {
-                h::audit_origin_refused("rest", &req, Some(peer));
-                FeedError::OriginNotAllowed.to_response()
-            } else {
-                match route(&self, req, peer).await {
-                    Ok(res) => res,
-                    Err(e) => e.to_response(),
-                }
-            };
-            if unread_body {
-                h::last_on_connection(&mut res);
-            }
-            if cors.apply(res.headers_mut()) {
-                // What a page may read of an answer besides the simple headers.
-                res.headers_mut().insert(
-                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    HeaderValue::from_static("Location, Retry-After, Allow, Idempotent-Replayed"),
-                );
-            }
-            res
-        })
+        let cors =
+            self.feed.config.cors.headers_for(req.headers().get(header::ORIGIN), req.headers().get(header::HOST));
+        // Only a write reads a request body (and says itself when it
+        // leaves some unread); any other request's body stays unread.
+        let unread_body = h::has_body(&req) && !(cors.is_allowed() && is_write(&req));
+        let finish = Finish { cors, unread_body };
+        if !finish.cors.is_allowed() {
+            h::audit_origin_refused("rest", &req, Some(peer));
+            return Box::pin(std::future::ready(finish.answer(Err(FeedError::OriginNotAllowed))));
+        }
+        let rest = self;
+        match route(&rest, req) {
+            Routed::Now(res) => Box::pin(std::future::ready(finish.answer(res))),
+            Routed::Create(req) => Box::pin(async move { finish.answer(create(&rest.feed, req, peer).await) }),
+            Routed::List(req) => Box::pin(async move { finish.answer(list(&rest.feed, &req, peer).await) }),
+            Routed::Event(req) => Box::pin(async move {
+                // The route's parameter, found again (not kept in a String).
+                let id = find(req.uri().path()).and_then(|(_, param)| param).unwrap_or("");
+                finish.answer(get_one(&rest.feed, &req, id, peer).await)
+            }),
+            Routed::Stream(req) => Box::pin(async move { finish.answer(stream(&rest.feed, req, peer).await) }),
+        }
     }
 
     fn route_label(&self, path: &str) -> &'static str {
@@ -180,49 +180,93 @@ fn is_write<B>(req: &Request<B>) -> bool {
     req.method() == Method::POST && find(req.uri().path()).is_some_and(|(r, _)| r.endpoint == Endpoint::Events)
 }
 
-async fn route<S: Store>(
-    rest: &Rest<S>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Response<Body>, FeedError> {
-    let feed = &*rest.feed;
-    let path = req.uri().path();
-    let method = req.method().clone();
-    if method == Method::OPTIONS {
-        return Ok(preflight(&req));
+/// What every REST answer gets before it leaves: the error's answer,
+/// `Connection: close` when the request's body was left unread, the
+/// origin's CORS headers.
+struct Finish {
+    cors: h::CorsDecision,
+    unread_body: bool,
+}
+
+impl Finish {
+    fn answer(self, res: Result<Response<Body>, FeedError>) -> Response<Body> {
+        let mut res = res.unwrap_or_else(|e| e.to_response());
+        if self.unread_body {
+            h::last_on_connection(&mut res);
+        }
+        if self.cors.apply(res.headers_mut()) {
+            // What a page may read of an answer besides the simple headers.
+            res.headers_mut().insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("Location, Retry-After, Allow, Idempotent-Replayed"),
+            );
+        }
+        res
     }
-    let (route, param) = find(path).ok_or(FeedError::NotFound("no such route"))?;
+}
+
+/// Where a request stands once routed: answered, or an endpoint to wait on.
+enum Routed {
+    /// The answer (or refusal), without waiting.
+    Now(Result<Response<Body>, FeedError>),
+    /// `POST /api/events`.
+    Create(Request<Incoming>),
+    /// `GET /api/events`.
+    List(Request<Incoming>),
+    /// `GET /api/events/{id}`.
+    Event(Request<Incoming>),
+    /// `GET /api/events/stream`.
+    Stream(Request<Incoming>),
+}
+
+fn route<S: Store>(rest: &Rest<S>, req: Request<Incoming>) -> Routed {
+    let feed = &*rest.feed;
+    let method = req.method();
+    if method == Method::OPTIONS {
+        return Routed::Now(Ok(preflight(&req)));
+    }
+    let Some((route, _)) = find(req.uri().path()) else {
+        return Routed::Now(Err(FeedError::NotFound("no such route")));
+    };
     if !route.methods.contains(&method.as_str()) {
-        return Err(FeedError::MethodNotAllowed { allow: route.methods });
+        return Routed::Now(Err(FeedError::MethodNotAllowed { allow: route.methods }));
     }
     // From here the method is one of the route's: GET, or POST for events,
     // or HEAD where GET's answer is sent without its body (by hyper).
     match route.endpoint {
-        Endpoint::Events if method == Method::POST => create(&rest.feed, req, peer).await,
-        Endpoint::Events => list(feed, &req, peer).await,
-        Endpoint::Stream => {
-            let who = authenticated(feed, req.headers(), peer, "stream").await?;
-            // Records may be written past hyper only where hyper frames the
-            // body in chunks (HTTP/1.1) and sends it (not for HEAD).
-            let connection = req
-                .extensions()
-                .get::<crate::http::ConnectionSlot>()
-                .filter(|_| method == Method::GET && req.version() == http::Version::HTTP_11)
-                .cloned();
-            super::stream::open(&rest.feed, who, req.headers(), req.uri().query().unwrap_or(""), peer, connection).await
-        }
-        Endpoint::Event => get_one(feed, &req, param.unwrap_or(""), peer).await,
-        Endpoint::Health => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))),
-        Endpoint::Ready => match feed.is_ready() {
-            Ok(()) => Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))),
-            Err(why) => Ok(h::json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(format!(r#"{{"status":"{why}"}}"#)))),
-        },
+        Endpoint::Events if method == Method::POST => Routed::Create(req),
+        Endpoint::Events => Routed::List(req),
+        Endpoint::Stream => Routed::Stream(req),
+        Endpoint::Event => Routed::Event(req),
+        Endpoint::Health => Routed::Now(Ok(h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)))),
+        Endpoint::Ready => Routed::Now(Ok(match feed.is_ready() {
+            Ok(()) => h::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#)),
+            Err(why) => h::json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(format!(r#"{{"status":"{why}"}}"#))),
+        })),
         Endpoint::Metrics => {
             (rest.refresh)(&feed.metrics);
-            Ok(h::response(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(feed.metrics.encode())))
+            let metrics = Bytes::from(feed.metrics.encode());
+            Routed::Now(Ok(h::response(StatusCode::OK, crate::metrics::CONTENT_TYPE, metrics)))
         }
-        Endpoint::OpenApi => Ok(h::json(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()))),
+        Endpoint::OpenApi => Routed::Now(Ok(h::json(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes())))),
     }
+}
+
+/// `GET /api/events/stream`: authenticated, then the stream.
+async fn stream<S: Store>(
+    feed: &Arc<Feed<S>>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, FeedError> {
+    let who = authenticated(feed, req.headers(), peer, "stream").await?;
+    // Records may be written past hyper only where hyper frames the body in
+    // chunks (HTTP/1.1) and sends it (not for HEAD).
+    let connection = req
+        .extensions()
+        .get::<crate::http::ConnectionSlot>()
+        .filter(|_| req.method() == Method::GET && req.version() == http::Version::HTTP_11)
+        .cloned();
+    super::stream::open(feed, who, req.headers(), req.uri().query().unwrap_or(""), peer, connection).await
 }
 
 fn preflight(req: &Request<Incoming>) -> Response<Body> {

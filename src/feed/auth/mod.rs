@@ -357,7 +357,10 @@ impl Credentials {
             Err(Unverified::Failed(failure)) => Answer::Now(Err(failure)),
             Err(Unverified::UnknownKid(kid)) => {
                 let (credentials, tenant, token) = (self.clone(), tenant.to_owned(), token.to_owned());
-                Answer::Later(async move {
+                // Boxed: rare, and large (a JWKS fetch). Every request that
+                // authenticates holds room for this future, so inline it
+                // would put each one past the allocator's per-thread cache.
+                Answer::Later(Box::pin(async move {
                     let Some(verifier) = credentials.jwt.as_ref() else { return Err(AuthFailure::InvalidToken) };
                     let Some(jwks) = verifier.jwks() else { return Err(AuthFailure::InvalidToken) };
                     let keys = jwks.refetch_for(&kid).await;
@@ -366,7 +369,7 @@ impl Credentials {
                         Err(Unverified::Failed(failure)) => Err(failure),
                         Err(Unverified::UnknownKid(_)) => Err(AuthFailure::InvalidToken),
                     }
-                })
+                }))
             }
         }
     }
