@@ -130,17 +130,17 @@ impl Router {
         self
     }
 
+    /// Whether `path` lies under an Engine.IO endpoint's.
+    fn under_engine(&self, path: &str) -> bool {
+        self.engines.iter().any(|(prefix, _)| path.starts_with(prefix.as_str()))
+    }
+
     fn takes_connection(&self, path: &str) -> bool {
-        !self.engines.iter().any(|(prefix, _)| path.starts_with(prefix.as_str()))
-            && self.fallback.takes_connection(path)
+        !self.under_engine(path) && self.fallback.takes_connection(path)
     }
 
     fn label(&self, path: &str) -> &'static str {
-        if self.engines.iter().any(|(prefix, _)| path.starts_with(prefix.as_str())) {
-            "engine.io"
-        } else {
-            self.fallback.route_label(path)
-        }
+        if self.under_engine(path) { "engine.io" } else { self.fallback.route_label(path) }
     }
 
     fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {

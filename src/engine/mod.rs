@@ -202,7 +202,7 @@ impl<H: Handler> Engine<H> {
         peer: Option<SocketAddr>,
     ) -> BoxFuture<'static, Response<Body>> {
         let finish = Finish::of(self, &req);
-        match self.route(req, finish.cors.is_allowed(), peer) {
+        match self.route(req, finish.cors.is_allowed(), peer).unwrap_or_else(|e| Routed::Now(Err(e))) {
             Routed::Now(res) => Box::pin(std::future::ready(finish.answer(res))),
             Routed::Get(entry) => {
                 let engine = self.clone();
@@ -215,14 +215,7 @@ impl<H: Handler> Engine<H> {
         }
     }
 
-    fn route(self: &Arc<Self>, req: Request<Incoming>, origin_ok: bool, peer: Option<SocketAddr>) -> Routed<H::State> {
-        match self.route_now(req, origin_ok, peer) {
-            Ok(routed) => routed,
-            Err(e) => Routed::Now(Err(e)),
-        }
-    }
-
-    fn route_now(
+    fn route(
         self: &Arc<Self>,
         req: Request<Incoming>,
         origin_ok: bool,

@@ -58,25 +58,27 @@ impl<S: Store> Service for Rest<S> {
     fn call(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
         let cors =
             self.feed.config.cors.headers_for(req.headers().get(header::ORIGIN), req.headers().get(header::HOST));
-        // Only a write reads a request body (and says itself when it
-        // leaves some unread); any other request's body stays unread.
-        let unread_body = h::has_body(&req) && !(cors.is_allowed() && is_write(&req));
+        let found = find(req.uri().path()).map(|(route, _)| route);
+        // Only a write (`POST /api/events`, [`create`]) reads a request body
+        // (and says itself when it leaves some unread); any other request's
+        // body stays unread.
+        let write = req.method() == Method::POST && found.is_some_and(|r| r.endpoint == Endpoint::Events);
+        let unread_body = h::has_body(&req) && !(cors.is_allowed() && write);
         let finish = Finish { cors, unread_body };
         if !finish.cors.is_allowed() {
             h::audit_origin_refused("rest", &req, Some(peer));
             return Box::pin(std::future::ready(finish.answer(Err(FeedError::OriginNotAllowed))));
         }
-        let rest = self;
-        match route(&rest, req) {
+        match route(&self, req, found) {
             Routed::Now(res) => Box::pin(std::future::ready(finish.answer(res))),
-            Routed::Create(req) => Box::pin(async move { finish.answer(create(&rest.feed, req, peer).await) }),
-            Routed::List(req) => Box::pin(async move { finish.answer(list(&rest.feed, &req, peer).await) }),
+            Routed::Create(req) => Box::pin(async move { finish.answer(create(&self.feed, req, peer).await) }),
+            Routed::List(req) => Box::pin(async move { finish.answer(list(&self.feed, &req, peer).await) }),
             Routed::Event(req) => Box::pin(async move {
                 // The route's parameter, found again (not kept in a String).
                 let id = find(req.uri().path()).and_then(|(_, param)| param).unwrap_or("");
-                finish.answer(get_one(&rest.feed, &req, id, peer).await)
+                finish.answer(get_one(&self.feed, &req, id, peer).await)
             }),
-            Routed::Stream(req) => Box::pin(async move { finish.answer(stream(&rest.feed, req, peer).await) }),
+            Routed::Stream(req) => Box::pin(async move { finish.answer(stream(&self.feed, req, peer).await) }),
         }
     }
 
@@ -175,11 +177,6 @@ fn lookup(path: &str) -> Option<(&'static Route, Option<&str>)> {
     ROUTES.iter().find_map(|r| matches(r.path, path).map(|param| (r, param)))
 }
 
-/// `POST /api/events`: the one request whose body is read ([`create`]).
-fn is_write<B>(req: &Request<B>) -> bool {
-    req.method() == Method::POST && find(req.uri().path()).is_some_and(|(r, _)| r.endpoint == Endpoint::Events)
-}
-
 /// What every REST answer gets before it leaves: the error's answer,
 /// `Connection: close` when the request's body was left unread, the
 /// origin's CORS headers.
@@ -219,13 +216,14 @@ enum Routed {
     Stream(Request<Incoming>),
 }
 
-fn route<S: Store>(rest: &Rest<S>, req: Request<Incoming>) -> Routed {
+/// Routes `req`, whose path's route `found` is.
+fn route<S: Store>(rest: &Rest<S>, req: Request<Incoming>, found: Option<&'static Route>) -> Routed {
     let feed = &*rest.feed;
     let method = req.method();
     if method == Method::OPTIONS {
         return Routed::Now(Ok(preflight(&req)));
     }
-    let Some((route, _)) = find(req.uri().path()) else {
+    let Some(route) = found else {
         return Routed::Now(Err(FeedError::NotFound("no such route")));
     };
     if !route.methods.contains(&method.as_str()) {
