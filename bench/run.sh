@@ -150,6 +150,7 @@ HEAD = {
     "fanout": [
         ("deliveries_per_sec", "deliveries/s", False),
         ("server_cpu_us_per_delivery", "server CPU µs / delivery", True),
+        ("server_sys_cpu_us_per_delivery", "… of it in the kernel", True),
         ("deliveries_per_write", "deliveries / server write()", False),
         ("latency_us.p50", "latency p50 µs", True),
         ("latency_us.p99", "latency p99 µs", True),
@@ -448,11 +449,17 @@ for case in order:
         lines.append("| figure | eventfeed | floor | eventfeed / floor | target |")
         lines.append("| --- | ---: | ---: | ---: | --- |")
         lines.append(f"| CPU µs / delivery | {fmt(ef)} | {fmt(fl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict_of(t, ratio, ef)} |")
+        # The kernel's part (stime of the server; the floor thread's system time).
+        es, fs = e.get("server_sys_cpu_us_per_delivery"), f.get("writer_sys_us_per_delivery")
+        if es is not None and fs:
+            lines.append(f"| … of it in the kernel | {fmt(es)} | {fmt(fs)} | {es / fs:.3g} |  |")
         lines.append("")
         bl = per.get("baseline", {}).get("median", {}).get("server_cpu_us_per_delivery")
         if bl and fl:
+            kernel = (f" eventfeed's kernel time alone is {es / bl:.3g} of Node's CPU per delivery."
+                      if es is not None else "")
             lines.append(f"Node: {fmt(bl)} µs per delivery, {bl / fl:.3g}× the floor; a fifth of Node is "
-                         f"{bl / 5 / fl:.3g}× the floor.")
+                         f"{bl / 5 / fl:.3g}× the floor.{kernel}")
             lines.append("")
         summary[case]["ratio_floor"] = {"server_cpu_us_per_delivery": ratio}
 if compare:

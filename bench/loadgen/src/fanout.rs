@@ -26,7 +26,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::HttpClient;
 use crate::procfs::maybe_sample;
-use crate::report::{Errors, SelfCpu, histogram, latency_json, latency_line, opt, per_unit_us, round2, server_cpu};
+use crate::report::{
+    Errors, SelfCpu, histogram, latency_json, latency_line, opt, per_unit_us, round2, server_cpu, server_sys,
+};
 use crate::target::{SourceIps, Target};
 use crate::track::{Receiver, Shared, Track, on_event};
 use crate::wire::{EventArgs, Incoming, bench_message, clip};
@@ -421,6 +423,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     let delivery_secs = (last.saturating_sub(start_nanos) as f64 / 1e9).max(publish_secs.min(args.duration));
     let deliveries_per_sec = deliveries as f64 / delivery_secs.max(1e-9);
     let cpu = server_cpu(before, after);
+    let sys = server_sys(before, after);
     let latency = shared.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let ack_latency = stats.ack_latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let pub_errors = stats.errors.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
@@ -440,9 +443,10 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     );
     problems.print("receiver problems");
     println!(
-        "  server cpu {} ({} per delivery), rss {} KiB",
+        "  server cpu {} ({} per delivery, {} of it in the kernel), rss {} KiB",
         opt(cpu, " s"),
         opt(per_unit_us(cpu, deliveries), " µs"),
+        opt(per_unit_us(sys, deliveries), " µs"),
         after.map_or("n/a".into(), |s| s.rss_kib.to_string())
     );
 
@@ -485,6 +489,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         "receiver_problems": problems.json(),
         "server_cpu_secs": cpu,
         "server_cpu_us_per_delivery": per_unit_us(cpu, deliveries),
+        "server_sys_cpu_us_per_delivery": per_unit_us(sys, deliveries),
         "server_rss_kib": after.map(|s| s.rss_kib),
         "loadgen_cpu_secs": gen_cpu,
         "loadgen_busy": gen_busy,

@@ -12,13 +12,20 @@ pub const CLK_TCK: f64 = 100.0;
 pub struct Sample {
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
+    /// stime alone (CPU time in the kernel: system calls, the network stack
+    /// the server's own writes run through loopback), in clock ticks.
+    pub sys_ticks: u64,
     /// VmRSS in KiB.
     pub rss_kib: u64,
 }
 
 impl Sample {
     fn add(self, o: Sample) -> Sample {
-        Sample { cpu_ticks: self.cpu_ticks + o.cpu_ticks, rss_kib: self.rss_kib + o.rss_kib }
+        Sample {
+            cpu_ticks: self.cpu_ticks + o.cpu_ticks,
+            sys_ticks: self.sys_ticks + o.sys_ticks,
+            rss_kib: self.rss_kib + o.rss_kib,
+        }
     }
 }
 
@@ -26,21 +33,21 @@ impl Sample {
 pub fn sample(pid: u32) -> Result<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat (is the server pid right and alive?)"))?;
-    let cpu_ticks = parse_stat_cpu(&stat).ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat format"))?;
+    let (utime, stime) = parse_stat_cpu(&stat).ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat format"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let rss_kib = parse_status_rss(&status).ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    Ok(Sample { cpu_ticks, rss_kib })
+    Ok(Sample { cpu_ticks: utime + stime, sys_ticks: stime, rss_kib })
 }
 
-/// utime + stime (fields 14 and 15; the command name in field 2 may hold spaces
-/// and parentheses, so fields are counted after its last `)`).
-fn parse_stat_cpu(stat: &str) -> Option<u64> {
+/// utime and stime (fields 14 and 15; the command name in field 2 may hold
+/// spaces and parentheses, so fields are counted after its last `)`).
+fn parse_stat_cpu(stat: &str) -> Option<(u64, u64)> {
     let after = &stat[stat.rfind(')')? + 1..];
     let mut fields = after.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 fn parse_status_rss(status: &str) -> Option<u64> {
@@ -51,6 +58,11 @@ fn parse_status_rss(status: &str) -> Option<u64> {
 /// CPU seconds between two samples.
 pub fn cpu_secs(before: &Sample, after: &Sample) -> f64 {
     after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / CLK_TCK
+}
+
+/// CPU seconds spent in the kernel between two samples.
+pub fn sys_secs(before: &Sample, after: &Sample) -> f64 {
+    after.sys_ticks.saturating_sub(before.sys_ticks) as f64 / CLK_TCK
 }
 
 /// Samples the server when pids were given (the sum over all of them); a
@@ -80,7 +92,7 @@ mod tests {
     #[test]
     fn parses_stat_and_status() {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 1 2 3";
-        assert_eq!(parse_stat_cpu(stat), Some(325));
+        assert_eq!(parse_stat_cpu(stat), Some((250, 75)));
         let status = "Name:\teventfeed\nVmPeak:\t  10 kB\nVmRSS:\t    5120 kB\nThreads: 2\n";
         assert_eq!(parse_status_rss(status), Some(5120));
     }

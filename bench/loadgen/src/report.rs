@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::procfs::{Sample, cpu_secs};
+use crate::procfs::{Sample, cpu_secs, sys_secs};
 
 /// A latency histogram in microseconds, 1 µs to 10 minutes, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
@@ -47,6 +47,11 @@ pub fn latency_line(h: &Histogram<u64>) -> String {
 /// Server CPU seconds in a window, when both samples exist.
 pub fn server_cpu(before: Option<Sample>, after: Option<Sample>) -> Option<f64> {
     Some(cpu_secs(&before?, &after?))
+}
+
+/// Server CPU seconds spent in the kernel in a window, when both samples exist.
+pub fn server_sys(before: Option<Sample>, after: Option<Sample>) -> Option<f64> {
+    Some(sys_secs(&before?, &after?))
 }
 
 /// CPU µs per unit of work.
