@@ -143,6 +143,11 @@ def flatten(v, prefix=""):
         for k, x in v.items():
             d.update(flatten(x, f"{prefix}.{k}" if prefix else k))
         return d
+    if isinstance(v, list):  # e.g. each process's CPU: key.0, key.1, ...
+        d = {}
+        for i, x in enumerate(v):
+            d.update(flatten(x, f"{prefix}.{i}"))
+        return d
     return {}
 
 # Headline figures per loadgen mode: (key, label, lower_is_better).
@@ -428,6 +433,21 @@ for case in order:
             lines.append(f"| {label} | {fmt(ef)} | {fmt(bl)} | {'—' if ratio is None else f'{ratio:.3g}'} | {verdict_of(t, ratio, ef)} |")
         summary[case]["ratio_baseline" if compare else ("ratio" if right in ("baseline", "eventfeed") else f"ratio_{right}")] = ratios
         lines.append("")
+    # Where a cluster's CPU goes: each process (A, redis-server, B: the order
+    # start_server gives them to the generator), beside one instance.
+    if not compare and case.startswith("cluster_"):
+        for s, roles in (("cluster", ("instance A (receivers)", "Redis", "instance B (publishers)")),
+                         ("baseline_cluster", ("Node A (receivers)", "Redis", "Node B (publishers)"))):
+            m = per.get(s, {}).get("median", {})
+            each = [m.get(f"server_cpu_us_per_delivery_each.{i}") for i in range(3)]
+            if any(x is None for x in each):
+                continue
+            one = per.get("eventfeed", {}).get("median", {}).get("server_cpu_us_per_delivery")
+            beside = f"; one eventfeed instance: {fmt(one)}" if one is not None and s == "cluster" else ""
+            parts = ", ".join(f"{n} {fmt(x)}" for n, x in zip(roles, each))
+            lines.append(f"{'eventfeed' if s == 'cluster' else 'Node'} cluster, CPU µs per delivery by process "
+                         f"(medians): {parts}{beside}.")
+            lines.append("")
     # The fan-out cases beside the machine's floor at their shape (no server).
     if not compare and "floor" in per and "eventfeed" in per:
         f = per["floor"]["median"]

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::HttpClient;
-use crate::procfs::maybe_sample;
+use crate::procfs::{cpu_secs, maybe_sample_each, total};
 use crate::report::{
     Errors, SelfCpu, histogram, latency_json, latency_line, opt, per_unit_us, round2, server_cpu, server_sys,
 };
@@ -330,7 +330,8 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     }
 
     // 3. The measured window.
-    let before = maybe_sample(&c.server_pid);
+    let before_each = maybe_sample_each(&c.server_pid);
+    let before = before_each.as_deref().map(total);
     let self_cpu = SelfCpu::start();
     let start = Instant::now();
     let end = start + secs(args.duration);
@@ -384,7 +385,8 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     while shared.deliveries.load(Ordering::Relaxed) < expected && Instant::now() < drain_end {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let after = maybe_sample(&c.server_pid);
+    let after_each = maybe_sample_each(&c.server_pid);
+    let after = after_each.as_deref().map(total);
     let (gen_cpu, gen_busy) = self_cpu.finish(c.threads);
     // A short grace so late duplicates are seen too.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -424,6 +426,14 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
     let deliveries_per_sec = deliveries as f64 / delivery_secs.max(1e-9);
     let cpu = server_cpu(before, after);
     let sys = server_sys(before, after);
+    // Each process's part, when the server is several (the cluster cases:
+    // instance A, redis-server, instance B), in the order of --server-pid.
+    let each: Option<Vec<Option<f64>>> = match (&before_each, &after_each) {
+        (Some(b), Some(a)) if a.len() > 1 => {
+            Some(b.iter().zip(a).map(|(b, a)| per_unit_us(Some(cpu_secs(b, a)), deliveries)).collect())
+        }
+        _ => None,
+    };
     let latency = shared.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let ack_latency = stats.ack_latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
     let pub_errors = stats.errors.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
@@ -490,6 +500,7 @@ pub async fn run(args: &FanoutArgs, started: Instant) -> Result<Outcome> {
         "server_cpu_secs": cpu,
         "server_cpu_us_per_delivery": per_unit_us(cpu, deliveries),
         "server_sys_cpu_us_per_delivery": per_unit_us(sys, deliveries),
+        "server_cpu_us_per_delivery_each": each,
         "server_rss_kib": after.map(|s| s.rss_kib),
         "loadgen_cpu_secs": gen_cpu,
         "loadgen_busy": gen_busy,

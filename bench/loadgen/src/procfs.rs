@@ -69,20 +69,31 @@ pub fn sys_secs(before: &Sample, after: &Sample) -> f64 {
 /// failed read is reported and turns into `None` (the run goes on without
 /// server figures).
 pub fn maybe_sample(pids: &[u32]) -> Option<Sample> {
+    Some(total(&maybe_sample_each(pids)?))
+}
+
+/// Samples each of the server's processes (in the order given), as
+/// [`maybe_sample`] does.
+pub fn maybe_sample_each(pids: &[u32]) -> Option<Vec<Sample>> {
     if pids.is_empty() {
         return None;
     }
-    let mut total = Sample::default();
+    let mut each = Vec::with_capacity(pids.len());
     for &pid in pids {
         match sample(pid) {
-            Ok(s) => total = total.add(s),
+            Ok(s) => each.push(s),
             Err(e) => {
                 eprintln!("warning: {e:#}");
                 return None;
             }
         }
     }
-    Some(total)
+    Some(each)
+}
+
+/// The sum of several processes' samples.
+pub fn total(each: &[Sample]) -> Sample {
+    each.iter().fold(Sample::default(), |t, s| t.add(*s))
 }
 
 #[cfg(test)]
